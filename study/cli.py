@@ -1,0 +1,218 @@
+"""The ``study`` command line.
+
+Every input is validated before any work starts; a bad one prints a single line,
+``study: error: <field>: <what is wrong; what is allowed>``, and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from study import __version__
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A user-facing input error: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``study`` console script."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not hasattr(args, "run"):
+            parser.print_help()
+            return EXIT_USAGE
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+        return args.run(args) or 0
+    except UsageError as error:
+        print(f"study: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as error:  # validation errors of filters, models, layers
+        print(f"study: error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("study: interrupted", file=sys.stderr)
+        return 130
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="study",
+        description="Hyperparameter studies for anti-aliased CNNs "
+        "(Zhang, 'Making Convolutional Networks Shift-Invariant Again').",
+    )
+    parser.add_argument("--version", action="version", version=f"study {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, help: str, run: Callable[[argparse.Namespace], int | None]):
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(run=run)
+        return sub
+
+    demo = command("demo", "show anti-aliasing at work on built-in data (about a minute)", _demo)
+    demo.add_argument(
+        "--out", type=Path, default=Path("demo-out"), help="output folder (default: demo-out)"
+    )
+    demo.add_argument("--model", default="vgg13_bn", help="network (see `study models`)")
+    demo.add_argument(
+        "--width", type=float, default=0.25, help="channel width multiplier (default: 0.25)"
+    )
+    demo.add_argument(
+        "--filters",
+        default=",".join(_demo_defaults().filters),
+        help="semicolon- or comma-separated filter specs, baseline first",
+    )
+    demo.add_argument("--images", type=int, default=32, help="number of images (default: 32)")
+    demo.add_argument(
+        "--max-shift", type=int, default=8, help="shifts 0..N-1 in each direction (default: 8)"
+    )
+    demo.add_argument("--seed", type=int, default=0, help="seed of images and weights")
+
+    show = command("filters", "describe filter specs (default: the paper's Table 1)", _filters)
+    show.add_argument(
+        "specs", nargs="*", metavar="SPEC", help="e.g. binomial-5 'firwin(taps=5, cutoff=0.4)'"
+    )
+    show.add_argument(
+        "--plot", type=Path, help="write the frequency responses to this PNG/SVG/PDF file"
+    )
+    show.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    command("models", "list the registered networks", _models)
+    return parser
+
+
+def _demo_defaults():
+    from study.demo import DemoConfig
+
+    return DemoConfig()
+
+
+def _split_specs(text: str) -> tuple[str, ...]:
+    """Filter specs separated by ';', or by ',' outside parentheses and brackets."""
+    if ";" in text:
+        parts = text.split(";")
+    else:
+        parts, depth, current = [], 0, ""
+        for char in text:
+            depth += (char in "([") - (char in ")]")
+            if char == "," and depth == 0:
+                parts.append(current)
+                current = ""
+            else:
+                current += char
+        parts.append(current)
+    return tuple(p.strip() for p in parts if p.strip())
+
+
+def _check_out_dir(path: Path, field: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{field}: {path} exists and is not a folder; give a folder path")
+    parent = next((p for p in [path, *path.parents] if p.exists()), Path("."))
+    if not parent.is_dir() or not _writable(parent):
+        raise UsageError(f"{field}: cannot write under {parent}; give a writable folder")
+
+
+def _writable(folder: Path) -> bool:
+    import os
+
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from study import filters, models
+    from study.demo import DemoConfig, format_table, run_demo
+
+    specs = _split_specs(args.filters)
+    if not specs:
+        raise UsageError("--filters: give at least one filter spec, e.g. delta,binomial-5")
+    for spec in specs:
+        try:
+            filters.parse(spec)
+        except filters.FilterSpecError as error:
+            raise UsageError(str(error.under("--filters"))) from None
+    if args.model not in models.MODELS:
+        allowed = ", ".join(models.available_models())
+        raise UsageError(f"--model: unknown network {args.model!r}; allowed: {allowed}")
+    if not 0 < args.width <= 4:
+        raise UsageError(f"--width: {args.width} is outside (0, 4]")
+    if not 2 <= args.images <= 4096:
+        raise UsageError(f"--images: {args.images} is outside 2 to 4096")
+    if not 1 <= args.max_shift <= 32:
+        raise UsageError(f"--max-shift: {args.max_shift} is outside 1 to 32")
+    _check_out_dir(args.out, "--out")
+    config = DemoConfig(args.model, args.width, specs, args.images, args.max_shift, args.seed)
+    results = run_demo(config, args.out)
+    toy = results["toy_example"]
+    print("Toy example (Section 3.2, Fig. 3): signal [0,0,1,1,0,0,1,1] and shifted by one")
+    for name in ("delta", "triangle-3"):
+        print(f"  {name:<11} {toy[name]}  shifted: {toy[name + ' shifted']}")
+    print()
+    print(f"Shift-invariance of a freshly initialised {args.model} (width {args.width}),")
+    print(f"{args.images} pink-noise images, all {args.max_shift}x{args.max_shift} circular shifts")
+    print("(feature distance, normalised by the distance between different images; 0 = invariant):")
+    print(format_table(results))
+    print(f"\nwrote {args.out / 'demo.json'} and {args.out / 'demo.png'}")
+    return 0
+
+
+def _filters(args: argparse.Namespace) -> int:
+    from study import filters
+
+    if args.plot is not None:
+        if args.plot.suffix.lower() not in {".png", ".svg", ".pdf"}:
+            raise UsageError(f"--plot: {args.plot} must end in .png, .svg or .pdf")
+        _check_out_dir(args.plot.parent, "--plot")
+    named = {str(s): s for s in filters.TABLE1.values()}
+    if args.specs:
+        named = {}
+        for text in args.specs:
+            try:
+                spec = filters.parse(text)
+            except filters.FilterSpecError as error:
+                raise UsageError(str(error.under("SPEC"))) from None
+            named[str(spec)] = spec
+    rows = [filters.describe(spec) for spec in named.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{'filter':<58} {'taps':>4} {'-3dB':>6} {'|H(Nyq)|':>8}  weights")
+        for row in rows:
+            weights = ", ".join(f"{w:.4f}" for w in row["weights"])
+            numbers = f"{row['taps']:>4} {row['cutoff_3db']:>6.3f} {row['nyquist_gain']:>8.3f}"
+            print(f"{row['filter']:<58} {numbers}  [{weights}]")
+    if args.plot is not None:
+        from study.filters.plot import plot_responses
+
+        plot_responses(named.values()).savefig(args.plot, dpi=130)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from study import models
+
+    for name in models.available_models():
+        model = models.build(name)
+        params = sum(p.numel() for p in model.parameters())
+        doc = (type(model).__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<16} {params / 1e6:6.2f} M params  {doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

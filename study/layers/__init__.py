@@ -1,0 +1,101 @@
+"""Anti-aliased downsampling layers: functional forms, modules and a factory.
+
+Layer kinds are registered by name in :data:`LAYERS`; models ask :func:`create_aa` for
+one (timm's ``create_aa`` pattern), so a network can switch its downsampling by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from torch import nn
+
+from study.layers.functional import (
+    PADDING_MODES,
+    Padding,
+    avg_blur_pool2d,
+    blur_pool2d,
+    max_blur_pool2d,
+    pad2d,
+)
+from study.layers.modules import (
+    BlurAvgPool2d,
+    BlurConv2d,
+    BlurPool2d,
+    CircularAvgPool2d,
+    CircularMaxPool2d,
+    FilterLike,
+    MaxBlurPool2d,
+    check_choice,
+)
+from study.layers.taps import FixedTaps, LearnableCutoff, LearnableTaps, make_taps
+
+__all__ = [
+    "BLUR_TYPES",
+    "LAYERS",
+    "PADDING_MODES",
+    "BlurAvgPool2d",
+    "BlurConv2d",
+    "BlurPool2d",
+    "CircularAvgPool2d",
+    "CircularMaxPool2d",
+    "FixedTaps",
+    "LearnableCutoff",
+    "LearnableTaps",
+    "MaxBlurPool2d",
+    "avg_blur_pool2d",
+    "blur_layers",
+    "blur_pool2d",
+    "check_choice",
+    "create_aa",
+    "filter_parameters",
+    "make_taps",
+    "max_blur_pool2d",
+    "pad2d",
+]
+
+LAYERS: dict[str, Callable[..., nn.Module]] = {
+    "blurpool": BlurPool2d,
+    "maxblurpool": MaxBlurPool2d,
+    "avgblurpool": BlurAvgPool2d,
+}
+"""Blur layer kinds by name; each takes ``(channels, filter, stride=..., padding=...)``."""
+
+BLUR_TYPES = (BlurPool2d, MaxBlurPool2d, BlurAvgPool2d)
+
+
+def create_aa(
+    kind: str,
+    channels: int,
+    filter: FilterLike = "binomial-5",
+    stride: int = 2,
+    padding: Padding = "circular",
+    **kwargs,
+) -> nn.Module:
+    """A blur layer of a registered ``kind`` (see :data:`LAYERS`).
+
+    >>> create_aa("maxblurpool", 64, "binomial-3")
+    MaxBlurPool2d(
+      64, filter=binomial-3, stride=2, padding=circular, kernel_size=2, order=pool-blur
+      (lowpass): FixedTaps(binomial-3)
+    )
+    """
+    check_choice("layer kind", kind, tuple(LAYERS))
+    return LAYERS[kind](channels, filter, stride=stride, padding=padding, **kwargs)
+
+
+def blur_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """``(name, module)`` of every blur in ``model``: the blur layers and the blurs
+    inside :class:`BlurConv2d`."""
+    for name, module in model.named_modules():
+        if isinstance(module, BLUR_TYPES):
+            yield name, module
+
+
+def filter_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+    """The trainable filter parameters (learnable taps and cutoffs), to give them their
+    own optimiser group (learning rate, no weight decay)."""
+    for name, module in model.named_modules():
+        if isinstance(module, LearnableTaps | LearnableCutoff):
+            for parameter_name, parameter in module.named_parameters():
+                yield f"{name}.{parameter_name}" if name else parameter_name, parameter
