@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import functools
 import platform
-import statistics
-import time
 
 import torch
 
@@ -25,26 +23,7 @@ from study import models
 from study.convert import antialias
 from study.filters import design
 from study.layers import blur_pool2d
-
-
-def _timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
-def _interleaved(variants: dict, rounds: int, warmup: int, device: torch.device) -> dict:
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for round_index in range(warmup + rounds):
-        for name, fn in variants.items():
-            elapsed = _timed(fn, device)
-            if round_index >= warmup:
-                times[name].append(elapsed)
-    return {name: statistics.median(values) for name, values in times.items()}
+from study.metrics.timing import interleaved_medians
 
 
 def vgg_table(batch: int, rounds: int, warmup: int, device: torch.device) -> None:
@@ -67,7 +46,9 @@ def vgg_table(batch: int, rounds: int, warmup: int, device: torch.device) -> Non
 
         return run
 
-    medians = _interleaved({k: forward(v) for k, v in networks.items()}, rounds, warmup, device)
+    medians = interleaved_medians(
+        {k: forward(v) for k, v in networks.items()}, rounds, warmup, device
+    )
     base = medians["Baseline"]
     print(f"\nVGG13-BN forward, batch {batch} of 32x32, median of {rounds} interleaved rounds")
     print(f"| {'Model':<30} | {'Timing [ms]':>11} | {'% added':>8} |")
@@ -89,7 +70,7 @@ def blur_table(rounds: int, warmup: int, device: torch.device) -> None:
             name: functools.partial(_blur_once, x, taps, separable)
             for name, separable in (("separable", True), ("direct", False))
         }
-        medians = _interleaved(variants, rounds, warmup, device)
+        medians = interleaved_medians(variants, rounds, warmup, device)
         separable, direct = medians["separable"] * 1e3, medians["direct"] * 1e3
         print(
             f"| {size:>4} | {separable:>14.2f} | {direct:>15.2f} | {direct / separable:>17.2f}x |"

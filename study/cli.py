@@ -93,6 +93,46 @@ def _build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     command("models", "list the registered networks", _models)
+
+    report = command(
+        "report",
+        "evaluate a saved checkpoint: all-shift metrics (JSON) and their figures (PNG)",
+        _report,
+    )
+    report.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a .pt checkpoint")
+    report.add_argument("--out", type=Path, required=True, help="output folder")
+    report.add_argument(
+        "--data",
+        default="noise",
+        help="CIFAR folder (cifar-10-batches-py), image-folder tree or its .tar.gz, "
+        "or 'noise' for pink noise labelled by the model itself (default: noise)",
+    )
+    report.add_argument("--split", default="test", help="train or test (default: test)")
+    report.add_argument(
+        "--images", type=int, default=1000, help="images to evaluate, 0 = all (default: 1000)"
+    )
+    report.add_argument(
+        "--method",
+        default="auto",
+        help="all-shift evaluation: auto, polyphase or naive (default: auto)",
+    )
+    report.add_argument(
+        "--feature-images",
+        type=int,
+        default=8,
+        help="images for the per-layer distance maps, 0 = skip (default: 8)",
+    )
+    report.add_argument(
+        "--feature-shifts",
+        type=int,
+        default=None,
+        help="distance maps over shifts 0..N-1 (default: all H x W)",
+    )
+    report.add_argument(
+        "--no-timing", action="store_true", help="skip the forward-time overhead (Table 2)"
+    )
+    report.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    report.add_argument("--seed", type=int, default=0, help="seed of image choice and shifts")
     return parser
 
 
@@ -201,6 +241,70 @@ def _filters(args: argparse.Namespace) -> int:
         plot_responses(named.values()).savefig(args.plot, dpi=130)
         print(f"wrote {args.plot}")
     return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from study.checkpoint import CheckpointError, load_checkpoint
+    from study.data import describe_source
+    from study.metrics import METHODS
+    from study.report import NOISE, ReportConfig, run_report
+
+    if args.method not in METHODS:
+        raise UsageError(f"--method: {args.method!r} is not one of {', '.join(METHODS)}")
+    if args.split not in ("train", "test"):
+        raise UsageError(f"--split: {args.split!r} is not one of train, test")
+    if args.images < 0 or (args.data == NOISE and not 2 <= (args.images or 1000) <= 100_000):
+        raise UsageError(f"--images: {args.images} must be 0 (all) or a positive count")
+    if args.feature_images == 1 or args.feature_images < 0:
+        raise UsageError(f"--feature-images: {args.feature_images} must be 0 (skip) or >= 2")
+    if args.feature_shifts is not None and not 1 <= args.feature_shifts <= 512:
+        raise UsageError(f"--feature-shifts: {args.feature_shifts} is outside 1 to 512")
+    device = _device(args.device)
+    if args.data != NOISE:
+        describe_source(Path(args.data).expanduser())  # DataSourceError: one line, exit 2
+    _check_out_dir(args.out, "--out")
+    try:
+        loaded = load_checkpoint(args.checkpoint)
+    except CheckpointError as error:
+        raise UsageError(str(error)) from None
+    config = ReportConfig(
+        args.checkpoint,
+        args.out,
+        args.data,
+        args.split,
+        args.images,
+        args.method,
+        args.feature_images,
+        args.feature_shifts,
+        not args.no_timing,
+        str(device),
+        args.seed,
+    )
+    metrics = run_report(config, loaded)["metrics"]
+    print(
+        f"{config.checkpoint}: {metrics['images']} images x {metrics['shifts']} shifts "
+        f"({metrics['shift_method']}, {metrics['shift_seconds']:.1f} s)"
+    )
+    for key in ("acc", "acc_shift_random", "consistency", "variation"):
+        print(f"  {key:<17} {metrics[key]:.4f}")
+    if "timing_overhead" in metrics:
+        print(f"  {'forward overhead':<17} {100 * metrics['timing_overhead']:+.1f}% vs delta")
+    print(f"wrote {config.out / 'metrics.json'} and figures in {config.out}")
+    return 0
+
+
+def _device(text: str):
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UsageError(f"--device: {text!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device: {text} asked for, but this machine has no CUDA GPU")
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device: {text!r} is not supported; use cpu, cuda or cuda:N")
+    return device
 
 
 def _models(args: argparse.Namespace) -> int:

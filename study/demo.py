@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from study import filters, models
+from study.data import pink_noise
 from study.filters.plot import plot_responses
 from study.layers import max_blur_pool2d
 
@@ -41,16 +42,6 @@ class DemoConfig:
     images: int = 32
     max_shift: int = 8
     seed: int = 0
-
-
-def pink_noise(count: int, size: int = 32, seed: int = 0) -> Tensor:
-    """``(count, 3, size, size)`` images of 1/f noise, each standardised per channel."""
-    generator = torch.Generator().manual_seed(seed)
-    frequency = torch.fft.fftfreq(size)
-    radius = (frequency[:, None] ** 2 + frequency[None, :] ** 2).sqrt().clamp(min=1 / size)
-    spectrum = torch.randn(count, 3, size, size, generator=generator, dtype=torch.cfloat) / radius
-    images = torch.fft.ifft2(spectrum).real
-    return (images - images.mean((2, 3), keepdim=True)) / images.std((2, 3), keepdim=True)
 
 
 def toy_example() -> dict[str, list[float]]:

@@ -60,7 +60,8 @@ def build(
 ) -> nn.Module:
     """Build a registered network; bad arguments raise a one-line ``ValueError``.
 
-    The model's ``spec`` attribute is the parsed filter spec.
+    The model's ``spec`` attribute is the parsed filter spec, and ``build_args`` the
+    arguments that rebuild it (what a checkpoint stores, see :mod:`study.checkpoint`).
     """
     if name not in MODELS:
         raise ValueError(
@@ -75,6 +76,13 @@ def build(
     model = MODELS[name](num_classes=num_classes, width=float(width), filter=spec, padding=padding)
     _init_weights(model)
     model.spec = spec
+    model.build_args = {
+        "name": name,
+        "num_classes": num_classes,
+        "width": float(width),
+        "filter": str(spec),
+        "padding": padding,
+    }
     return model
 
 

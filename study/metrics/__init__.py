@@ -1,21 +1,22 @@
 """Shift-invariance metrics (Section 4.2, Appendices B and D), for any image classifier.
 
 Start from :func:`shift_probabilities`, the softmax at every circular shift of every
-image; the scores in :mod:`study.metrics.scores` read it.
+image; the scores in :mod:`study.metrics.scores` read it. :func:`evaluate` computes the
+whole set at once, and :mod:`study.metrics.figures` draws each metric.
+
+Modules, in the order data flows: ``shifts`` (eq. 4, naive all-shift pass) ->
+``polyphase`` (the exact fast path) -> ``probabilities`` (picks one) -> ``scores``
+(accuracy, consistency, variation, by-shift and adversarial accuracy) ; ``features``
+(Fig. 4 maps), ``smoothness`` (Fig. 7 TV), ``timing`` (Table 2) -> ``evaluate`` ->
+``figures``.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Literal
-
-from torch import Tensor, nn
-
-from study.metrics.polyphase import (
-    PolyphaseError,
-    polyphase_shift_probabilities,
-    structural_blockers,
-)
+from study.metrics.evaluate import evaluate, summary
+from study.metrics.features import feature_distance_maps, probed_layers
+from study.metrics.polyphase import PolyphaseError, structural_blockers
+from study.metrics.probabilities import METHODS, shift_probabilities, shift_probabilities_by
 from study.metrics.scores import (
     accuracy,
     accuracy_by_shift,
@@ -26,7 +27,9 @@ from study.metrics.scores import (
     sampled_consistency,
     variation,
 )
-from study.metrics.shifts import crop_shift, naive_shift_probabilities, shift
+from study.metrics.shifts import crop_shift, shift
+from study.metrics.smoothness import normalized_tv, total_variation
+from study.metrics.timing import forward_overhead
 
 __all__ = [
     "METHODS",
@@ -38,44 +41,17 @@ __all__ = [
     "consistency_per_image",
     "correct_map",
     "crop_shift",
+    "evaluate",
+    "feature_distance_maps",
+    "forward_overhead",
+    "normalized_tv",
+    "probed_layers",
     "sampled_consistency",
     "shift",
     "shift_probabilities",
+    "shift_probabilities_by",
     "structural_blockers",
+    "summary",
+    "total_variation",
     "variation",
 ]
-
-logger = logging.getLogger(__name__)
-
-METHODS = ("auto", "naive", "polyphase")
-
-
-def shift_probabilities(
-    model: nn.Module,
-    images: Tensor,
-    method: Literal["auto", "naive", "polyphase"] = "auto",
-    batch_size: int | None = None,
-    progress: bool = False,
-) -> Tensor:
-    """``(N, H, W, classes)`` softmax probabilities of ``model`` for every circular
-    shift ``(dh, dw)`` of every image (eq. 4), in eval mode, float32 on the CPU.
-
-    ``method``: ``"naive"`` runs every shifted image; ``"polyphase"`` evaluates each
-    subsampling phase once (exact, many times cheaper; needs every layer to commute
-    with circular shifts, and raises :class:`PolyphaseError` otherwise); ``"auto"``
-    checks the model (its layers, then a comparison with plain passes at a few shifts)
-    and takes polyphase when it is exact, naive otherwise. ``batch_size``: shifted
-    images per pass for naive (default 256), images per pass for polyphase (default 16).
-    """
-    if method not in METHODS:
-        raise ValueError(f"method: {method!r} is not one of {', '.join(METHODS)}")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size: expected a whole number >= 1, got {batch_size}")
-    if method != "naive":
-        try:
-            return polyphase_shift_probabilities(model, images, batch_size or 16, progress)
-        except PolyphaseError as error:
-            if method == "polyphase":
-                raise
-            logger.info("shift_probabilities: naive evaluation (%s)", error)
-    return naive_shift_probabilities(model, images, batch_size or 256, progress)

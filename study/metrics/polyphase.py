@@ -287,7 +287,7 @@ def polyphase_shift_probabilities(
     with evaluating(model), torch.inference_mode():
         levels, level_of = _plan(model, images[:1].to(device), check)
         for start in tqdm(
-            range(0, len(images), batch_size), desc="polyphase", disable=not progress
+            range(0, len(images), batch_size), desc="polyphase", disable=None if progress else True
         ):
             chunk = images[start : start + batch_size].to(device)
             logits = polyphase_logits(model, chunk, levels, level_of)

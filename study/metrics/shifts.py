@@ -90,7 +90,9 @@ def naive_shift_probabilities(
     per_pass = max(1, batch_size // count) if count < batch_size else 1
     with evaluating(model), torch.inference_mode():
         for start in tqdm(
-            range(0, count, max(1, min(count, batch_size))), desc="naive", disable=not progress
+            range(0, count, max(1, min(count, batch_size))),
+            desc="naive",
+            disable=None if progress else True,
         ):
             chunk = images[start : start + batch_size].to(device)
             for first in range(0, len(shifts), per_pass):

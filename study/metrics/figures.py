@@ -1,0 +1,178 @@
+"""One matplotlib figure per metric, for reports and for MLflow to log.
+
+Every function takes a mapping ``label -> result`` (one entry per network or filter,
+drawn side by side or overlaid in the paper's style) and returns a
+:class:`matplotlib.figure.Figure`, made without pyplot so that no global state is
+touched: save it with ``fig.savefig(path)`` or log it with ``mlflow.log_figure``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from torch import Tensor
+
+
+def _numpy(values: Tensor | np.ndarray | Sequence[float]) -> np.ndarray:
+    if isinstance(values, Tensor):
+        return values.detach().cpu().double().numpy()
+    return np.asarray(values, dtype=float)
+
+
+def _check(results: Mapping, what: str) -> None:
+    if not results:
+        raise ValueError(f"{what}: give at least one labelled result to plot")
+
+
+def variation_histogram(per_image: Mapping[str, Tensor], bins: int = 40) -> Figure:
+    """Fig. 6: distribution over images of the classification variation (the per-image
+    standard deviation of P(correct class) over shifts), one outline per label.
+    ``per_image[label]`` is ``variation(probs, labels)["per_image"]``."""
+    _check(per_image, "per_image")
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.add_subplot()
+    top = max(float(_numpy(v).max(initial=0)) for v in per_image.values()) or 1.0
+    edges = np.linspace(0, top, bins + 1)
+    for label, values in per_image.items():
+        values = _numpy(values)
+        ax.hist(values, edges, histtype="step", lw=1.4, label=f"{label} (mean {values.mean():.3f})")
+    ax.set(
+        xlabel="std of P(correct class) over shifts",
+        ylabel="images",
+        title="classification variation (Fig. 6)",
+    )
+    ax.legend(fontsize=7)
+    return fig
+
+
+def shift_heatmap(heatmaps: Mapping[str, Tensor]) -> Figure:
+    """Appendix D, Fig. 11: accuracy at each circular shift ``(dh, dw)``, one panel per
+    label, on a shared colour scale. ``heatmaps[label]`` is ``(H, W)``, from
+    ``accuracy_by_shift(...)["heatmap"]``."""
+    _check(heatmaps, "heatmaps")
+    maps = {label: _numpy(m) for label, m in heatmaps.items()}
+    low = min(float(m.min()) for m in maps.values())
+    high = max(float(m.max()) for m in maps.values())
+    fig = Figure(figsize=(3.2 * len(maps) + 0.8, 3.3), layout="constrained")
+    axes = fig.subplots(1, len(maps), squeeze=False)[0]
+    for ax, (label, values) in zip(axes, maps.items(), strict=True):
+        image = ax.imshow(values, cmap="viridis", vmin=low, vmax=high)
+        ax.set(title=f"{label}\nmean {values.mean():.3f}", xlabel="dw", ylabel="dh")
+    fig.colorbar(image, ax=list(axes), label="accuracy")
+    return fig
+
+
+def diagonal_curve(diagonals: Mapping[str, Tensor]) -> Figure:
+    """Appendix D, Fig. 11: accuracy at the diagonal shifts ``(d, d)``, one line per
+    label. ``diagonals[label]`` is ``accuracy_by_shift(...)["diagonal"]``."""
+    _check(diagonals, "diagonals")
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.add_subplot()
+    for label, values in diagonals.items():
+        values = _numpy(values)
+        ax.plot(np.arange(len(values)), values, marker=".", lw=1.2, label=label)
+    ax.set(xlabel="diagonal shift d (pixels)", ylabel="accuracy", title="accuracy at shift (d, d)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def adversarial_curve(curves: Mapping[str, Tensor]) -> Figure:
+    """Appendix B, Fig. 9: accuracy when an adversary may pick any shift in
+    ``[-k, k]^2``, against ``k``. ``curves[label]`` is :func:`adversarial_accuracy`."""
+    _check(curves, "curves")
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.add_subplot()
+    for label, values in curves.items():
+        values = _numpy(values)
+        ax.plot(np.arange(len(values)), values, marker=".", lw=1.2, label=label)
+    ax.set(
+        xlabel="max adversarial shift k (pixels)",
+        ylabel="accuracy",
+        title="accuracy under a shift adversary (Fig. 9)",
+        ylim=(0, None),
+    )
+    ax.legend(fontsize=7)
+    return fig
+
+
+def distance_grid(maps: Mapping[str, Mapping], kind: str = "equivariance") -> Figure:
+    """Fig. 4: one row per label, one small heatmap per layer: the normalised feature
+    distance at each shift, from :func:`~study.metrics.features.feature_distance_maps`.
+    ``kind`` is ``"equivariance"`` (eq. 1) or ``"invariance"`` (eq. 2). Blue is 0, red
+    is half the mean distance between different images, as in the paper."""
+    _check(maps, "maps")
+    if kind not in ("equivariance", "invariance"):
+        raise ValueError(f"kind: {kind!r} is not one of equivariance, invariance")
+    columns = max(len(result["layers"]) for result in maps.values())
+    fig = Figure(figsize=(1.15 * columns + 0.6, 1.55 * len(maps) + 0.3), layout="constrained")
+    axes = fig.subplots(len(maps), columns, squeeze=False)
+    for row, (label, result) in zip(axes, maps.items(), strict=True):
+        values = _numpy(result[kind])
+        for ax, layer, resolution, grid in zip(
+            row, result["layers"], result["resolution"], values, strict=False
+        ):
+            image = ax.imshow(grid, cmap="bwr", vmin=0, vmax=0.5)
+            ax.set_title(f"{layer}\n[{resolution[0]}x{resolution[1]}]", fontsize=5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(label, fontsize=7)
+        for ax in row[len(result["layers"]) :]:
+            ax.axis("off")
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="distance / (image distance)")
+    fig.suptitle(f"feature {kind} at each shift (Fig. 4)", fontsize=9)
+    return fig
+
+
+def tv_by_layer(tvs: Mapping[str, Mapping[str, float]]) -> Figure:
+    """Fig. 7: mean normalised total variation of the learned filters of each layer,
+    one line per label (``tvs[label]`` is :func:`total_variation`); lower is smoother."""
+    _check(tvs, "tvs")
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
+    names: list[str] = []
+    for result in tvs.values():
+        names += [name for name in result if name not in names]
+    for label, result in tvs.items():
+        ax.plot(
+            [names.index(n) for n in result],
+            list(result.values()),
+            marker="o",
+            ms=3,
+            lw=1.2,
+            label=label,
+        )
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=6)
+    ax.set(ylabel="normalised TV (lower is smoother)", title="filter smoothness by layer (Fig. 7)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def report_figures(results: Mapping[str, Mapping]) -> dict[str, Figure]:
+    """All the figures for a report: ``results[label]`` is a result of
+    :func:`study.metrics.evaluate` (a figure whose entries are missing is skipped)."""
+
+    def having(key: str) -> dict:
+        return {label: r[key] for label, r in results.items() if r.get(key) is not None}
+
+    makers = {
+        "variation_histogram": (variation_histogram, having("variation_per_image")),
+        "shift_heatmap": (shift_heatmap, having("accuracy_heatmap")),
+        "diagonal_curve": (diagonal_curve, having("accuracy_diagonal")),
+        "adversarial_curve": (adversarial_curve, having("adversarial_accuracy")),
+        "distance_grid": (distance_grid, having("feature_distance")),
+        "tv_by_layer": (tv_by_layer, having("total_variation")),
+    }
+    return {name: make(data) for name, (make, data) in makers.items() if data}
+
+
+__all__ = [
+    "adversarial_curve",
+    "diagonal_curve",
+    "distance_grid",
+    "report_figures",
+    "shift_heatmap",
+    "tv_by_layer",
+    "variation_histogram",
+]
