@@ -19,7 +19,7 @@ def study(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[st
     )
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["filters"], ["models"]])
+@pytest.mark.parametrize("command", [[], ["demo"], ["filters"], ["models"], ["report"]])
 def test_every_command_has_help(command):
     result = study(*command, "--help")
     assert result.returncode == 0, result.stderr

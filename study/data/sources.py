@@ -13,6 +13,8 @@ A *source* is a path to one of:
 ``(N,)`` int64 and the class names. Image folders are decoded once into
 ``<cache>/<name>-<split>-<key>.npz`` (``$STUDY_CACHE_DIR``, default
 ``~/.cache/antialiased-study``), keyed by the source's path, size and modification time.
+For a folder tree that is the root folder's: images changed inside its class folders
+are not noticed, so delete the cached file after editing a tree in place.
 """
 
 from __future__ import annotations

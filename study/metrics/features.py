@@ -90,8 +90,9 @@ def _upsampled(features: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def _unit(features: Tensor) -> Tensor:
-    """``(N, D)``: each image's features flattened and scaled to unit length."""
-    flat = features.flatten(1)
+    """``(N, D)``: each image's features flattened and scaled to unit length, in float64
+    (distances are divided by the between-image distance, which can be tiny)."""
+    flat = features.flatten(1).double()
     return flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
@@ -137,8 +138,8 @@ def feature_distance_maps(
         labels = [label for label, _ in raw]
         del raw
         between = torch.stack([_cosine_distance(f, f.roll(1, 0)).mean() for f in reference])
-        equivariance = torch.zeros(len(reference), span, span)
-        invariance = torch.zeros(len(reference), span, span)
+        equivariance = torch.zeros(len(reference), span, span, dtype=torch.float64)
+        invariance = torch.zeros(len(reference), span, span, dtype=torch.float64)
         grid = [(dh, dw) for dh in range(span) for dw in range(span)]
         for dh, dw in tqdm(grid, desc="feature maps", disable=None if progress else True):
             shifted = record(shift(images, dh, dw))
@@ -153,8 +154,8 @@ def feature_distance_maps(
     return {
         "layers": labels,
         "resolution": resolution,
-        "equivariance": equivariance / scale,
-        "invariance": invariance / scale,
+        "equivariance": (equivariance / scale).float(),
+        "invariance": (invariance / scale).float(),
         "between_images": between,
     }
 
