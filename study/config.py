@@ -1,0 +1,350 @@
+"""The one configuration schema: a trial config is a search-space file with every
+choice fixed.
+
+A YAML file (or mapping) with these sections, all optional (defaults follow the
+paper's Section 4.1)::
+
+    model:   {name: vgg13_bn, width: 1.0, filter: binomial-5, padding: circular}
+    data:    {source: shapes, train_images: null, test_images: null}
+    augment: {kind: none, padding: 4, mode: zeros, max_shift: 4}
+    train:   {epochs: 200, batch_size: 128, lr: 0.1, momentum: 0.9, weight_decay: 5e-4,
+              schedule: step, milestones: [100, 150], gamma: 0.1, ...}
+    eval:    {images: 1000, method: auto, consistency_max_shift: 16, feature_images: 8}
+    seed: 0
+    device: auto
+    study:   {...}   # read by the study service (search, objectives); a trial ignores it
+
+In a search-space file any value may instead be a search dimension, a mapping with one
+of the keys ``choice``, ``uniform``, ``loguniform``, ``int`` (see
+``search_spaces/README.md``); a trial refuses those until ``--set`` fixes them.
+Every error is a :class:`ConfigError` whose message names the field: ``train.lr: ...``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from study.filters import FilterSpecError, parse
+from study.layers import PADDING_MODES
+from study.models import MODELS, available_models
+
+SEARCH_KEYS = ("choice", "uniform", "loguniform", "int")
+AUGMENTATIONS = ("none", "flip", "crop", "shift", "flip+crop", "flip+shift")
+SCHEDULES = ("step", "cosine", "onecycle", "constant")
+METHODS = ("auto", "naive", "polyphase")
+BUILTIN_SOURCES = ("shapes",)
+
+
+class ConfigError(ValueError):
+    """A config value that is not allowed: ``"<field>: <problem; what is allowed>"``."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network (:func:`study.models.build`); ``filter`` is a canonical spec string."""
+
+    name: str = "vgg13_bn"
+    width: float = 1.0
+    filter: str = "delta"
+    padding: str = "circular"
+
+    def check(self, at: str) -> None:
+        if self.name not in MODELS:
+            _fail(f"{at}.name", repr(self.name), available_models())
+        _range(f"{at}.width", self.width, 0, 16, low_open=True)
+        if self.padding not in PADDING_MODES:
+            _fail(f"{at}.padding", repr(self.padding), PADDING_MODES)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``source``: ``shapes`` (built in, no download) or a dataset path (see
+    :mod:`study.data.sources`); ``None`` counts mean the whole split."""
+
+    source: str = "shapes"
+    train_images: int | None = None
+    test_images: int | None = None
+
+    def check(self, at: str) -> None:
+        for name in ("train_images", "test_images"):
+            value = getattr(self, name)
+            if value is not None:
+                _range(f"{at}.{name}", value, 1, 10_000_000)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Shift-based augmentation, applied on the trial's device: ``crop`` pads by
+    ``padding`` (``mode`` zeros or circular) and crops at random; ``shift`` is a random
+    circular shift of up to ``max_shift`` pixels each way."""
+
+    kind: str = "none"
+    padding: int = 4
+    mode: str = "zeros"
+    max_shift: int = 4
+
+    def check(self, at: str) -> None:
+        if self.kind not in AUGMENTATIONS:
+            _fail(f"{at}.kind", repr(self.kind), AUGMENTATIONS)
+        if self.mode not in ("zeros", "circular"):
+            _fail(f"{at}.mode", repr(self.mode), ("zeros", "circular"))
+        _range(f"{at}.padding", self.padding, 0, 64)
+        _range(f"{at}.max_shift", self.max_shift, 0, 64)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """SGD with momentum; the paper's CIFAR schedule is 100 + 50 + 50 epochs at
+    0.1, 0.01, 0.001 (Section 4.1). ``filter_lr``: learning rate of learnable filter
+    taps (default: ``lr``), which get no weight decay."""
+
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "step"
+    milestones: tuple[int, ...] = (100, 150)
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    filter_lr: float | None = None
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
+
+    def check(self, at: str) -> None:
+        _range(f"{at}.epochs", self.epochs, 1, 100_000)
+        _range(f"{at}.batch_size", self.batch_size, 1, 65_536)
+        _range(f"{at}.lr", self.lr, 0, 100, low_open=True)
+        _range(f"{at}.momentum", self.momentum, 0, 1, high_open=True)
+        _range(f"{at}.weight_decay", self.weight_decay, 0, 1)
+        _range(f"{at}.gamma", self.gamma, 0, 1, low_open=True)
+        _range(f"{at}.label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        if self.filter_lr is not None:
+            _range(f"{at}.filter_lr", self.filter_lr, 0, 100)
+        if self.schedule not in SCHEDULES:
+            _fail(f"{at}.schedule", repr(self.schedule), SCHEDULES)
+        if list(self.milestones) != sorted(set(self.milestones)) or any(
+            m < 1 for m in self.milestones
+        ):
+            raise ConfigError(
+                f"{at}.milestones", f"{list(self.milestones)} must be increasing epochs >= 1"
+            )
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Final evaluation: all-shift metrics on the first ``images`` test images
+    (``0``: all), the per-epoch sampled consistency within ``consistency_max_shift``,
+    and Fig. 4's maps on ``feature_images`` images (0 skips them)."""
+
+    images: int = 1000
+    method: str = "auto"
+    consistency_max_shift: int = 16
+    feature_images: int = 8
+    feature_shifts: int | None = None
+
+    def check(self, at: str) -> None:
+        _range(f"{at}.images", self.images, 0, 10_000_000)
+        if self.method not in METHODS:
+            _fail(f"{at}.method", repr(self.method), METHODS)
+        _range(f"{at}.consistency_max_shift", self.consistency_max_shift, 0, 512)
+        if self.feature_images == 1:
+            raise ConfigError(f"{at}.feature_images", "1 is not allowed; use 0 (skip) or >= 2")
+        _range(f"{at}.feature_images", self.feature_images, 0, 4096)
+        if self.feature_shifts is not None:
+            _range(f"{at}.feature_shifts", self.feature_shifts, 1, 512)
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one trial needs; build it with :func:`load_config` or
+    :func:`from_mapping`."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    device: str = "auto"
+
+    def check(self, at: str = "") -> None:
+        _range("seed", self.seed, 0, 2**63 - 1)
+        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise ConfigError("device", f"{self.device!r}; allowed: auto, cpu, cuda, cuda:N")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (lists, not tuples): YAML/JSON-ready and round-trippable."""
+        return _plain(dataclasses.asdict(self))
+
+    def flat(self) -> dict[str, Any]:
+        """``{"train.lr": 0.1, ...}``: one level, as MLflow params."""
+        out = {}
+        for key, value in self.to_dict().items():
+            if isinstance(value, dict):
+                out.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                out[key] = value
+        return out
+
+
+def from_mapping(raw: Mapping[str, Any] | None) -> TrialConfig:
+    """Validate a nested mapping into a :class:`TrialConfig` (unknown keys, types,
+    ranges, filter specs, fixed search dimensions)."""
+    raw = dict(raw or {})
+    study = raw.pop("study", None)
+    if study is not None and not isinstance(study, Mapping):
+        raise ConfigError("study", f"expected a mapping, got {type(study).__name__}")
+    return _build(TrialConfig, raw, "")
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Sequence[str] = ()
+) -> tuple[TrialConfig, dict[str, Any]]:
+    """Read a YAML file (or start from the defaults), apply ``--set key=value``
+    overrides, validate. Returns the config and the raw mapping (with its ``study``
+    section, for the study service)."""
+    raw = read_yaml(path) if path is not None else {}
+    for override in overrides:
+        apply_override(raw, override)
+    return from_mapping(raw), raw
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file's top-level mapping; a :class:`ConfigError` naming the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config", f"{path} is not a file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError("config", f"{path} is not valid YAML{where}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError("config", f"{path} must hold a mapping, not {type(raw).__name__}")
+    return raw
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply one ``dotted.key=value`` (value read as YAML) to ``raw`` in place."""
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError("--set", f"{override!r} must look like key=value, e.g. train.lr=0.05")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}", f"{text!r} is not a YAML value") from None
+    parts = key.strip().split(".")
+    target = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = target.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}", f"{'.'.join(parts[: depth + 1])} is not a section")
+        target = child
+    target[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, at: str):
+    if not isinstance(raw, Mapping):
+        raise ConfigError(at or "config", f"expected a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in raw.items():
+        name = f"{at}.{key}" if at else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(name, f"unknown key{hint} allowed: {', '.join(fields)}")
+        _no_search(value, name)
+        values[key] = _convert(hints[key], value, name)
+    config = cls(**values)
+    config.check(at)
+    return config
+
+
+def _no_search(value: Any, at: str) -> None:
+    if isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in SEARCH_KEYS:
+        raise ConfigError(
+            at,
+            f"is a search dimension ({next(iter(value))}); a trial needs a fixed value, "
+            f"e.g. --set {at}=...",
+        )
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _no_search(item, f"{at}.{key}")
+
+
+def _convert(hint: Any, value: Any, at: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, at)
+    if at.endswith("model.filter") or at == "filter":
+        try:
+            return str(parse(value))
+        except FilterSpecError as error:
+            inner = error.under(at)
+            raise ConfigError(inner.field, inner.problem) from None
+    optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
+    if optional:
+        if value is None:
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(at, f"expected a list of whole numbers, got {value!r}")
+        return tuple(_convert(int, item, f"{at}[{i}]") for i, item in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(at, f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(at, f"expected a whole number, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(at, f"expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(at, f"expected text, got {value!r}")
+        return value
+    raise TypeError(f"{at}: no conversion for {hint}")  # a schema bug, not user input
+
+
+def _range(at: str, value: float, low: float, high: float, low_open=False, high_open=False) -> None:
+    below = value <= low if low_open else value < low
+    above = value >= high if high_open else value > high
+    if below or above:
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        raise ConfigError(at, f"{value} is outside {left}{low}, {high}{right}")
+
+
+def _fail(at: str, value: str, allowed: Sequence[str]) -> typing.NoReturn:
+    raise ConfigError(at, f"{value} is not allowed; allowed: {', '.join(allowed)}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
