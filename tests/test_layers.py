@@ -607,3 +607,11 @@ def test_create_aa_factory():
         create_aa("nope", 4)
     with pytest.raises(ValueError, match="padding"):
         BlurPool2d(4, padding="wrap")
+
+
+@pytest.mark.parametrize("mode", ["circular", "reflect", "replicate", "zeros"])
+def test_pad2d_takes_plain_2d_maps(mode):
+    """An ``(H, W)`` map pads like the same map with batch and channel axes."""
+    plain = torch.arange(12.0).view(3, 4)
+    expected = pad2d(plain[None, None], (1, 2, 1, 1), mode)[0, 0]
+    assert torch.equal(pad2d(plain, (1, 2, 1, 1), mode), expected)

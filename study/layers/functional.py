@@ -49,7 +49,8 @@ def pad2d(x: Tensor, pad: tuple[int, int, int, int], mode: Padding, value: float
         return F.pad(x, pad, value=value)
     height, width = x.shape[-2:]
     limit_w, limit_h = (width, height) if mode == "circular" else (width - 1, height - 1)
-    if mode != "replicate" and max(left, right) <= limit_w and max(top, bottom) <= limit_h:
+    fits = max(left, right) <= limit_w and max(top, bottom) <= limit_h
+    if mode != "replicate" and fits and x.dim() in (3, 4):  # F.pad's own modes need 3-D/4-D
         return F.pad(x, pad, mode=mode)
     rows = _padded_indices(height, top, bottom, mode, x.device)
     cols = _padded_indices(width, left, right, mode, x.device)
