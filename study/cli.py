@@ -94,6 +94,30 @@ def _build_parser() -> argparse.ArgumentParser:
 
     command("models", "list the registered networks", _models)
 
+    trial = command(
+        "trial",
+        "train and evaluate one configuration, without Ray; resumes an interrupted --out",
+        _trial,
+    )
+    trial.add_argument(
+        "config",
+        type=Path,
+        metavar="CONFIG",
+        help="YAML trial config or search-space file with every choice fixed",
+    )
+    trial.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=0.05 (repeatable)",
+    )
+    trial.add_argument(
+        "--out", type=Path, required=True, help="output folder (resumed if it holds a checkpoint)"
+    )
+    trial.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+
     report = command(
         "report",
         "evaluate a saved checkpoint: all-shift metrics (JSON) and their figures (PNG)",
@@ -240,6 +264,33 @@ def _filters(args: argparse.Namespace) -> int:
 
         plot_responses(named.values()).savefig(args.plot, dpi=130)
         print(f"wrote {args.plot}")
+    return 0
+
+
+def _trial(args: argparse.Namespace) -> int:
+    from study.config import load_config
+    from study.data import describe_source
+    from study.data.dataset import BUILTIN
+    from study.trial import TrialFailed, resolve_device, run_trial
+
+    config, _ = load_config(args.config, args.overrides)  # ConfigError: one line, exit 2
+    if config.data.source != BUILTIN:
+        try:
+            describe_source(Path(config.data.source).expanduser())
+        except ValueError as error:
+            raise UsageError(f"data.source: {str(error).removeprefix('data: ')}") from None
+    resolve_device(config.device)
+    _check_out_dir(args.out, "--out")
+    try:
+        final = run_trial(config, args.out, progress=not args.quiet)
+    except TrialFailed as error:
+        print(f"study: trial failed: {error.reason}", file=sys.stderr)
+        return 1
+    print(
+        f"test_acc {final['test_acc']:.4f}  consistency {final['consistency']:.4f}  "
+        f"({final['eval_images']} images x {final['eval_shifts']} shifts, {final['eval_method']})"
+    )
+    print(f"wrote {args.out / 'metrics.json'}, checkpoint and figures in {args.out}")
     return 0
 
 

@@ -1,0 +1,346 @@
+"""One trial: train one configuration, evaluate it, checkpoint every epoch.
+
+:func:`run_trial` is the unit that Ray Tune schedules; it runs just as well alone (the
+GPU machines have no Ray): it takes a :class:`~study.config.TrialConfig`, an output
+folder and a ``report`` callback that receives each epoch's metrics.
+
+Training follows the paper's Section 4.1 by default: SGD with momentum 0.9, batch 128,
+learning rate 0.1 with step decay. The dataset sits on the device as uint8; batches
+are gathered, augmented (:mod:`study.data.augment`) and standardised there.
+
+Every epoch ends with ``OUT/checkpoint.pt``: model, optimiser, scheduler, the RNG
+states and the history so far. Running a trial again on the same folder resumes from
+it and ends with the same final metrics as an uninterrupted run (bit-exact on the CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from study import models
+from study.checkpoint import load_checkpoint, save_checkpoint
+from study.config import ConfigError, TrialConfig
+from study.data import to_float
+from study.data.augment import augment, shift_at
+from study.data.dataset import Dataset, load_dataset
+from study.layers import filter_parameters
+from study.metrics import evaluate, sampled_consistency, summary
+from study.metrics.figures import report_figures
+
+Report = Callable[[dict[str, Any]], None]
+CHECKPOINT = "checkpoint.pt"
+
+
+class TrialFailed(RuntimeError):
+    """The trial cannot go on (its loss diverged); ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: the first CUDA GPU where there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", f"{name} asked for, but this machine has no CUDA GPU")
+    return device
+
+
+def run_trial(
+    config: TrialConfig,
+    out: str | Path | None = None,
+    report: Report | None = None,
+    progress: bool = True,
+    dataset: Dataset | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate ``config``; return the final metrics (named keys, among them
+    ``test_acc`` and ``consistency``).
+
+    With ``out``, checkpoints, ``metrics.json``, ``history.json`` and figures go there,
+    and a checkpoint found there is resumed. ``report(metrics)`` is called after every
+    epoch (``done: False``) and once at the end with the final metrics (``done: True``).
+    Raises :class:`TrialFailed` when the loss stops being finite.
+    """
+    device = resolve_device(config.device)
+    out = Path(out) if out is not None else None
+    data = (dataset or load_dataset(**_data_args(config))).to(device)
+    run = _Training(config, data, device)
+    if out is not None and (out / CHECKPOINT).is_file():
+        run.resume(out / CHECKPOINT)
+    started = time.perf_counter()
+    epochs = range(run.epoch, config.train.epochs)
+    bar = tqdm(epochs, desc="epochs", unit="epoch", disable=None if progress else True)
+    for epoch in bar:
+        row = run.train_epoch(epoch)
+        run.history.append(row)
+        if out is not None:
+            run.save(out / CHECKPOINT)
+        line = (
+            f"epoch {epoch + 1}/{config.train.epochs}  loss {row['train_loss']:.4f}  "
+            f"acc {row['test_acc']:.4f}  shifted {row['test_acc_shift']:.4f}  "
+            f"consistency {row['sampled_consistency']:.4f}  {row['images_per_second']:.0f} img/s"
+        )
+        if progress:
+            bar.write(line)
+        if report is not None:
+            report({**row, "done": False})
+    final = run.finish(out)
+    final["seconds_this_run"] = time.perf_counter() - started
+    if report is not None:
+        report({**final, "done": True})
+    return final
+
+
+def _data_args(config: TrialConfig) -> dict[str, Any]:
+    return {
+        "source": config.data.source,
+        "train_images": config.data.train_images,
+        "test_images": config.data.test_images,
+        "seed": config.seed,
+    }
+
+
+class _Training:
+    """The state of one trial between epochs: everything a checkpoint holds."""
+
+    def __init__(self, config: TrialConfig, data: Dataset, device: torch.device) -> None:
+        self.config, self.data, self.device = config, data, device
+        torch.manual_seed(config.seed)
+        spec = config.model
+        self.model = models.build(
+            spec.name, data.num_classes, spec.width, spec.filter, spec.padding
+        ).to(device)
+        if config.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if config.train.compile else self.model
+        self.optimizer = _optimizer(self.model, config)
+        self.steps_per_epoch = math.ceil(len(data.train_images) / config.train.batch_size)
+        self.scheduler, self.per_step = _scheduler(self.optimizer, config, self.steps_per_epoch)
+        self.generator = torch.Generator().manual_seed(config.seed)  # order and augmentation
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.test_float = to_float(data.test_images, data.mean, data.std)
+
+    # -- training ---------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        config, data = self.config.train, self.data
+        self.model.train()
+        started = time.perf_counter()
+        order = torch.randperm(len(data.train_images), generator=self.generator)
+        total, count = torch.zeros((), device=self.device), 0
+        for step, batch in enumerate(order.split(config.batch_size)):
+            batch = batch.to(self.device)
+            images = augment(
+                data.train_images[batch],
+                self.config.augment.kind,
+                self.generator,
+                padding=self.config.augment.padding,
+                mode=self.config.augment.mode,
+                max_shift=self.config.augment.max_shift,
+            )
+            images = to_float(images, data.mean, data.std)
+            if config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=config.bf16):
+                logits = self.forward(images)
+            loss = F.cross_entropy(
+                logits.float(), data.train_labels[batch], label_smoothing=config.label_smoothing
+            )
+            if not torch.isfinite(loss):
+                raise TrialFailed(f"diverged: loss {loss.item()} at epoch {epoch + 1}, step {step}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.per_step:
+                self.scheduler.step()
+            total += loss.detach() * len(batch)
+            count += len(batch)
+        if not self.per_step:
+            self.scheduler.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - started
+        self.epoch = epoch + 1
+        return {
+            "epoch": epoch + 1,
+            "train_loss": total.item() / count,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            **self.quick_eval(),
+            "epoch_seconds": seconds,
+            "images_per_second": count / seconds,
+        }
+
+    @torch.inference_mode()
+    def quick_eval(self) -> dict[str, float]:
+        """Per-epoch test metrics: accuracy unshifted and at one seeded random circular
+        shift per image, and the sampled consistency (Section 4.2 protocol)."""
+        self.model.eval()
+        images, labels = self.test_float, self.data.test_labels
+        height, width = images.shape[-2:]
+        generator = torch.Generator().manual_seed(self.config.seed + 1)
+        shifts = torch.stack(
+            [torch.randint(n, (len(images),), generator=generator) for n in (height, width)], 1
+        ).to(self.device)
+        correct = correct_shifted = 0
+        for start in range(0, len(images), 500):
+            chunk, truth = images[start : start + 500], labels[start : start + 500]
+            correct += (self.model(chunk).argmax(1) == truth).sum().item()
+            moved = shift_at(chunk, shifts[start : start + 500])
+            correct_shifted += (self.model(moved).argmax(1) == truth).sum().item()
+        max_shift = min(self.config.eval.consistency_max_shift, min(height, width) // 2)
+        return {
+            "test_acc": correct / len(images),
+            "test_acc_shift": correct_shifted / len(images),
+            "sampled_consistency": sampled_consistency(
+                self.model, images, max_shift, seed=self.config.seed, batch_size=500
+            ),
+        }
+
+    # -- checkpoints ------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        save_checkpoint(
+            path,
+            self.model,
+            data={"mean": list(self.data.mean), "std": list(self.data.std)},
+            config=self.config.to_dict(),
+            epoch=self.epoch,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            generator=self.generator.get_state(),
+            torch_rng=torch.get_rng_state(),
+            cuda_rng=torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            history=self.history,
+        )
+
+    def resume(self, path: Path) -> None:
+        model, payload = load_checkpoint(path, self.device)
+        if payload.get("config") != self.config.to_dict():
+            raise ConfigError(
+                "out",
+                f"{path.parent} holds a trial with another config; "
+                "use a new --out folder (or the same config to resume)",
+            )
+        self.model.load_state_dict(model.state_dict())
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.generator.set_state(payload["generator"])
+        torch.set_rng_state(payload["torch_rng"])
+        if payload["cuda_rng"]:
+            torch.cuda.set_rng_state_all(payload["cuda_rng"])
+        self.epoch, self.history = payload["epoch"], list(payload["history"])
+
+    # -- the end ----------------------------------------------------------------
+    def finish(self, out: Path | None) -> dict[str, Any]:
+        """The full metric set of :mod:`study.metrics` on the first ``eval.images``
+        test images, written to ``OUT/metrics.json`` with figures."""
+        config = self.config.eval
+        count = config.images or len(self.test_float)
+        images, labels = self.test_float[:count], self.data.test_labels[:count].cpu()
+        result = evaluate(
+            self.model,
+            images,
+            labels,
+            method=config.method,
+            feature_images=min(config.feature_images, count) if count >= 2 else 0,
+            feature_max_shift=config.feature_shifts,
+            seed=self.config.seed,
+        )
+        last = self.history[-1] if self.history else {}
+        final = {
+            "test_acc": result["acc"],
+            "test_acc_shift_random": result["acc_shift_random"],
+            "test_acc_shift_mean": result["acc_shift_mean"],
+            "consistency": result["consistency"],
+            "variation": result["variation"],
+            "sampled_consistency": last.get("sampled_consistency"),
+            "train_loss": last.get("train_loss"),
+            "epochs": self.epoch,
+            "train_seconds": sum(row["epoch_seconds"] for row in self.history),
+            "eval_images": result["images"],
+            "eval_shifts": result["shifts"],
+            "eval_method": result["shift_method"],
+            "eval_seconds": result["shift_seconds"],
+            "data": self.data.description,
+            "device": str(self.device),
+        }
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            details = summary(result)
+            (out / "metrics.json").write_text(json.dumps({**final, "details": details}, indent=2))
+            (out / "history.json").write_text(json.dumps(self.history, indent=2))
+            figures = out / "figures"
+            figures.mkdir(exist_ok=True)
+            label = f"{self.config.model.name} {self.config.model.filter}"
+            drawn = {**report_figures({label: result}), "training": _training_figure(self.history)}
+            for name, figure in drawn.items():
+                figure.savefig(figures / f"{name}.png", dpi=110)
+        return final
+
+
+def _optimizer(model: nn.Module, config: TrialConfig) -> torch.optim.Optimizer:
+    """SGD; learnable filter taps form their own group (own learning rate, no decay)."""
+    train = config.train
+    taps = {id(p) for _, p in filter_parameters(model)}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) not in taps]},
+        {
+            "params": [p for p in model.parameters() if id(p) in taps],
+            "lr": train.filter_lr if train.filter_lr is not None else train.lr,
+            "weight_decay": 0.0,
+        },
+    ]
+    return torch.optim.SGD(
+        [g for g in groups if g["params"]],
+        lr=train.lr,
+        momentum=train.momentum,
+        nesterov=train.nesterov,
+        weight_decay=train.weight_decay,
+    )
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, config: TrialConfig, steps: int):
+    """``(scheduler, steps per batch?)``: step decay per epoch, cosine and one-cycle
+    per batch."""
+    train = config.train
+    total = train.epochs * steps
+    if train.schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, list(train.milestones), train.gamma
+        ), False
+    if train.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total), True
+    if train.schedule == "onecycle":
+        max_lr = [group["lr"] for group in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, total_steps=total), True
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0), False
+
+
+def _training_figure(history: list[dict[str, Any]]):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    epochs = [row["epoch"] for row in history]
+    loss_ax.plot(epochs, [row["train_loss"] for row in history], marker=".")
+    loss_ax.set(xlabel="epoch", ylabel="train loss", yscale="log")
+    for key in ("test_acc", "test_acc_shift", "sampled_consistency"):
+        acc_ax.plot(epochs, [row[key] for row in history], marker=".", label=key)
+    acc_ax.set(xlabel="epoch", ylim=(0, 1))
+    acc_ax.legend(fontsize=7)
+    return fig
+
+
+__all__ = ["CHECKPOINT", "Report", "TrialFailed", "resolve_device", "run_trial"]

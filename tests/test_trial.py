@@ -1,0 +1,169 @@
+"""One trial end to end: training, per-epoch reports, the final metric set, figures,
+checkpoints, resuming after a killed process, divergence, and `study trial`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from study.checkpoint import load_checkpoint
+from study.config import ConfigError, load_config
+from study.data.dataset import load_dataset
+from study.filters import design
+from study.layers import blur_layers, filter_parameters
+from study.trial import CHECKPOINT, TrialFailed, run_trial
+
+QUICK = Path(__file__).parents[1] / "search_spaces" / "quick.yaml"
+TINY = [
+    "model.width=0.125",
+    "data.train_images=768",
+    "data.test_images=128",
+    "train.epochs=3",
+    "train.lr=0.05",
+    "eval.images=64",
+    "eval.feature_images=2",
+    "eval.feature_shifts=2",
+    "device=cpu",
+]
+
+
+def tiny(*overrides: str):
+    return load_config(QUICK, [*TINY, *overrides])[0]
+
+
+def study(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "study", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+def test_trial_trains_reports_and_writes_everything(tmp_path):
+    rows = []
+    final = run_trial(tiny(), tmp_path, report=rows.append, progress=False)
+    assert [row["done"] for row in rows] == [False, False, False, True]
+    assert [row["epoch"] for row in rows[:3]] == [1, 2, 3]
+    for row in rows[:3]:
+        assert {"train_loss", "test_acc", "test_acc_shift", "sampled_consistency"} <= set(row)
+        assert row["images_per_second"] > 0 and row["epoch_seconds"] > 0
+    assert rows[0]["train_loss"] > rows[2]["train_loss"]
+    assert final["test_acc"] > 0.2  # chance is 0.1
+    assert 0 < final["consistency"] <= 1
+    assert final["eval_images"] == 64 and final["eval_shifts"] == 1024
+    assert final["eval_method"] == "polyphase"
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["test_acc"] == final["test_acc"]
+    assert "adversarial_accuracy" in written["details"]
+    assert len(json.loads((tmp_path / "history.json").read_text())) == 3
+    figures = {p.stem for p in (tmp_path / "figures").glob("*.png")}
+    assert {"training", "shift_heatmap", "distance_grid", "adversarial_curve"} <= figures
+    _, payload = load_checkpoint(tmp_path / CHECKPOINT)
+    assert payload["epoch"] == 3 and payload["config"] == tiny().to_dict()
+    assert payload["data"]["mean"] != [0.4914, 0.4822, 0.4465]  # measured on the data
+
+
+def test_resume_after_the_process_is_killed_ends_identically(tmp_path):
+    """Kill -9 a running `study trial` after its first checkpoint, run it again on the
+    same folder, and compare with an uninterrupted run (equal to 1e-6 on the CPU)."""
+    args = [*TINY, "train.epochs=4", "data.train_images=1536"]
+    sets = [item for pair in (("--set", a) for a in args) for item in pair]
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "study", "trial", str(QUICK), "--out", str(killed), *sets],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while not (killed / CHECKPOINT).exists() and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    epoch = torch.load(killed / CHECKPOINT, weights_only=True)["epoch"]
+    assert epoch < 4, "the trial finished before it could be killed: make it longer"
+    assert not (killed / "metrics.json").exists()
+    resumed = study("trial", str(QUICK), "--out", str(killed), *sets)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = tmp_path / "whole"
+    straight = study("trial", str(QUICK), "--out", str(whole), *sets)
+    assert straight.returncode == 0, straight.stderr
+    a = json.loads((killed / "metrics.json").read_text())
+    b = json.loads((whole / "metrics.json").read_text())
+    for key in ("test_acc", "consistency", "variation", "train_loss", "sampled_consistency"):
+        assert a[key] == pytest.approx(b[key], abs=1e-6), key
+    first = torch.load(killed / CHECKPOINT, weights_only=True)["state_dict"]
+    second = torch.load(whole / CHECKPOINT, weights_only=True)["state_dict"]
+    for name, tensor in first.items():
+        assert torch.allclose(tensor.float(), second[name].float(), atol=1e-6), name
+
+
+def test_resume_refuses_a_folder_of_another_config(tmp_path):
+    run_trial(tiny("train.epochs=1"), tmp_path, progress=False)
+    with pytest.raises(ConfigError, match=r"^out: .* holds a trial with another config"):
+        run_trial(tiny("train.epochs=1", "train.lr=0.01"), tmp_path, progress=False)
+
+
+def test_divergence_fails_the_trial_with_its_reason():
+    """A non-finite loss ends the trial as failed, naming epoch and step (here forced by
+    a zero standard deviation, which turns every input into inf and NaN)."""
+    data = load_dataset("shapes", 128, 32, seed=0)
+    broken = dataclasses.replace(data, std=(0.0, 0.0, 0.0))
+    with pytest.raises(TrialFailed, match=r"^diverged: loss nan at epoch 1, step 0$"):
+        run_trial(tiny("train.epochs=2"), None, progress=False, dataset=broken)
+
+
+def test_learnable_filters_train_and_keep_unit_dc_gain(tmp_path):
+    """Learnable taps (issue 2) move with training, in their own optimiser group, and
+    every blur keeps DC gain 1 and symmetry."""
+    config = tiny(
+        "model.filter=learnable(init=binomial-3)", "train.epochs=1", "train.filter_lr=0.5"
+    )
+    run_trial(config, tmp_path, progress=False)
+    model, _ = load_checkpoint(tmp_path / CHECKPOINT)
+    initial = torch.tensor(design("binomial-3"), dtype=torch.float32)
+    taps = [module.lowpass().detach() for _, module in blur_layers(model)]
+    assert taps and any((t - initial).abs().max() > 1e-4 for t in taps)
+    for t in taps:
+        assert t.sum().item() == pytest.approx(1.0, abs=1e-6)
+        assert torch.allclose(t, t.flip(0), atol=1e-6)
+    assert len(list(filter_parameters(model))) == len(taps)
+
+
+def test_dataset_can_be_given_directly(tmp_path):
+    data = load_dataset("shapes", 256, 64, seed=0)
+    final = run_trial(tiny("train.epochs=1"), None, progress=False, dataset=data)
+    assert final["epochs"] == 1 and "256 train" in final["data"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "train.lr=fast"], "train.lr: expected a number, got 'fast'"),
+        (["--set", "model.filter={choice: [delta]}"], "model.filter: is a search dimension"),
+        (["--set", "data.source=/nonexistent"], "data.source: /nonexistent does not exist"),
+        (["--set", "nonsense"], "--set: 'nonsense' must look like key=value"),
+    ],
+)
+def test_trial_command_rejects_bad_input_in_one_line(tmp_path, args, message):
+    out = tmp_path / "out"
+    result = study("trial", str(QUICK), "--out", str(out), *args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("study: error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_trial_command_names_a_missing_config(tmp_path):
+    result = study("trial", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "out"))
+    assert (
+        result.returncode == 2
+        and "config: " in result.stderr
+        and "is not a file" in (result.stderr)
+    )
