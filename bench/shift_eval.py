@@ -117,7 +117,8 @@ def main() -> None:
         ("vgg13_bn", 1.0),
         ("vgg13_bn", 0.25),
         ("resnet20", 1.0),
-        ("densenet40_12", 1.0),
+        ("resnet20", 0.25),
+        ("densenet40_12", 0.25),
         ("resnet18", 0.25),
     ):
         if args.networks == "small" and width >= 1:

@@ -74,8 +74,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--filters",
-        default=",".join(_demo_defaults().filters),
-        help="semicolon- or comma-separated filter specs, baseline first",
+        default=None,
+        help="semicolon- or comma-separated filter specs, baseline first "
+        "(default: delta,rect-2,triangle-3,binomial-5,binomial-7)",
     )
     demo.add_argument("--images", type=int, default=32, help="number of images (default: 32)")
     demo.add_argument(
@@ -160,12 +161,6 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _demo_defaults():
-    from study.demo import DemoConfig
-
-    return DemoConfig()
-
-
 def _split_specs(text: str) -> tuple[str, ...]:
     """Filter specs separated by ';', or by ',' outside parentheses and brackets."""
     if ";" in text:
@@ -201,7 +196,7 @@ def _demo(args: argparse.Namespace) -> int:
     from study import filters, models
     from study.demo import DemoConfig, format_table, run_demo
 
-    specs = _split_specs(args.filters)
+    specs = DemoConfig().filters if args.filters is None else _split_specs(args.filters)
     if not specs:
         raise UsageError("--filters: give at least one filter spec, e.g. delta,binomial-5")
     for spec in specs:

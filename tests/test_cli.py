@@ -19,11 +19,16 @@ def study(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[st
     )
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["filters"], ["models"], ["report"]])
+@pytest.mark.parametrize("command", [[], ["demo"], ["filters"], ["models"], ["report"], ["trial"]])
 def test_every_command_has_help(command):
     result = study(*command, "--help")
     assert result.returncode == 0, result.stderr
     assert "usage: study" in result.stdout
+
+
+def test_demo_help_states_the_default_filters():
+    result = study("demo", "--help")
+    assert ",".join(DemoConfig().filters) in result.stdout.replace("\n", "").replace(" ", "")
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from study.data.augment import (
+    AUGMENTATIONS,
+    augment,
+    crop_at,
+    random_crop,
+    random_flip,
+    random_shift,
+    shift_at,
+)
 from study.data.sources import DataSourceError, cache_dir, describe_source, load_split
-from study.data.synthetic import pink_noise
+from study.data.synthetic import pink_noise, shapes
 
 # Per-channel statistics of the CIFAR-10 training set (0-1 pixel scale).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -32,12 +41,20 @@ def to_float(
 
 
 __all__ = [
+    "AUGMENTATIONS",
     "CIFAR_MEAN",
     "CIFAR_STD",
     "DataSourceError",
+    "augment",
     "cache_dir",
+    "crop_at",
     "describe_source",
     "load_split",
     "pink_noise",
+    "random_crop",
+    "random_flip",
+    "random_shift",
+    "shapes",
+    "shift_at",
     "to_float",
 ]

@@ -79,6 +79,8 @@ def _uniform(count: int, low: float, high: float, generator: torch.Generator) ->
 
 
 def _render(count: int, size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    if count == 0:
+        return torch.empty(0, 3, size, size, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
     labels = torch.randperm(count, generator=generator) % len(SHAPE_CLASSES)
     shape_id, texture_id = labels // len(TEXTURES), labels % len(TEXTURES)
     scale = size / 32
