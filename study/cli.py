@@ -129,7 +129,8 @@ def _build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--data",
         default="noise",
-        help="CIFAR folder (cifar-10-batches-py), image-folder tree or its .tar.gz, "
+        help="cifar10, cifar100 (downloaded), a CIFAR folder (cifar-10-batches-py), "
+        "an image-folder tree or its .tar.gz, "
         "or 'noise' for pink noise labelled by the model itself (default: noise)",
     )
     report.add_argument("--split", default="test", help="train or test (default: test)")
@@ -266,10 +267,11 @@ def _trial(args: argparse.Namespace) -> int:
     from study.config import load_config
     from study.data import describe_source
     from study.data.dataset import BUILTIN
+    from study.data.sources import DOWNLOADABLE
     from study.trial import TrialFailed, resolve_device, run_trial
 
     config, _ = load_config(args.config, args.overrides)  # ConfigError: one line, exit 2
-    if config.data.source != BUILTIN:
+    if config.data.source not in (BUILTIN, *DOWNLOADABLE):
         try:
             describe_source(Path(config.data.source).expanduser())
         except ValueError as error:
@@ -292,6 +294,7 @@ def _trial(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from study.checkpoint import CheckpointError, load_checkpoint
     from study.data import describe_source
+    from study.data.sources import DOWNLOADABLE
     from study.metrics import METHODS
     from study.report import NOISE, ReportConfig, run_report
 
@@ -306,7 +309,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.feature_shifts is not None and not 1 <= args.feature_shifts <= 512:
         raise UsageError(f"--feature-shifts: {args.feature_shifts} is outside 1 to 512")
     device = _device(args.device)
-    if args.data != NOISE:
+    if args.data not in (NOISE, *DOWNLOADABLE):
         describe_source(Path(args.data).expanduser())  # DataSourceError: one line, exit 2
     _check_out_dir(args.out, "--out")
     try:

@@ -71,8 +71,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """``source``: ``shapes`` (built in, no download) or a dataset path (see
-    :mod:`study.data.sources`); ``None`` counts mean the whole split."""
+    """``source``: ``shapes`` (built in, no download), ``cifar10``/``cifar100``
+    (torchvision's download) or a dataset path (see :mod:`study.data.sources`);
+    ``None`` counts mean the whole split."""
 
     source: str = "shapes"
     train_images: int | None = None

@@ -85,6 +85,13 @@ def test_cifar10_pickles_read_in_order(tmp_path):
     assert np.array_equal(test_images.reshape(4, -1).numpy(), written["test_batch"])
 
 
+def test_named_cifar10_reads_the_data_dir_without_downloading(tmp_path, monkeypatch):
+    written = write_cifar10(tmp_path / "datasets")
+    monkeypatch.setenv("STUDY_DATA_DIR", str(tmp_path / "datasets"))
+    images, _, _ = load_split("cifar10", "test")
+    assert np.array_equal(images.reshape(4, -1).numpy(), written["test_batch"])
+
+
 def test_cifar100_uses_fine_labels(tmp_path):
     write_cifar100(tmp_path)
     images, labels, classes = load_split(tmp_path, "test")

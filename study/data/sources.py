@@ -1,6 +1,8 @@
 """Datasets on disk, read into uint8 arrays once and cached.
 
-A *source* is a path to one of:
+A *source* is ``cifar10`` or ``cifar100`` (torchvision's download, kept under
+``$STUDY_DATA_DIR``, default ``<cache>/datasets``; fetched on first use where the
+machine is online), or a path to one of:
 
 - torchvision's CIFAR format: a ``cifar-10-batches-py`` or ``cifar-100-python`` folder
   (pickled batches, as ``torchvision.datasets.CIFAR10/100`` download them), or the
@@ -36,6 +38,7 @@ SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _CIFAR_FOLDERS = {"cifar-10-batches-py": "cifar10", "cifar-100-python": "cifar100"}
+DOWNLOADABLE = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 
 
 class DataSourceError(ValueError):
@@ -46,6 +49,31 @@ def cache_dir() -> Path:
     """Where decoded datasets are cached: ``$STUDY_CACHE_DIR`` or
     ``~/.cache/antialiased-study``."""
     return Path(os.environ.get("STUDY_CACHE_DIR", Path.home() / ".cache" / "antialiased-study"))
+
+
+def data_dir() -> Path:
+    """Where ``cifar10``/``cifar100`` are downloaded: ``$STUDY_DATA_DIR`` or
+    ``<cache>/datasets``."""
+    return Path(os.environ.get("STUDY_DATA_DIR", cache_dir() / "datasets"))
+
+
+def download(name: str) -> Path:
+    """The folder holding torchvision's ``name`` (``cifar10``, ``cifar100``),
+    downloading it first if it is not there yet."""
+    root = data_dir()
+    folder = next(f for f, n in _CIFAR_FOLDERS.items() if n == name)
+    if not (root / folder).is_dir():
+        import torchvision.datasets
+
+        dataset = getattr(torchvision.datasets, DOWNLOADABLE[name])
+        try:
+            dataset(root, train=False, download=True)
+        except Exception as error:  # offline: URLError, socket errors, ...
+            raise DataSourceError(
+                f"data: {name} is not in {root} and could not be downloaded "
+                f"({type(error).__name__}); give the path of a {folder} folder instead"
+            ) from None
+    return root / folder
 
 
 def describe_source(path: Path) -> str:
@@ -70,7 +98,7 @@ def load_split(source: str | Path, split: str = "test") -> tuple[Tensor, Tensor,
     """``(images (N, 3, H, W) uint8, labels (N,) int64, class names)`` of one split."""
     if split not in SPLITS:
         raise DataSourceError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
-    path = Path(source).expanduser()
+    path = download(source) if source in DOWNLOADABLE else Path(source).expanduser()
     kind = describe_source(path)
     if kind == "cifar":
         images, labels, classes = _read_cifar(_cifar_folder(path), split)
