@@ -113,8 +113,8 @@ def measure(name: str, width: float, args, device, data) -> None:
     ours_rate = statistics.median(rates["study (on device)"])
     theirs = statistics.median(rates["torchvision DataLoader"])
     print(
-        f"| {name:<9} | {width:>5} | {ours_rate:>16.0f} | {theirs:>19.0f} "
-        f"| {ours_rate / theirs:>6.2f}x |"
+        f"| {name:<9} | {width:>5} | {ours_rate:>17.0f} | {theirs:>22.0f} "
+        f"| {ours_rate / theirs:>5.2f}x |"
     )
 
 

@@ -1,0 +1,302 @@
+"""Search spaces: a trial config in which some values are search dimensions.
+
+A search-space file is a trial config (see :mod:`study.config`) plus a ``study``
+section, where any value may be a *dimension*, a mapping with exactly one key:
+
+- ``{choice: [a, b, ...]}``: one of the alternatives. An alternative may itself hold
+  dimensions, which exist only when it is chosen: the space is conditional. A filter
+  family choosing its own parameters reads::
+
+      filter:
+        choice:
+          - delta
+          - binomial-5
+          - {family: firwin, taps: {int: [3, 7]}, cutoff: {uniform: [0.2, 0.6]}}
+          - {family: learnable, init: {choice: [binomial-3, binomial-5]}}
+
+- ``{uniform: [low, high]}``, ``{loguniform: [low, high]}``: a float;
+- ``{int: [low, high]}`` or ``{int: [low, high, step]}``: a whole number.
+
+Spaces are sampled define-by-run (:meth:`SearchSpace.sample` asks an Optuna trial for
+each dimension it meets), so only the dimensions of the chosen alternatives exist.
+Parameter names are dotted paths; a dimension inside an alternative is named after it:
+``model.filter`` then ``model.filter[firwin].cutoff``.
+
+The ``study`` section (:class:`StudySettings`) says what to optimise and how.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from study.config import (
+    SEARCH_KEYS,
+    ConfigError,
+    TrialConfig,
+    apply_override,
+    from_mapping,
+    read_yaml,
+)
+
+SAMPLERS = ("grid", "random", "tpe", "nsga2", "gp")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """The ``study`` section.
+
+    - ``name``: unique study name (Optuna study, MLflow parent run, Ray experiment);
+      default: the file's stem.
+    - ``objectives``: metric -> ``max`` or ``min``, any metric a trial reports.
+    - ``sampler``: grid, random, tpe, nsga2 or gp; ``seed`` seeds it.
+    - ``trials``: how many trials in all; ``concurrent``: at most this many at once.
+    - ``cpus``, ``gpus``: resources per trial (fractions allowed).
+    - ``retries``: how often a failed trial is retried (it resumes from its checkpoint).
+    - ``tracking_uri``: MLflow (default ``$MLFLOW_TRACKING_URI``, else
+      ``sqlite:///mlflow.db``); ``experiment``: default the study name.
+    - ``optuna_storage``: an RDB URL or a journal file path (default
+      ``<storage_path>/<name>/optuna.journal``); ``storage_path``: Ray's results
+      (default ``./ray_results``).
+    """
+
+    name: str = "study"
+    objectives: Mapping[str, str] = field(
+        default_factory=lambda: {"test_acc": "max", "consistency": "max"}
+    )
+    sampler: str = "tpe"
+    seed: int = 0
+    trials: int = 8
+    concurrent: int = 1
+    cpus: float = 1.0
+    gpus: float = 0.0
+    retries: int = 1
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    optuna_storage: str | None = None
+    storage_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One search dimension found in a space: its parameter name and its spec."""
+
+    name: str
+    kind: str
+    args: Any
+
+
+class SearchSpace:
+    """A parsed, validated search-space file."""
+
+    def __init__(self, raw: Mapping[str, Any], settings: StudySettings) -> None:
+        self.raw = dict(raw)
+        self.settings = settings
+        self.dimensions = list(_dimensions(self.raw, ""))
+        self._check()
+
+    @classmethod
+    def load(
+        cls, path: str | Path, overrides: Sequence[str] = (), name: str | None = None
+    ) -> SearchSpace:
+        """Read ``path``, apply ``--set`` overrides (to the config or to ``study.*``),
+        validate everything up front."""
+        raw = read_yaml(path)
+        for override in overrides:
+            apply_override(raw, override)
+        study = raw.pop("study", None) or {}
+        if not isinstance(study, Mapping):
+            raise ConfigError("study", f"expected a mapping, got {type(study).__name__}")
+        study = {"name": Path(path).stem, **study}
+        if name is not None:
+            study["name"] = name
+        return cls(raw, _settings(study))
+
+    def sample(self, trial) -> dict[str, Any]:
+        """Define-by-run: the trial config (a plain mapping) for one Optuna ``trial``."""
+        return _sample(copy.deepcopy(self.raw), "", trial)
+
+    def config(self, values: Mapping[str, Any]) -> TrialConfig:
+        """The validated trial config of a sampled mapping."""
+        return from_mapping(values)
+
+    def grid(self) -> dict[str, list]:
+        """Optuna's ``GridSampler`` search space: every dimension must be a choice of
+        plain values or an integer range, none nested in an alternative."""
+        grid = {}
+        for dimension in self.dimensions:
+            if "[" in dimension.name:
+                raise ConfigError(
+                    "study.sampler",
+                    f"grid cannot search the conditional dimension {dimension.name}; "
+                    "use random, tpe, nsga2 or gp",
+                )
+            if dimension.kind == "choice":
+                grid[dimension.name] = [_label(v, i) for i, v in enumerate(dimension.args)]
+            elif dimension.kind == "int":
+                low, high, step = (*dimension.args, 1)[:3]
+                grid[dimension.name] = list(range(low, high + 1, step))
+            else:
+                raise ConfigError(
+                    "study.sampler",
+                    f"grid needs choices or int ranges; {dimension.name} is {dimension.kind}",
+                )
+        return grid
+
+    def grid_size(self) -> int:
+        return len(list(itertools.product(*self.grid().values())))
+
+    def _check(self) -> None:
+        settings = self.settings
+        for metric, direction in settings.objectives.items():
+            if direction not in ("max", "min"):
+                raise ConfigError(f"study.objectives.{metric}", f"{direction!r}; use max or min")
+        if settings.sampler == "grid":
+            self.grid()
+        # Every alternative must make a valid trial: sample each corner once.
+        for trial in _corners(self):
+            try:
+                from_mapping(self.sample(trial))
+            except ConfigError as error:
+                raise ConfigError(error.field, f"{_problem(error)} (in a sampled trial)") from None
+
+
+def _settings(raw: Mapping[str, Any]) -> StudySettings:
+    known = {f.name: f for f in fields(StudySettings)}
+    values = {}
+    for key, value in raw.items():
+        at = f"study.{key}"
+        if key not in known:
+            raise ConfigError(at, f"unknown key; allowed: {', '.join(known)}")
+        values[key] = value
+    settings = StudySettings(**values)
+    if not isinstance(settings.name, str) or not _NAME.match(settings.name):
+        raise ConfigError(
+            "study.name", f"{settings.name!r}: use letters, digits, '_', '-', '.' (max 100)"
+        )
+    if not isinstance(settings.objectives, Mapping) or not settings.objectives:
+        raise ConfigError("study.objectives", "give a mapping metric: max|min, e.g. test_acc: max")
+    if settings.sampler not in SAMPLERS:
+        raise ConfigError(
+            "study.sampler", f"{settings.sampler!r} is not allowed; allowed: {', '.join(SAMPLERS)}"
+        )
+    _whole("study.seed", settings.seed, 0)
+    _whole("study.trials", settings.trials, 1)
+    _whole("study.concurrent", settings.concurrent, 1)
+    _whole("study.retries", settings.retries, 0)
+    for name in ("cpus", "gpus"):
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"study.{name}", f"{value!r} must be a number >= 0")
+    if settings.cpus == 0 and settings.gpus == 0:
+        raise ConfigError("study.cpus", "a trial needs some resource: cpus or gpus > 0")
+    for name in ("tracking_uri", "experiment", "optuna_storage", "storage_path"):
+        value = getattr(settings, name)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"study.{name}", f"expected text, got {value!r}")
+    return settings
+
+
+def _whole(at: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(at, f"{value!r} must be a whole number >= {low}")
+
+
+def _is_dimension(value: Any) -> bool:
+    return isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in SEARCH_KEYS
+
+
+def _dimensions(value: Any, at: str):
+    """Every dimension in ``value``, validated, with its parameter name."""
+    if _is_dimension(value):
+        kind, args = next(iter(value.items()))
+        _check_dimension(kind, args, at)
+        yield Dimension(at, kind, args)
+        if kind == "choice":
+            for index, alternative in enumerate(args):
+                yield from _dimensions(alternative, f"{at}[{_label(alternative, index)}]")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _dimensions(item, f"{at}.{key}" if at else str(key))
+
+
+def _check_dimension(kind: str, args: Any, at: str) -> None:
+    if kind == "choice":
+        if not isinstance(args, list) or not args:
+            raise ConfigError(at, "choice needs a non-empty list of alternatives")
+        labels = [_label(v, i) for i, v in enumerate(args)]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(at, f"choice has repeated alternatives: {labels}")
+        return
+    numbers = isinstance(args, list) and all(
+        isinstance(a, int | float) and not isinstance(a, bool) for a in args
+    )
+    if kind == "int":
+        whole = numbers and all(isinstance(a, int) for a in args)
+        if not whole or len(args) not in (2, 3) or args[0] > args[1] or args[2:] and args[2] < 1:
+            raise ConfigError(
+                at, f"int needs [low, high] or [low, high, step] with low <= high, got {args!r}"
+            )
+        return
+    if not numbers or len(args) != 2 or args[0] >= args[1]:
+        raise ConfigError(at, f"{kind} needs [low, high] with low < high, got {args!r}")
+    if kind == "loguniform" and args[0] <= 0:
+        raise ConfigError(at, f"loguniform needs low > 0, got {args[0]}")
+
+
+def _label(alternative: Any, index: int) -> Any:
+    """The categorical value Optuna stores for an alternative: plain values as they
+    are, a mapping by its ``family`` (filters) or its position."""
+    if isinstance(alternative, str | int | float | bool) or alternative is None:
+        return alternative
+    if isinstance(alternative, Mapping) and isinstance(alternative.get("family"), str):
+        return alternative["family"]
+    return f"option-{index}"
+
+
+def _sample(value: Any, at: str, trial) -> Any:
+    if _is_dimension(value):
+        kind, args = next(iter(value.items()))
+        if kind == "choice":
+            labels = [_label(v, i) for i, v in enumerate(args)]
+            picked = trial.suggest_categorical(at, labels)
+            return _sample(args[labels.index(picked)], f"{at}[{picked}]", trial)
+        if kind == "int":
+            low, high, step = (*args, 1)[:3]
+            return trial.suggest_int(at, low, high, step=step)
+        return trial.suggest_float(at, args[0], args[1], log=kind == "loguniform")
+    if isinstance(value, Mapping):
+        return {k: _sample(v, f"{at}.{k}" if at else str(k), trial) for k, v in value.items()}
+    return value
+
+
+class _Corner:
+    """A stand-in Optuna trial that picks a fixed alternative per choice and the low
+    end of every range: enough to validate each alternative once."""
+
+    def __init__(self, pick: int) -> None:
+        self.pick = pick
+
+    def suggest_categorical(self, name, choices):
+        return choices[min(self.pick, len(choices) - 1)]
+
+    def suggest_int(self, name, low, high, step=1):
+        return low if self.pick % 2 == 0 else high - (high - low) % step
+
+    def suggest_float(self, name, low, high, log=False):
+        return low if self.pick % 2 == 0 else high
+
+
+def _corners(space: SearchSpace):
+    widest = max([len(d.args) for d in space.dimensions if d.kind == "choice"] + [2], default=2)
+    return [_Corner(pick) for pick in range(widest)]
+
+
+def _problem(error: ConfigError) -> str:
+    return str(error).removeprefix(f"{error.field}: ")
