@@ -238,8 +238,8 @@ def _check_dimension(kind: str, args: Any, at: str) -> None:
         isinstance(a, int | float) and not isinstance(a, bool) for a in args
     )
     if kind == "int":
-        whole = numbers and all(isinstance(a, int) for a in args)
-        if not whole or len(args) not in (2, 3) or args[0] > args[1] or args[2:] and args[2] < 1:
+        whole = numbers and all(isinstance(a, int) for a in args) and len(args) in (2, 3)
+        if not whole or args[0] > args[1] or (len(args) == 3 and args[2] < 1):
             raise ConfigError(
                 at, f"int needs [low, high] or [low, high, step] with low <= high, got {args!r}"
             )
