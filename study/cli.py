@@ -119,6 +119,26 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     trial.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
 
+    run = command(
+        "run",
+        "run a study: Ray Tune trials, Optuna sampling, MLflow tracking",
+        _run,
+    )
+    run.add_argument("space", type=Path, metavar="SPACE", help="search-space YAML file")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value of the space, e.g. --set study.trials=20 (repeatable)",
+    )
+    run.add_argument("--name", help="study name (default: study.name, else the file's stem)")
+    run.add_argument(
+        "--address",
+        help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray instance)",
+    )
+
     report = command(
         "report",
         "evaluate a saved checkpoint: all-shift metrics (JSON) and their figures (PNG)",
@@ -289,6 +309,25 @@ def _trial(args: argparse.Namespace) -> int:
     )
     print(f"wrote {args.out / 'metrics.json'}, checkpoint and figures in {args.out}")
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from study.space import SearchSpace
+
+    space = SearchSpace.load(args.space, args.overrides, args.name)  # ConfigError: exit 2
+    from study.service import plan, run_study
+
+    study_plan = plan(space, args.space)  # checks the tracking store: exit 2 if unreachable
+    results = run_study(space, study_plan, args.address)
+    frame = results.get_dataframe()
+    metrics = [m for m in study_plan.metrics if m in frame]
+    failed = sum(1 for result in results if result.error is not None)
+    print(f"study {study_plan.name}: {len(frame) - failed} trials done, {failed} failed")
+    if metrics:
+        print(frame[["trial_id", *metrics]].to_string(index=False))
+    print(f"MLflow: {study_plan.tracking_uri}, experiment {study_plan.experiment!r}")
+    print(f"Ray results and Optuna storage: {study_plan.storage_path / study_plan.name}")
+    return 1 if failed else 0
 
 
 def _report(args: argparse.Namespace) -> int:

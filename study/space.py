@@ -154,7 +154,14 @@ class SearchSpace:
 
     def _check(self) -> None:
         settings = self.settings
+        from study.trial import FINAL_METRICS
+
         for metric, direction in settings.objectives.items():
+            if metric not in FINAL_METRICS:
+                raise ConfigError(
+                    f"study.objectives.{metric}",
+                    f"not a metric a trial reports; allowed: {', '.join(FINAL_METRICS)}",
+                )
             if direction not in ("max", "min"):
                 raise ConfigError(f"study.objectives.{metric}", f"{direction!r}; use max or min")
         if settings.sampler == "grid":

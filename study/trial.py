@@ -39,6 +39,18 @@ from study.metrics.figures import report_figures
 
 Report = Callable[[dict[str, Any]], None]
 CHECKPOINT = "checkpoint.pt"
+#: The numeric final metrics of every trial: what a study may optimise.
+FINAL_METRICS = (
+    "test_acc",
+    "test_acc_shift_random",
+    "test_acc_shift_mean",
+    "consistency",
+    "variation",
+    "sampled_consistency",
+    "train_loss",
+    "train_seconds",
+    "eval_seconds",
+)
 
 
 class TrialFailed(RuntimeError):
@@ -343,4 +355,4 @@ def _training_figure(history: list[dict[str, Any]]):
     return fig
 
 
-__all__ = ["CHECKPOINT", "Report", "TrialFailed", "resolve_device", "run_trial"]
+__all__ = ["CHECKPOINT", "FINAL_METRICS", "Report", "TrialFailed", "resolve_device", "run_trial"]

@@ -1,0 +1,170 @@
+"""MLflow tracking: one parent run per study, one nested child run per trial.
+
+The child run is opened from inside the trial (on whatever node runs it) through the
+tracking URI, and found again by its ``study.trial_id`` tag, so a retried or resumed
+trial logs into the same run: no duplicate, no gap.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DB = "mlflow.db"
+TRIAL_TAG = "study.trial_id"
+STUDY_TAG = "study.name"
+
+
+def tracking_uri(configured: str | None = None) -> str:
+    """The study's tracking URI: the space's ``tracking_uri``, else
+    ``$MLFLOW_TRACKING_URI``, else a SQLite database in the working directory (MLflow 3
+    refuses the plain ``./mlruns`` file store by default)."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+
+
+def check_tracking(uri: str) -> None:
+    """Fail early (a one-line ``ValueError`` naming ``study.tracking_uri``) when the
+    tracking store cannot be reached."""
+    import mlflow
+
+    try:
+        client = mlflow.MlflowClient(uri)
+        client.search_experiments(max_results=1)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0][:160] if str(error) else type(error).__name__
+        raise ValueError(f"study.tracking_uri: cannot reach {uri} ({reason})") from None
+
+
+def start_parent(
+    uri: str, experiment: str, study_name: str, params: Mapping[str, Any], space_file: Path
+) -> str:
+    """Create (or find again, on resume) the study's parent run; returns its id."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment_id = _experiment(client, experiment)
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`study.role` = 'parent'",
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(
+        experiment_id,
+        run_name=study_name,
+        tags={STUDY_TAG: study_name, "study.role": "parent", **_provenance()},
+    )
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, value)
+    client.log_artifact(run.info.run_id, str(space_file))
+    return run.info.run_id
+
+
+def trial_run(uri: str, parent_id: str, trial_id: str, name: str) -> str:
+    """The child run of ``trial_id`` under ``parent_id``: found by tag, else created."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    parent = client.get_run(parent_id)
+    experiment_id = parent.info.experiment_id
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}'", max_results=1
+    )
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(
+        experiment_id,
+        run_name=name,
+        tags={
+            "mlflow.parentRunId": parent_id,
+            TRIAL_TAG: trial_id,
+            STUDY_TAG: parent.data.tags.get(STUDY_TAG, ""),
+            "study.role": "trial",
+        },
+    )
+    return run.info.run_id
+
+
+class TrialLogger:
+    """Logs one trial's params, per-epoch metrics (step = epoch), final metrics and
+    figures into its child run."""
+
+    def __init__(self, uri: str, run_id: str) -> None:
+        import mlflow
+
+        self.client = mlflow.MlflowClient(uri)
+        self.run_id = run_id
+
+    def params(self, flat: Mapping[str, Any]) -> None:
+        logged = self.client.get_run(self.run_id).data.params
+        for key, value in flat.items():
+            if key not in logged:
+                self.client.log_param(self.run_id, key, "None" if value is None else value)
+
+    def epoch(self, row: Mapping[str, Any]) -> None:
+        step = int(row["epoch"])
+        for key, value in row.items():
+            if isinstance(value, int | float) and not isinstance(value, bool) and key != "epoch":
+                self.client.log_metric(self.run_id, key, float(value), step=step)
+
+    def final(self, metrics: Mapping[str, Any], out: Path) -> None:
+        for key, value in metrics.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                self.client.log_metric(self.run_id, f"final.{key}", float(value))
+        for name in ("metrics.json", "history.json"):
+            if (out / name).is_file():
+                self.client.log_artifact(self.run_id, str(out / name))
+        if (out / "figures").is_dir():
+            self.client.log_artifacts(self.run_id, str(out / "figures"), "figures")
+        self.client.set_terminated(self.run_id, "FINISHED")
+
+    def failed(self, reason: str) -> None:
+        self.client.set_tag(self.run_id, "study.failure", reason[:500])
+        self.client.set_terminated(self.run_id, "FAILED")
+
+    def filter_figure(self, spec: str) -> None:
+        """The filter's taps and frequency response (``figures/filter.png``)."""
+        from study import filters
+        from study.filters.plot import plot_responses
+
+        self.client.log_dict(self.run_id, filters.describe(spec), "filter.json")
+        self.client.log_figure(self.run_id, plot_responses([spec]), "figures/filter.png")
+
+
+def _experiment(client, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name)
+
+
+def _provenance() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    tags = {"study.python": platform.python_version()}
+    for package in ("torch", "ray", "optuna", "mlflow", "scipy", "antialiased-study"):
+        try:
+            tags[f"study.version.{package}"] = version(package)
+        except PackageNotFoundError:
+            continue
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
