@@ -49,6 +49,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _tracking_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="study",
@@ -138,6 +145,35 @@ def _build_parser() -> argparse.ArgumentParser:
         "--address",
         help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray instance)",
     )
+
+    resume = command(
+        "resume",
+        "continue an interrupted study: done trials stay done, the sampler keeps its state",
+        _resume,
+    )
+    resume.add_argument("name", metavar="NAME", help="the study's name")
+    _tracking_flag(resume)
+    resume.add_argument(
+        "--address",
+        help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray instance)",
+    )
+
+    status = command(
+        "status",
+        "a study's progress and current Pareto front, read from MLflow (read-only)",
+        _status,
+    )
+    status.add_argument("name", metavar="NAME", help="the study's name")
+    _tracking_flag(status)
+
+    from study.pareto import command as pareto_command
+
+    pareto = command(
+        "pareto",
+        "export studies' Pareto fronts from MLflow (csv, json, png, svg, html, md)",
+        pareto_command.main,
+    )
+    pareto_command.configure(pareto)
 
     report = command(
         "report",
@@ -315,19 +351,68 @@ def _run(args: argparse.Namespace) -> int:
     from study.space import SearchSpace
 
     space = SearchSpace.load(args.space, args.overrides, args.name)  # ConfigError: exit 2
-    from study.service import plan, run_study
+    from study.service import plan
 
-    study_plan = plan(space, args.space)  # checks the tracking store: exit 2 if unreachable
-    results = run_study(space, study_plan, args.address)
-    frame = results.get_dataframe()
-    metrics = [m for m in study_plan.metrics if m in frame]
+    return _run_study(space, plan(space, args.space), args.address, resume=False)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import yaml
+
+    from study.service import plan
+    from study.space import SearchSpace
+    from study.tracking import study_document, tracking_uri
+
+    uri = tracking_uri(args.tracking_uri)
+    _check_tracking(uri)
+    document = study_document(uri, args.name)  # ValueError naming the study: exit 2
+    document["study"]["tracking_uri"] = uri
+    space = SearchSpace.parse(document)
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / "study.yaml"
+        copy.write_text(yaml.safe_dump(document, sort_keys=False))
+        return _run_study(space, plan(space, copy), args.address, resume=True)
+
+
+def _run_study(space, study_plan, address: str | None, resume: bool) -> int:
+    from study.config import ConfigError
+    from study.service import run_study
+
+    try:
+        results = run_study(space, study_plan, address, resume=resume)
+    except ConfigError:
+        raise
+    except ValueError as error:  # raised while running: a failure, not a usage error
+        raise RuntimeError(str(error)) from error
     failed = sum(1 for result in results if result.error is not None)
-    print(f"study {study_plan.name}: {len(frame) - failed} trials done, {failed} failed")
-    if metrics:
-        print(frame[["trial_id", *metrics]].to_string(index=False))
-    print(f"MLflow: {study_plan.tracking_uri}, experiment {study_plan.experiment!r}")
-    print(f"Ray results and Optuna storage: {study_plan.storage_path / study_plan.name}")
-    return 1 if failed else 0
+    complete = sum(1 for r in results if r.error is None and r.metrics.get("complete"))
+    print(
+        f"study {study_plan.name}: {complete} of {study_plan.trials} trials complete"
+        + (f", {failed} failed" if failed else "")
+    )
+    print(f"  MLflow:  {study_plan.tracking_uri}  (experiment {study_plan.experiment!r})")
+    print(f"  results: {study_plan.experiment_path}")
+    print(f"  status:  study status {study_plan.name}")
+    print(f"  front:   study pareto {study_plan.name} --out pareto-{study_plan.name}")
+    return 0 if complete == study_plan.trials else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    from study.status import print_status
+    from study.tracking import tracking_uri
+
+    uri = tracking_uri(args.tracking_uri)
+    _check_tracking(uri)
+    print_status(uri, args.name)
+    return 0
+
+
+def _check_tracking(uri: str) -> None:
+    from study.tracking import check_tracking
+
+    check_tracking(uri)
 
 
 def _report(args: argparse.Namespace) -> int:

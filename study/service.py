@@ -19,10 +19,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from study.config import ConfigError
 from study.space import SearchSpace, StudySettings
 from study.tracking import (
     TrialLogger,
     check_tracking,
+    close_orphans,
+    find_parent,
+    set_parent_status,
     start_parent,
     tracking_uri,
     trial_run,
@@ -35,7 +39,7 @@ class StudyPlan:
 
     name: str
     space_file: Path
-    storage_path: Path
+    storage_path: str
     optuna_storage: str
     tracking_uri: str
     experiment: str
@@ -43,13 +47,28 @@ class StudyPlan:
     modes: list[str]
     trials: int
 
+    @property
+    def experiment_path(self) -> str:
+        """Where Ray Tune keeps this study's results (a folder or a storage URI)."""
+        return f"{self.storage_path.rstrip('/')}/{self.name}"
+
 
 def plan(space: SearchSpace, space_file: Path) -> StudyPlan:
     """Resolve storage locations, tracking URI and objectives; check the tracking store
     is reachable (one-line error otherwise)."""
     settings = space.settings
-    storage_path = Path(settings.storage_path or "ray_results").expanduser().resolve()
-    optuna_storage = settings.optuna_storage or str(storage_path / settings.name / "optuna.journal")
+    storage_path = settings.storage_path or "ray_results"
+    if "://" not in storage_path:
+        storage_path = str(Path(storage_path).expanduser().resolve())
+    elif not settings.optuna_storage:
+        raise ConfigError(
+            "study.optuna_storage",
+            f"storage_path {storage_path} is remote: give an RDB URL (postgresql://...) "
+            "or a journal file path that every run of this study can reach",
+        )
+    optuna_storage = settings.optuna_storage or str(
+        Path(storage_path) / settings.name / "optuna.journal"
+    )
     uri = tracking_uri(settings.tracking_uri)
     check_tracking(uri)
     trials = space.grid_size() if settings.sampler == "grid" else settings.trials
@@ -102,7 +121,8 @@ class _DefineByRun:
         self.space, self.constants = space, constants
 
     def __call__(self, trial) -> dict[str, Any]:
-        return {"trial": self.space.sample(trial), **self.constants}
+        config = self.space.sample(trial)
+        return {"trial": config, "searched": dict(trial.params), **self.constants}
 
 
 def _trainable(params: dict[str, Any]) -> None:
@@ -127,75 +147,170 @@ def _trainable(params: dict[str, Any]) -> None:
         tracking["uri"],
         trial_run(tracking["uri"], tracking["parent"], trial_id, context.get_trial_name()),
     )
-    searched = {f"optuna.{k}": v for k, v in params.items() if k not in ("trial", "tracking")}
-    logger.params({**config.flat(), **searched})
+    searched = {f"optuna.{_param_key(k)}": v for k, v in params.get("searched", {}).items()}
+    logger.params({**config.flat(), **_filter_params(config.model.filter), **searched})
 
     def report(row: dict[str, Any]) -> None:
         from ray.tune import Checkpoint
 
-        metrics = {k: v for k, v in row.items() if isinstance(v, int | float | str | bool)}
-        if not row["done"]:
+        complete = row.pop("done")  # Tune reads a reported "done" as "stop this trial now"
+        if complete:
+            logger.final(row, work)  # before Tune hears of the end, which may stop us
+        else:
             logger.epoch(row)
+        metrics = {k: v for k, v in row.items() if isinstance(v, int | float | str | bool)}
         with tempfile.TemporaryDirectory() as folder:
             shutil.copy(work / CHECKPOINT, Path(folder) / CHECKPOINT)
-            tune.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+            tune.report(
+                {**metrics, "complete": complete}, checkpoint=Checkpoint.from_directory(folder)
+            )
 
     try:
         if restored is None:
             logger.filter_figure(config.model.filter)
-        final = run_trial(config, work, report=report, progress=False)
+        run_trial(config, work, report=report, progress=False)
     except TrialFailed as error:
         logger.failed(error.reason)
         raise
-    logger.final(final, work)
 
 
-def run_study(space: SearchSpace, study_plan: StudyPlan, address: str | None = None) -> Any:
-    """Run (or, with the same name and storage, continue) the study; returns Tune's
-    ``ResultGrid``."""
+def _param_key(name: str) -> str:
+    """An Optuna parameter name as an MLflow param key (no brackets allowed there):
+    ``model.filter[firwin].cutoff`` -> ``model.filter.firwin.cutoff``."""
+    return name.replace("[", ".").replace("]", "")
+
+
+def _filter_params(spec: str) -> dict[str, Any]:
+    """The filter's family and tap count as their own params, for grouping in the UI."""
+    from study import filters
+
+    info = filters.describe(spec)
+    return {"filter.family": info["family"], "filter.taps": info["taps"]}
+
+
+def check_resources(cpus: float, gpus: float) -> None:
+    """Fail with a one-line error when no node of the connected Ray cluster could ever
+    hold one trial (Tune would otherwise wait for it forever)."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+        return
+    have = ", ".join(f"{n.get('CPU', 0):g} CPU + {n.get('GPU', 0):g} GPU" for n in nodes)
+    field = (
+        "study.gpus" if gpus and not any(n.get("GPU", 0) >= gpus for n in nodes) else "study.cpus"
+    )
+    raise ConfigError(
+        field,
+        f"a trial asks for {cpus:g} CPU + {gpus:g} GPU but no node of the cluster has that "
+        f"(nodes: {have or 'none'})",
+    )
+
+
+def _trial_dirname(trial) -> str:
+    """Trial folders named by trial id (Tune's default spells out the whole config)."""
+    return f"trial_{trial.trial_id}"
+
+
+def run_study(
+    space: SearchSpace, study_plan: StudyPlan, address: str | None = None, resume: bool = False
+) -> Any:
+    """Run the study, or with ``resume`` continue it (``Tuner.restore``: completed trials
+    stay done, unfinished ones resume from their checkpoints, the searcher keeps its
+    state). Returns Tune's ``ResultGrid``."""
     import ray
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    from study.progress import StudyProgress
+
     settings: StudySettings = space.settings
     # Epoch reports carry per-epoch metrics only; the objectives arrive with the final
     # report, which is the one Optuna reads.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    ray.init(address=address or os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True)
+    # A checkpoint every epoch forces a snapshot of the experiment each time; that is
+    # intended (a resumed study loses at most one epoch), so don't warn about it.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    restorable = tune.Tuner.can_restore(study_plan.experiment_path)
+    if resume and not restorable:
+        raise ConfigError(
+            "name", f"nothing to resume at {study_plan.experiment_path} (no Tune experiment)"
+        )
+    if not resume and (restorable or find_parent(study_plan.tracking_uri, study_plan.name)):
+        raise ConfigError(
+            "study.name",
+            f"a study named {study_plan.name!r} exists already; continue it with "
+            f"`study resume {study_plan.name}` or pick another --name",
+        )
+    ray.init(
+        address=address or os.environ.get("RAY_ADDRESS"),
+        ignore_reinit_error=True,
+        log_to_driver=False,
+    )
+    check_resources(settings.cpus, settings.gpus)
     parent = start_parent(
         study_plan.tracking_uri,
         study_plan.experiment,
         study_plan.name,
-        {f"study.{k}": v for k, v in asdict(settings).items() if k != "objectives"},
+        _parent_params(space, study_plan),
         study_plan.space_file,
+        space.document(),
     )
-    constants = {"tracking": {"uri": study_plan.tracking_uri, "parent": parent}}
-    search = OptunaSearch(
-        space=_DefineByRun(space, constants),
-        metric=study_plan.metrics,
-        mode=study_plan.modes,
-        sampler=sampler(space),
-        study_name=study_plan.name,
-        storage=optuna_storage(study_plan.optuna_storage),
+    progress = StudyProgress(
+        study_plan.trials, dict(settings.objectives), study_plan.tracking_uri, parent
     )
     trainable = tune.with_resources(_trainable, {"cpu": settings.cpus, "gpu": settings.gpus})
-    experiment = study_plan.storage_path / study_plan.name
-    if tune.Tuner.can_restore(str(experiment)):
-        tuner = tune.Tuner.restore(str(experiment), trainable, resume_errored=True)
+    if resume:
+        set_parent_status(study_plan.tracking_uri, parent, "RUNNING", {})
+        tuner = tune.Tuner.restore(
+            study_plan.experiment_path, trainable, resume_errored=True, callbacks=[progress]
+        )
+        live = {result.metrics.get("trial_id") for result in tuner.get_results()}
+        close_orphans(study_plan.tracking_uri, parent, {t for t in live if t})
     else:
+        constants = {"tracking": {"uri": study_plan.tracking_uri, "parent": parent}}
+        search = OptunaSearch(
+            space=_DefineByRun(space, constants),
+            metric=study_plan.metrics,
+            mode=study_plan.modes,
+            sampler=sampler(space),
+            study_name=study_plan.name,
+            storage=optuna_storage(study_plan.optuna_storage),
+        )
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=ConcurrencyLimiter(search, max_concurrent=settings.concurrent),
                 num_samples=study_plan.trials,
+                trial_dirname_creator=_trial_dirname,
             ),
             run_config=tune.RunConfig(
                 name=study_plan.name,
-                storage_path=str(study_plan.storage_path),
+                storage_path=study_plan.storage_path,
                 failure_config=tune.FailureConfig(max_failures=settings.retries),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                verbose=1,
+                callbacks=[progress],
+                verbose=0,
             ),
         )
-    return tuner.fit()
+    results = tuner.fit()
+    complete = sum(1 for r in results if r.error is None and r.metrics.get("complete"))
+    failed = sum(1 for r in results if r.error is not None)
+    status = "FINISHED" if complete == study_plan.trials else "FAILED"
+    set_parent_status(
+        study_plan.tracking_uri, parent, status, {"complete": complete, "failed": failed}
+    )
+    return results
+
+
+def _parent_params(space: SearchSpace, study_plan: StudyPlan) -> dict[str, Any]:
+    settings = asdict(space.settings)
+    settings["objectives"] = ",".join(f"{m}:{d}" for m, d in space.settings.objectives.items())
+    settings["trials"] = study_plan.trials
+    settings.update(
+        tracking_uri=study_plan.tracking_uri,
+        optuna_storage=study_plan.optuna_storage,
+        storage_path=study_plan.storage_path,
+    )
+    return {f"study.{k}": v for k, v in settings.items()}

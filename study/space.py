@@ -31,7 +31,7 @@ import copy
 import itertools
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -110,13 +110,28 @@ class SearchSpace:
         raw = read_yaml(path)
         for override in overrides:
             apply_override(raw, override)
+        return cls.parse(raw, default_name=Path(path).stem, name=name)
+
+    @classmethod
+    def parse(
+        cls, raw: Mapping[str, Any], default_name: str = "study", name: str | None = None
+    ) -> SearchSpace:
+        """A space from a mapping such as a YAML file holds (see :meth:`document`)."""
+        raw = copy.deepcopy(dict(raw))
         study = raw.pop("study", None) or {}
         if not isinstance(study, Mapping):
             raise ConfigError("study", f"expected a mapping, got {type(study).__name__}")
-        study = {"name": Path(path).stem, **study}
+        study = {"name": default_name, **study}
         if name is not None:
             study["name"] = name
         return cls(raw, _settings(study))
+
+    def document(self) -> dict[str, Any]:
+        """The whole space as one mapping, settings resolved: what ``study resume``
+        reads back (:meth:`parse` of it gives an equal space)."""
+        settings = asdict(self.settings)
+        settings["objectives"] = dict(settings["objectives"])
+        return {"study": settings, **copy.deepcopy(self.raw)}
 
     def sample(self, trial) -> dict[str, Any]:
         """Define-by-run: the trial config (a plain mapping) for one Optuna ``trial``."""

@@ -17,6 +17,7 @@ from typing import Any
 DEFAULT_DB = "mlflow.db"
 TRIAL_TAG = "study.trial_id"
 STUDY_TAG = "study.name"
+STUDY_DOCUMENT = "study.yaml"
 
 
 def tracking_uri(configured: str | None = None) -> str:
@@ -42,30 +43,60 @@ def check_tracking(uri: str) -> None:
         raise ValueError(f"study.tracking_uri: cannot reach {uri} ({reason})") from None
 
 
-def start_parent(
-    uri: str, experiment: str, study_name: str, params: Mapping[str, Any], space_file: Path
-) -> str:
-    """Create (or find again, on resume) the study's parent run; returns its id."""
+def find_parent(uri: str, study_name: str):
+    """The parent run of study ``study_name`` in any experiment, or None."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
-    experiment_id = _experiment(client, experiment)
     found = client.search_runs(
-        [experiment_id],
+        [e.experiment_id for e in client.search_experiments()],
         filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`study.role` = 'parent'",
         max_results=1,
     )
-    if found:
-        return found[0].info.run_id
+    return found[0] if found else None
+
+
+def start_parent(
+    uri: str,
+    experiment: str,
+    study_name: str,
+    params: Mapping[str, Any],
+    space_file: Path,
+    document: Mapping[str, Any],
+) -> str:
+    """Create (or find again, on resume) the study's parent run; returns its id. It
+    holds the space file as given and ``study.yaml``, the resolved space that
+    ``study resume`` reads back."""
+    import mlflow
+
+    found = find_parent(uri, study_name)
+    if found is not None:
+        return found.info.run_id
+    client = mlflow.MlflowClient(uri)
     run = client.create_run(
-        experiment_id,
+        _experiment(client, experiment),
         run_name=study_name,
         tags={STUDY_TAG: study_name, "study.role": "parent", **_provenance()},
     )
     for key, value in params.items():
-        client.log_param(run.info.run_id, key, value)
-    client.log_artifact(run.info.run_id, str(space_file))
+        client.log_param(run.info.run_id, key, "None" if value is None else value)
+    client.log_artifact(run.info.run_id, str(space_file), "space")
+    client.log_dict(run.info.run_id, dict(document), STUDY_DOCUMENT)
     return run.info.run_id
+
+
+def study_document(uri: str, study_name: str) -> dict[str, Any]:
+    """The resolved space a study was started with (its parent's ``study.yaml``)."""
+    import mlflow
+    import yaml
+
+    parent = find_parent(uri, study_name)
+    if parent is None:
+        raise ValueError(f"name: no study named {study_name!r} at {uri}")
+    path = mlflow.artifacts.download_artifacts(
+        run_id=parent.info.run_id, artifact_path=STUDY_DOCUMENT, tracking_uri=uri
+    )
+    return yaml.safe_load(Path(path).read_text())
 
 
 def trial_run(uri: str, parent_id: str, trial_id: str, name: str) -> str:
@@ -91,6 +122,66 @@ def trial_run(uri: str, parent_id: str, trial_id: str, name: str) -> str:
         },
     )
     return run.info.run_id
+
+
+def child_runs(uri: str, parent_id: str) -> list:
+    """Every child run of the parent run ``parent_id`` (all pages)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+            max_results=1000,
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def mark_failed(uri: str, parent_id: str, trial_id: str, reason: str) -> None:
+    """Mark the child run of ``trial_id`` failed (Ray gave up on the trial)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    for run in child_runs(uri, parent_id):
+        if run.data.tags.get(TRIAL_TAG) == trial_id and run.info.status != "FINISHED":
+            client.set_tag(run.info.run_id, "study.failure", reason[:500])
+            client.set_terminated(run.info.run_id, "FAILED")
+
+
+def close_orphans(uri: str, parent_id: str, live_trial_ids: set[str]) -> list[str]:
+    """Child runs still RUNNING whose trial Ray no longer knows (the driver died after
+    the trial started but before Tune saved it): marked KILLED and tagged
+    ``study.orphaned``. Returns their run ids."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    closed = []
+    for run in child_runs(uri, parent_id):
+        if run.info.status == "RUNNING" and run.data.tags.get(TRIAL_TAG) not in live_trial_ids:
+            client.set_tag(run.info.run_id, "study.orphaned", "true")
+            client.set_terminated(run.info.run_id, "KILLED")
+            closed.append(run.info.run_id)
+    return closed
+
+
+def set_parent_status(uri: str, parent_id: str, status: str, counts: Mapping[str, int]) -> None:
+    """Record how the study ended (or that it runs again): status and trial counts."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    for key, value in counts.items():
+        client.log_metric(parent_id, f"trials_{key}", value)
+    if status == "RUNNING":
+        client.update_run(parent_id, status="RUNNING")
+    else:
+        client.set_terminated(parent_id, status)
 
 
 class TrialLogger:

@@ -1,0 +1,120 @@
+"""What the driver prints while a study runs, and what it keeps up to date in MLflow.
+
+:class:`StudyProgress` is a Ray Tune callback on the driver. As trials finish it
+prints one line each (the trial's filter, augmentation and objectives, then done /
+running / failed counts and the current Pareto front), advances a progress bar over
+the planned trials, refreshes the parent run's front (``hypervolume``, ``front_size``
+and the ``pareto/`` artifacts) and marks the child runs of failed trials as failed.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from ray.tune import Callback
+from tqdm import tqdm
+
+
+def describe_trial(config: dict[str, Any]) -> str:
+    """``binomial-5 / flip+shift``: a trial's filter and augmentation, from its config."""
+    trial = config.get("trial", {})
+    model, augment = trial.get("model", {}), trial.get("augment", {})
+    filter_spec = model.get("filter", "?")
+    if not isinstance(filter_spec, str):
+        from study import filters
+
+        filter_spec = str(filters.parse(filter_spec))
+    return f"{filter_spec} / {augment.get('kind', 'none')}"
+
+
+class StudyProgress(Callback):
+    """Progress lines, a bar over the planned trials, and the parent run's front."""
+
+    def __init__(
+        self,
+        planned: int,
+        objectives: dict[str, str],
+        tracking_uri: str,
+        parent_run_id: str,
+        stream=None,
+    ) -> None:
+        self.planned = planned
+        self.objectives = dict(objectives)
+        self.tracking_uri = tracking_uri
+        self.parent_run_id = parent_run_id
+        self.stream = stream or sys.stdout
+        self.results: dict[str, tuple[str, list[float]]] = {}
+        self.failed: set[str] = set()
+        self.bar: tqdm | None = None
+
+    def setup(self, **info) -> None:
+        self.bar = tqdm(
+            total=self.planned, desc="trials", unit="trial", file=sys.stderr, disable=None
+        )
+
+    def on_trial_complete(self, iteration: int, trials: Sequence, trial, **info) -> None:
+        result = trial.last_result or {}
+        if not result.get("complete"):
+            return
+        values = [float(result[metric]) for metric in self.objectives]
+        self.results[trial.trial_id] = (describe_trial(trial.config), values)
+        scores = "  ".join(f"{m} {v:.4f}" for m, v in zip(self.objectives, values, strict=True))
+        self._line(f"trial {trial.trial_id} done: {self.results[trial.trial_id][0]}  {scores}")
+        self._status(trials, trial)
+        self._refresh_parent()
+
+    def on_trial_error(self, iteration: int, trials: Sequence, trial, **info) -> None:
+        self.failed.add(trial.trial_id)
+        reason = str(getattr(trial, "error_message", None) or "see its error.txt").splitlines()
+        self._line(f"trial {trial.trial_id} failed: {describe_trial(trial.config)}: {reason[-1]}")
+        from study.tracking import mark_failed
+
+        mark_failed(self.tracking_uri, self.parent_run_id, trial.trial_id, reason[-1])
+        self._status(trials, trial)
+
+    def on_experiment_end(self, trials: Sequence, **info) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def front(self) -> list[tuple[str, list[float]]]:
+        """The non-dominated complete trials so far: (filter / augmentation, values)."""
+        import numpy as np
+
+        from study.pareto.front import front_mask
+
+        if not self.results:
+            return []
+        rows = list(self.results.values())
+        mask = front_mask(np.array([v for _, v in rows]), list(self.objectives.values()))
+        return [row for row, keep in zip(rows, mask, strict=True) if keep]
+
+    def _status(self, trials: Sequence, ended) -> None:
+        running = sum(1 for t in trials if t.status == "RUNNING" and t is not ended)
+        done = len(self.results)
+        if self.bar is not None:
+            self.bar.n = done + len(self.failed)
+            self.bar.set_postfix(done=done, running=running, failed=len(self.failed))
+        front = "; ".join(
+            f"{label} ({', '.join(f'{v:.3f}' for v in values)})" for label, values in self.front()
+        )
+        self._line(
+            f"  {done} done, {running} running, {len(self.failed)} failed of {self.planned}"
+            + (f" | front: {front}" if front else "")
+        )
+
+    def _refresh_parent(self) -> None:
+        from study.pareto.store import update_parent_front
+
+        try:
+            update_parent_front(self.tracking_uri, self.parent_run_id, self.objectives)
+        except Exception as error:  # the study goes on; the front is refreshed next time
+            warnings.warn(f"could not refresh the parent run's front: {error}", stacklevel=1)
+
+    def _line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream)

@@ -1,0 +1,69 @@
+"""``study status``: a study's progress and current front, read from MLflow only.
+
+It never touches Ray or Optuna, so it is safe to run while the study is running,
+from any machine that reaches the tracking server.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from typing import TextIO
+
+from study.tracking import child_runs, find_parent
+
+
+def print_status(uri: str, name: str, stream: TextIO | None = None) -> dict[str, int]:
+    """Print trial counts (planned, complete, running, failed) and the current front
+    of study ``name``; return the counts."""
+    from study.pareto.front import front_mask, parse_objectives
+
+    stream = stream or sys.stdout
+    parent = find_parent(uri, name)
+    if parent is None:
+        raise ValueError(f"name: no study named {name!r} at {uri}")
+    params = parent.data.params
+    objectives = parse_objectives(params.get("study.objectives", "test_acc:max,consistency:max"))
+    children = child_runs(uri, parent.info.run_id)
+    states = Counter(run.info.status for run in children)
+    counts = {
+        "planned": int(params.get("study.trials", 0)),
+        "complete": states["FINISHED"],
+        "running": states["RUNNING"],
+        "failed": states["FAILED"],
+        "killed": states["KILLED"],
+    }
+    print(
+        f"study {name} ({parent.info.status.lower()}): {counts['complete']} of "
+        f"{counts['planned']} trials complete, {counts['running']} running, "
+        f"{counts['failed']} failed" + (f", {counts['killed']} killed" if counts["killed"] else ""),
+        file=stream,
+    )
+    complete = [
+        run
+        for run in children
+        if run.info.status == "FINISHED"
+        and all(f"final.{m}" in run.data.metrics for m in objectives)
+    ]
+    if complete:
+        import numpy as np
+
+        values = np.array(
+            [[run.data.metrics[f"final.{m}"] for m in objectives] for run in complete]
+        )
+        mask = front_mask(values, list(objectives.values()))
+        print(f"front ({', '.join(f'{m} {d}' for m, d in objectives.items())}):", file=stream)
+        order = np.argsort(
+            -values[:, 0] if objectives[next(iter(objectives))] == "max" else values[:, 0]
+        )
+        for index in order:
+            if mask[index]:
+                run = complete[index]
+                label = (
+                    f"{run.data.params.get('model.filter', '?')} / "
+                    f"{run.data.params.get('augment.kind', '?')}"
+                )
+                scores = "  ".join(f"{v:.4f}" for v in values[index])
+                print(f"  {label:<40} {scores}  run {run.info.run_id}", file=stream)
+    print(f"parent run: {parent.info.run_id} (experiment {parent.info.experiment_id})", file=stream)
+    return counts
