@@ -128,11 +128,15 @@ class _DefineByRun:
 def _trainable(params: dict[str, Any]) -> None:
     """One Ray Tune trial: resume from Tune's checkpoint if there is one, train, report
     every epoch with a checkpoint, log to the trial's MLflow child run."""
+    import socket
+
+    import ray
     from ray import tune
 
     from study.config import from_mapping
     from study.trial import CHECKPOINT, TrialFailed, run_trial
 
+    host = socket.gethostname()
     context = tune.get_context()
     trial_id = context.get_trial_id()
     work = Path(context.get_trial_dir()) / "trial"
@@ -147,6 +151,8 @@ def _trainable(params: dict[str, Any]) -> None:
         tracking["uri"],
         trial_run(tracking["uri"], tracking["parent"], trial_id, context.get_trial_name()),
     )
+    # Which node ran it (the latest attempt, if it was retried elsewhere).
+    logger.tags({"study.node_id": ray.get_runtime_context().get_node_id(), "study.host": host})
     searched = {f"optuna.{_param_key(k)}": v for k, v in params.get("searched", {}).items()}
     logger.params({**config.flat(), **_filter_params(config.model.filter), **searched})
 
@@ -186,6 +192,25 @@ def _filter_params(spec: str) -> dict[str, Any]:
 
     info = filters.describe(spec)
     return {"filter.family": info["family"], "filter.taps": info["taps"]}
+
+
+def check_local_resources(cpus: float, gpus: float) -> None:
+    """Like :func:`check_resources`, for the local Ray instance about to be started:
+    this machine's CPU count and CUDA GPUs."""
+    have_cpus = os.cpu_count() or 1
+    have_gpus = 0
+    if gpus:
+        import torch
+
+        have_gpus = torch.cuda.device_count()
+    if gpus > have_gpus:
+        raise ConfigError(
+            "study.gpus", f"a trial asks for {gpus:g} GPU but this machine has {have_gpus}"
+        )
+    if cpus > have_cpus:
+        raise ConfigError(
+            "study.cpus", f"a trial asks for {cpus:g} CPU but this machine has {have_cpus}"
+        )
 
 
 def check_resources(cpus: float, gpus: float) -> None:
@@ -243,8 +268,11 @@ def run_study(
             f"a study named {study_plan.name!r} exists already; continue it with "
             f"`study resume {study_plan.name}` or pick another --name",
         )
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        check_local_resources(settings.cpus, settings.gpus)  # before starting anything
     ray.init(
-        address=address or os.environ.get("RAY_ADDRESS"),
+        address=address,
         ignore_reinit_error=True,
         log_to_driver=False,
     )
@@ -266,8 +294,6 @@ def run_study(
         tuner = tune.Tuner.restore(
             study_plan.experiment_path, trainable, resume_errored=True, callbacks=[progress]
         )
-        live = {result.metrics.get("trial_id") for result in tuner.get_results()}
-        close_orphans(study_plan.tracking_uri, parent, {t for t in live if t})
     else:
         constants = {"tracking": {"uri": study_plan.tracking_uri, "parent": parent}}
         search = OptunaSearch(
@@ -295,6 +321,9 @@ def run_study(
             ),
         )
     results = tuner.fit()
+    # Every trial Tune knows has ended; a child run still RUNNING belongs to a trial
+    # that a killed driver started but never saved.
+    close_orphans(study_plan.tracking_uri, parent)
     complete = sum(1 for r in results if r.error is None and r.metrics.get("complete"))
     failed = sum(1 for r in results if r.error is not None)
     status = "FINISHED" if complete == study_plan.trials else "FAILED"

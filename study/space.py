@@ -17,6 +17,10 @@ section, where any value may be a *dimension*, a mapping with exactly one key:
 - ``{uniform: [low, high]}``, ``{loguniform: [low, high]}``: a float;
 - ``{int: [low, high]}`` or ``{int: [low, high, step]}``: a whole number.
 
+Dimensions may also sit in lists, such as the band edges of a least-squares design
+(``bands: [0, {uniform: [0.2, 0.45]}, {uniform: [0.55, 0.9]}, 1]``; disjoint ranges
+keep every sample valid).
+
 Spaces are sampled define-by-run (:meth:`SearchSpace.sample` asks an Optuna trial for
 each dimension it meets), so only the dimensions of the chosen alternatives exist.
 Parameter names are dotted paths; a dimension inside an alternative is named after it:
@@ -246,6 +250,9 @@ def _dimensions(value: Any, at: str):
     elif isinstance(value, Mapping):
         for key, item in value.items():
             yield from _dimensions(item, f"{at}.{key}" if at else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _dimensions(item, f"{at}.{index}")
 
 
 def _check_dimension(kind: str, args: Any, at: str) -> None:
@@ -295,6 +302,8 @@ def _sample(value: Any, at: str, trial) -> Any:
         return trial.suggest_float(at, args[0], args[1], log=kind == "loguniform")
     if isinstance(value, Mapping):
         return {k: _sample(v, f"{at}.{k}" if at else str(k), trial) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_sample(item, f"{at}.{index}", trial) for index, item in enumerate(value)]
     return value
 
 

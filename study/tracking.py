@@ -155,16 +155,16 @@ def mark_failed(uri: str, parent_id: str, trial_id: str, reason: str) -> None:
             client.set_terminated(run.info.run_id, "FAILED")
 
 
-def close_orphans(uri: str, parent_id: str, live_trial_ids: set[str]) -> list[str]:
-    """Child runs still RUNNING whose trial Ray no longer knows (the driver died after
-    the trial started but before Tune saved it): marked KILLED and tagged
-    ``study.orphaned``. Returns their run ids."""
+def close_orphans(uri: str, parent_id: str) -> list[str]:
+    """After a study's trials have all ended: child runs still RUNNING belong to trials
+    Ray no longer knows (a killed driver started them but never saved them). They are
+    marked KILLED and tagged ``study.orphaned``. Returns their run ids."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
     closed = []
     for run in child_runs(uri, parent_id):
-        if run.info.status == "RUNNING" and run.data.tags.get(TRIAL_TAG) not in live_trial_ids:
+        if run.info.status == "RUNNING":
             client.set_tag(run.info.run_id, "study.orphaned", "true")
             client.set_terminated(run.info.run_id, "KILLED")
             closed.append(run.info.run_id)
@@ -199,6 +199,10 @@ class TrialLogger:
         for key, value in flat.items():
             if key not in logged:
                 self.client.log_param(self.run_id, key, "None" if value is None else value)
+
+    def tags(self, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
 
     def epoch(self, row: Mapping[str, Any]) -> None:
         step = int(row["epoch"])

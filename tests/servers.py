@@ -1,0 +1,174 @@
+"""Real services for integration tests: PostgreSQL databases, an ``mlflow server``
+process, a Ray cluster started with ``ray start`` on loopback, and the ``study`` CLI
+as a subprocess. Nothing here is mocked."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+POSTGRES = os.environ.get("STUDY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def postgres_reason() -> str | None:
+    """Why PostgreSQL cannot be used here, or None when it can."""
+    try:
+        import psycopg2
+    except ImportError:
+        return "psycopg2 is not installed"
+    try:
+        psycopg2.connect(f"{POSTGRES}/postgres", connect_timeout=3).close()
+    except Exception as error:
+        return f"PostgreSQL at {POSTGRES} is not reachable ({str(error).strip()[:120]})"
+    return None
+
+
+@contextlib.contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """A fresh, empty database; its URL; dropped afterwards."""
+    import psycopg2
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(f"{POSTGRES}/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES}/{name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def wait_for(check, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def mlflow_server(backend: str, folder: Path) -> Iterator[str]:
+    """``mlflow server`` on a free loopback port with ``backend`` as its store and
+    artifacts served by the server; yields its http URL."""
+    port = free_port()
+    log = open(folder / "mlflow-server.log", "w")  # noqa: SIM115 (closed below)
+    process = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            backend,
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"mlflow server exited: {(folder / 'mlflow-server.log').read_text()}"
+            )
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(healthy, 120, "mlflow server")
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+def ray(*args: str, env: dict | None = None, timeout: float = 120) -> str:
+    result = subprocess.run(
+        [str(BIN / "ray"), *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"ray {' '.join(args)} failed: {result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+@contextlib.contextmanager
+def ray_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[dict]:
+    """A real multi-node Ray cluster on loopback: ``ray start --head`` on a free port
+    (never 6379, where Redis listens) plus ``nodes - 1`` more ``ray start --address``
+    nodes on this machine. Yields the GCS address and the dashboard URL."""
+    port, dashboard = free_port(), free_port()
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    common = ["--num-cpus", str(cpus_per_node), "--num-gpus", "0", "--disable-usage-stats"]
+    address = f"127.0.0.1:{port}"
+    try:
+        ray(
+            "start",
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(dashboard),
+            "--include-dashboard",
+            "true",
+            *common,
+            env=env,
+        )
+        for _ in range(nodes - 1):
+            ray("start", "--address", address, "--node-ip-address", "127.0.0.1", *common, env=env)
+        yield {"address": address, "dashboard": f"http://127.0.0.1:{dashboard}", "env": env}
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=env)
+
+
+def study(
+    *args: str, cwd: Path, env: dict | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """The ``study`` CLI in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "study", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )

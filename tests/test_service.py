@@ -1,0 +1,224 @@
+"""The study service end to end, on real components: ``study run`` on a local Ray
+instance and on a two-node ``ray start`` cluster, a real ``mlflow server`` process
+(PostgreSQL-backed where PostgreSQL is reachable), Optuna storage on PostgreSQL or a
+journal file, a driver killed mid-study and resumed, and bad input refused up front.
+
+The smoke space is shrunk with ``--set`` so each study takes tens of seconds on 2 CPUs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from servers import (
+    mlflow_server,
+    postgres_database,
+    postgres_reason,
+    ray_cluster,
+    study,
+    wait_for,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "search_spaces" / "smoke.yaml"
+TINY = [
+    "--set",
+    "data.train_images=256",
+    "--set",
+    "data.test_images=64",
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "eval.images=32",
+    "--set",
+    "model.filter={choice: [delta, binomial-3]}",
+    "--set",
+    "augment.kind=none",
+]
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory):
+    """A real ``mlflow server``: PostgreSQL backend where reachable, else SQLite."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    reason = postgres_reason()
+    if reason is None:
+        with postgres_database("study_mlflow") as url, mlflow_server(url, folder) as server:
+            yield {"uri": server, "backend": "postgresql"}
+    else:
+        print(f"\nmlflow server on SQLite, not PostgreSQL: {reason}")
+        with mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder) as server:
+            yield {"uri": server, "backend": "sqlite"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A real two-node Ray cluster on loopback, one CPU per node."""
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], check=False)
+    with ray_cluster(nodes=2, cpus_per_node=1) as info:
+        yield info
+
+
+def environment(tracking_uri: str) -> dict[str, str]:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def study_runs(uri: str, name: str):
+    """(parent run, child runs) of study ``name``, straight from MLflow."""
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    assert experiment is not None, f"no MLflow experiment {name}"
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("study.role") == "parent"]
+    assert len(parents) == 1, [r.info.run_name for r in runs]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    return parents[0], children
+
+
+def artifact_paths(client, run_id: str, path: str = "") -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path or None):
+        if item.is_dir:
+            found |= artifact_paths(client, run_id, item.path)
+        else:
+            found.add(item.path)
+    return found
+
+
+def assert_complete_study(uri: str, name: str, trials: int, epochs: int = 2):
+    """The parent run and one complete child run per trial, with everything logged."""
+    client = mlflow.MlflowClient(uri)
+    parent, children = study_runs(uri, name)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["study.trials"] == str(trials)
+    assert parent.data.metrics["trials_complete"] == trials
+    assert parent.data.metrics["front_size"] >= 1
+    assert parent.data.metrics["hypervolume"] > 0
+    parent_files = artifact_paths(client, parent.info.run_id)
+    assert {"study.yaml", "space/smoke.yaml", "pareto/pareto.csv"} <= parent_files
+    assert "mlflow.source.git.commit" in parent.data.tags
+    assert len(children) == trials, [c.info.status for c in children]
+    for child in children:
+        assert child.info.status == "FINISHED", child.data.tags.get("study.failure")
+        metrics, params = child.data.metrics, child.data.params
+        for name_ in ("final.test_acc", "final.consistency", "final.test_acc_shift_random"):
+            assert 0 <= metrics[name_] <= 1, name_
+        history = client.get_metric_history(child.info.run_id, "train_loss")
+        assert sorted(m.step for m in history) == list(range(1, epochs + 1))
+        assert params["model.filter"] in ("delta", "binomial-3")
+        assert params["filter.taps"] == ("1" if params["model.filter"] == "delta" else "3")
+        files = artifact_paths(client, child.info.run_id)
+        assert {"filter.json", "figures/filter.png", "metrics.json"} <= files
+        assert any(f.startswith("figures/") and f != "figures/filter.png" for f in files)
+    return parent, children
+
+
+def test_smoke_study_on_local_ray_with_mlflow_server(tracking, tmp_path):
+    env = environment(tracking["uri"])
+    storage_args = []
+    with_postgres = tracking["backend"] == "postgresql"
+    context = postgres_database("study_optuna") if with_postgres else None
+    optuna_url = context.__enter__() if context else None
+    try:
+        if optuna_url:
+            storage_args = ["--set", f"study.optuna_storage={optuna_url}"]
+        result = study(
+            "run", str(SMOKE), *TINY, *storage_args, "--name", "smoke-local", cwd=tmp_path, env=env
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert "2 of 2 trials complete" in result.stdout
+        assert "front:" in result.stdout  # progress lines name the current front
+        assert_complete_study(tracking["uri"], "smoke-local", trials=2)
+        storage = optuna_url or str(tmp_path / "ray_results" / "smoke-local" / "optuna.journal")
+        if not optuna_url:
+            from optuna.storages.journal import JournalFileBackend
+
+            storage = optuna.storages.JournalStorage(JournalFileBackend(storage))
+        trials = optuna.load_study(study_name="smoke-local", storage=storage).trials
+        assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+        assert {t.params["model.filter"] for t in trials} == {"delta", "binomial-3"}  # the grid
+
+        status = study("status", "smoke-local", cwd=tmp_path, env=env)
+        assert status.returncode == 0, status.stderr
+        assert "2 of 2 trials complete" in status.stdout
+
+        again = study("run", str(SMOKE), *TINY, "--name", "smoke-local", cwd=tmp_path, env=env)
+        assert again.returncode == 2
+        assert "exists already" in again.stderr and "Traceback" not in again.stderr
+    finally:
+        if context:
+            context.__exit__(None, None, None)
+
+
+def test_trials_land_on_both_nodes_of_a_two_node_cluster(tracking, cluster, tmp_path):
+    env = environment(tracking["uri"])
+    args = [*TINY, "--set", "study.concurrent=2", "--name", "smoke-cluster"]
+    result = study("run", str(SMOKE), *args, "--address", cluster["address"], cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    _, children = assert_complete_study(tracking["uri"], "smoke-cluster", trials=2)
+    nodes = {child.data.tags["study.node_id"] for child in children}
+    assert len(nodes) == 2, "one CPU per node and two concurrent trials: one on each node"
+
+
+def test_killed_driver_resumes_with_exactly_the_planned_trials(tracking, cluster, tmp_path):
+    env = environment(tracking["uri"])
+    name = "smoke-resume"
+    args = [
+        *TINY,
+        "--set",
+        "train.epochs=3",
+        "--set",
+        "augment.kind={choice: [none, flip]}",
+        "--set",
+        "study.concurrent=2",
+        "--name",
+        name,
+        "--address",
+        cluster["address"],
+    ]
+    log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 (closed below)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "study", "run", str(SMOKE), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    client = mlflow.MlflowClient(tracking["uri"])
+
+    def one_trial_done() -> bool:
+        if driver.poll() is not None:
+            raise AssertionError(f"driver ended early:\n{(tmp_path / 'driver.log').read_text()}")
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            return False
+        runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
+        return any(r.data.tags.get("study.role") == "trial" for r in runs)
+
+    wait_for(one_trial_done, 300, "the first complete trial")
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    log.close()
+    _, children = study_runs(tracking["uri"], name)
+    assert sum(c.info.status == "FINISHED" for c in children) < 4, "killed too late to test"
+
+    resumed = study("resume", name, "--address", cluster["address"], cwd=tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "4 of 4 trials complete" in resumed.stdout
+    _, children = study_runs(tracking["uri"], name)
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert len(finished) == 4
+    assert len({c.data.tags["study.trial_id"] for c in finished}) == 4
+    leftovers = [c for c in children if c.info.status != "FINISHED"]
+    assert all(c.data.tags.get("study.orphaned") == "true" for c in leftovers), leftovers
+    configs = {(c.data.params["model.filter"], c.data.params["augment.kind"]) for c in finished}
+    assert len(configs) == 4, "the grid's 4 points, each once: the sampler kept its state"

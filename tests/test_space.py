@@ -1,0 +1,145 @@
+"""Search spaces: the shipped files validate, conditional dimensions exist only when
+their alternative is chosen, every sampler is seeded, and bad spaces fail up front
+with one line naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from study.config import ConfigError
+from study.service import sampler
+from study.space import SAMPLERS, SearchSpace
+
+SPACES = Path(__file__).parents[1] / "search_spaces"
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def space_from(text: str) -> SearchSpace:
+    return SearchSpace.parse(yaml.safe_load(text), default_name="test")
+
+
+@pytest.mark.parametrize("path", sorted(SPACES.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_spaces_validate(path):
+    space = SearchSpace.load(path)
+    assert space.settings.name == path.stem
+    if space.settings.sampler == "grid":
+        assert space.grid_size() >= 2
+
+
+def test_paper_table1_is_19_filters_by_2_augmentations():
+    space = SearchSpace.load(SPACES / "paper-table1.yaml")
+    grid = space.grid()
+    assert len(grid["model.filter"]) == 19
+    assert grid["augment.kind"] == ["none", "flip+crop"]
+    assert space.grid_size() == 38
+    assert space.raw["model"]["name"] == "vgg13_bn"
+
+
+def test_conditional_dimensions_exist_only_for_the_chosen_family():
+    space = SearchSpace.load(SPACES / "filter-design.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    families = set()
+    for _ in range(40):
+        trial = study.ask()
+        config = space.config(space.sample(trial))  # every sample is a valid trial
+        family = trial.params["model.filter"]
+        families.add(family)
+        own = {k for k in trial.params if k.startswith("model.filter[")}
+        assert all(k.startswith(f"model.filter[{family}]") for k in own), (family, own)
+        if family == "firwin":
+            assert {"model.filter[firwin].cutoff", "model.filter[firwin].window"} <= own
+            assert f"cutoff={trial.params['model.filter[firwin].cutoff']}" in config.model.filter
+        if family == "firls":
+            low = trial.params["model.filter[firls].bands.1"]
+            assert low in [float(b) for b in _bands(config.model.filter)]
+        study.tell(trial, 0.0)
+    assert {"firwin", "firls", "learnable"} <= families
+
+
+def _bands(canonical: str) -> list[str]:
+    return canonical.split("bands=[")[1].split("]")[0].split(", ")
+
+
+def test_document_round_trips():
+    space = SearchSpace.load(SPACES / "smoke.yaml", ["study.trials=3", "train.epochs=1"])
+    again = SearchSpace.parse(space.document())
+    assert again.settings == space.settings
+    assert again.raw == space.raw
+    assert again.settings.name == "smoke"
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_every_sampler_is_seeded(name):
+    text = """
+study: {sampler: NAME, seed: 7, trials: 4}
+model: {filter: {choice: [delta, binomial-3, binomial-5]}}
+train: {lr: {loguniform: [0.01, 0.2]}}
+""".replace("NAME", name)
+    if name == "grid":
+        text = text.replace("{loguniform: [0.01, 0.2]}", "{choice: [0.01, 0.1]}")
+    space = space_from(text)
+
+    def draws():
+        study = optuna.create_study(sampler=sampler(space))
+        out = []
+        for _ in range(4):
+            trial = study.ask()
+            space.sample(trial)
+            out.append(dict(trial.params))
+            study.tell(trial, 1.0)
+        return out
+
+    assert draws() == draws()
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("study: {sampler: anneal}", "study.sampler"),
+        ("study: {trials: 0}", "study.trials"),
+        ("study: {cpus: -1}", "study.cpus"),
+        ("study: {cpus: 0, gpus: 0}", "study.cpus"),
+        ("study: {objectives: {accuracy: max}}", "study.objectives.accuracy"),
+        ("study: {objectives: {test_acc: up}}", "study.objectives.test_acc"),
+        ("study: {name: 'a b'}", "study.name"),
+        ("study: {colour: red}", "study.colour"),
+        ("model: {filter: {choice: [delta, binomal-3]}}", "model.filter.family"),
+        ("model: {filter: {choice: []}}", "model.filter"),
+        ("model: {filter: {choice: [delta, delta]}}", "model.filter"),
+        ("train: {lr: {uniform: [0.2, 0.1]}}", "train.lr"),
+        ("train: {lr: {loguniform: [0, 0.1]}}", "train.lr"),
+        ("train: {epochs: {int: [1.5, 3]}}", "train.epochs"),
+        ("study: {sampler: grid}\ntrain: {lr: {uniform: [0.01, 0.1]}}", "study.sampler"),
+        (
+            "study: {sampler: grid}\nmodel: {filter: {choice: [{family: firwin, "
+            "taps: 5, cutoff: {choice: [0.3, 0.5]}}]}}",
+            "study.sampler",
+        ),
+        ("model: {filter: {family: firwin, taps: 5, cutoff: {uniform: [0.5, 1.5]}}}", "cutoff"),
+    ],
+)
+def test_bad_spaces_name_the_field(text, field):
+    with pytest.raises(ConfigError) as caught:
+        space_from(text)
+    message = str(caught.value)
+    assert field in message.split(":")[0] or field in message, message
+    assert "\n" not in message
+
+
+def test_bad_space_files_exit_2_with_one_line(tmp_path):
+    from study.cli import main
+
+    cases = {
+        "malformed.yaml": "study: {trials: [\n",
+        "family.yaml": "model: {filter: {choice: [delta, gaussian-3]}}\n",
+        "inconsistent.yaml": "study: {sampler: grid}\ntrain: {lr: {uniform: [0.01, 0.1]}}\n",
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        assert main(["run", str(tmp_path / name)]) == 2, name
+    assert not (tmp_path / "ray_results").exists()
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
