@@ -363,10 +363,10 @@ def _resume(args: argparse.Namespace) -> int:
 
     from study.service import plan
     from study.space import SearchSpace
-    from study.tracking import study_document, tracking_uri
+    from study.tracking import connect, study_document, tracking_uri
 
     uri = tracking_uri(args.tracking_uri)
-    _check_tracking(uri)
+    connect(uri)  # reachable, and an existing store: one-line error otherwise
     document = study_document(uri, args.name)  # ValueError naming the study: exit 2
     document["study"]["tracking_uri"] = uri
     space = SearchSpace.parse(document)
@@ -403,16 +403,8 @@ def _status(args: argparse.Namespace) -> int:
     from study.status import print_status
     from study.tracking import tracking_uri
 
-    uri = tracking_uri(args.tracking_uri)
-    _check_tracking(uri)
-    print_status(uri, args.name)
+    print_status(tracking_uri(args.tracking_uri), args.name)
     return 0
-
-
-def _check_tracking(uri: str) -> None:
-    from study.tracking import check_tracking
-
-    check_tracking(uri)
 
 
 def _report(args: argparse.Namespace) -> int:

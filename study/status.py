@@ -10,18 +10,17 @@ import sys
 from collections import Counter
 from typing import TextIO
 
-from study.tracking import child_runs, find_parent
+from study.tracking import child_runs
 
 
 def print_status(uri: str, name: str, stream: TextIO | None = None) -> dict[str, int]:
     """Print trial counts (planned, complete, running, failed) and the current front
     of study ``name``; return the counts."""
     from study.pareto.front import front_mask, parse_objectives
+    from study.pareto.store import connect, find_parent
 
     stream = stream or sys.stdout
-    parent = find_parent(uri, name)
-    if parent is None:
-        raise ValueError(f"name: no study named {name!r} at {uri}")
+    parent = find_parent(connect(uri), name)  # one-line errors: unreachable, unknown name
     params = parent.data.params
     objectives = parse_objectives(params.get("study.objectives", "test_acc:max,consistency:max"))
     children = child_runs(uri, parent.info.run_id)

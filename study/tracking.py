@@ -7,10 +7,12 @@ trial logs into the same run: no duplicate, no gap.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +32,62 @@ def tracking_uri(configured: str | None = None) -> str:
     return f"sqlite:///{Path.cwd() / DEFAULT_DB}"
 
 
-def check_tracking(uri: str) -> None:
-    """Fail early (a one-line ``ValueError`` naming ``study.tracking_uri``) when the
-    tracking store cannot be reached."""
+@contextlib.contextmanager
+def fail_fast() -> Iterator[None]:
+    """No retries and a short timeout for MLflow's HTTP client (default: 7 retries with
+    backoff, minutes on a dead host)."""
+    saved = {
+        key: os.environ.get(key)
+        for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+    }
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def error_gist(error: BaseException) -> str:
+    """The gist of a connection error: ``Connection refused`` rather than urllib3's
+    nested repr; otherwise the first line, cut at 160 characters."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    errno = re.search(r"\[Errno -?\d+\] ([^\"')]+)", text)
+    if errno:
+        return errno.group(1).strip()
+    line = text.splitlines()[0]
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
+def connect(uri: str, create: bool = False, field: str = "tracking_uri"):
+    """An ``mlflow.MlflowClient`` on ``uri``, checked to answer with one request and no
+    retries; a one-line ``ValueError`` naming ``field`` otherwise. Without ``create`` a
+    ``sqlite:///`` URI must name an existing file (reading never creates a database)."""
     import mlflow
 
+    if uri.startswith("sqlite:///") and not create:
+        path = uri[len("sqlite:///") :].split("?", 1)[0]
+        if path and path != ":memory:" and not Path(path).is_file():
+            raise ValueError(f"{field}: no MLflow database at {path} ({uri})")
     try:
-        client = mlflow.MlflowClient(uri)
-        client.search_experiments(max_results=1)
+        with fail_fast():
+            client = mlflow.MlflowClient(uri)
+            client.search_experiments(max_results=1)
     except Exception as error:
-        reason = str(error).strip().splitlines()[0][:160] if str(error) else type(error).__name__
-        raise ValueError(f"study.tracking_uri: cannot reach {uri} ({reason})") from None
+        raise ValueError(f"{field}: cannot reach {uri} ({error_gist(error)})") from None
+    return client
+
+
+def check_tracking(uri: str) -> None:
+    """Fail early (a one-line ``ValueError`` naming ``study.tracking_uri``) when the
+    tracking store a study will write to cannot be reached."""
+    connect(uri, create=True, field="study.tracking_uri")
 
 
 def find_parent(uri: str, study_name: str):

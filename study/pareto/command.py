@@ -1,0 +1,197 @@
+"""``study pareto NAME [NAME ...]``: export studies' Pareto fronts from MLflow.
+
+Wiring (in ``study/cli.py``)::
+
+    from study.pareto import command as pareto_command
+    sub = command("pareto", "export studies' Pareto fronts from MLflow", pareto_command.main)
+    pareto_command.configure(sub)
+
+Every flag is checked before anything is read or written; a bad one prints one line,
+``study pareto: error: <field>: <problem>``, and returns 2. Only ``argparse`` and the
+standard library are imported here: MLflow, numpy and matplotlib load inside :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+PREFIX = "study pareto"
+DEFAULT_OBJECTIVES = "test_acc:max,consistency:max"
+FORMATS = ("csv", "json", "png", "svg", "html", "md")
+
+
+class _Usage(Exception):
+    """A bad flag: ``<field>: <problem>``."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add ``study pareto``'s arguments to ``parser`` (a subcommand parser)."""
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="study names (parent runs tagged study.name=NAME); several share one plot",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)",
+    )
+    parser.add_argument(
+        "--objectives",
+        default=DEFAULT_OBJECTIVES,
+        metavar="NAME:DIR,...",
+        help="objectives as final metrics with max or min; the first two are the plot's "
+        f"x and y (default: {DEFAULT_OBJECTIVES}, the paper's Fig. 5)",
+    )
+    parser.add_argument("--out", metavar="DIR", help="output folder (created)")
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        default=",".join(FORMATS),
+        metavar="FMT,...",
+        help=f"any of {','.join(FORMATS)} (default: all)",
+    )
+    parser.add_argument(
+        "--reference",
+        metavar="X,Y,...",
+        help="hypervolume reference point, one number per objective in its units (default: "
+        "0 for maximised accuracies/consistency, 1 for minimised variation, else the worst "
+        "value among the complete trials)",
+    )
+
+
+def _check(args: argparse.Namespace) -> dict[str, Any]:
+    """Every flag, validated; raises :class:`_Usage`."""
+    from study.pareto.front import parse_objectives
+
+    names = list(getattr(args, "names", None) or [])
+    if not names:
+        raise _Usage("name: give at least one study name")
+    for name in names:
+        if not name.strip() or any(c in name for c in "'\"\n"):
+            raise _Usage(f"name: {name!r} is not a study name (no quotes, not empty)")
+    if len(set(names)) != len(names):
+        raise _Usage(f"name: a study is given twice ({' '.join(names)})")
+    try:
+        objectives = parse_objectives(args.objectives or "")
+    except ValueError as error:
+        raise _Usage(str(error)) from None
+    formats = [part.strip().lower() for part in (args.formats or "").split(",") if part.strip()]
+    if not formats:
+        raise _Usage(f"format: empty; allowed: {','.join(FORMATS)}")
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise _Usage(f"format: {fmt!r} is not one of {','.join(FORMATS)}")
+    formats = list(dict.fromkeys(formats))
+    reference = None
+    if args.reference is not None:
+        parts = [part.strip() for part in args.reference.split(",")]
+        try:
+            reference = [float(part) for part in parts]
+        except ValueError:
+            raise _Usage(f"reference: {args.reference!r} is not comma-separated numbers") from None
+        if len(reference) != len(objectives):
+            raise _Usage(
+                f"reference: {len(reference)} numbers for {len(objectives)} objectives "
+                f"({', '.join(objectives)})"
+            )
+        if not all(math.isfinite(v) for v in reference):
+            raise _Usage("reference: every number must be finite")
+    if not args.out:
+        raise _Usage("out: required (--out DIR)")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise _Usage(f"out: {out} exists and is not a folder")
+    return {
+        "names": names,
+        "objectives": objectives,
+        "formats": formats,
+        "reference": reference,
+        "out": out,
+    }
+
+
+def _quiet() -> None:
+    """Keep MLflow's and the database layer's INFO lines off stderr."""
+    for name in ("mlflow", "alembic", "sqlalchemy", "urllib3"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _summary(trials: Any, reference: list[float] | None) -> list[str]:
+    ref = trials.reference(reference)
+    front = trials.front()
+    failed = sum(n for status, n in trials.statuses.items() if status != "FINISHED")
+    lines = [
+        f"{trials.study}: {len(trials.records)} complete trials"
+        + (f" ({failed} not finished)" if failed else "")
+        + (f" ({trials.missing} finished without the objectives)" if trials.missing else "")
+        + f", front of {len(front)}, hypervolume {trials.hypervolume(ref):.6g} "
+        f"at reference ({', '.join(f'{v:g}' for v in ref)})"
+    ]
+    for record in sorted(front, key=lambda r: [-r.objectives[n] for n in trials.objectives]):
+        values = "  ".join(f"{k}={v:.4f}" for k, v in record.objectives.items())
+        lines.append(f"  {record.filter:<28} {record.augment:<12} {values}  run {record.run_id}")
+    return lines
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``study pareto``; returns the exit code (0 ok, 2 bad input, 1 write failure)."""
+    try:
+        checked = _check(args)
+    except _Usage as error:
+        print(f"{PREFIX}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+    from study.pareto import export, store
+    from study.tracking import tracking_uri
+
+    _quiet()
+    uri = tracking_uri(args.tracking_uri)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            client = store.connect(uri)
+            studies = [
+                store.load_study(uri, name, checked["objectives"], client=client)
+                for name in checked["names"]
+            ]
+    except store.ParetoError as error:
+        print(f"{PREFIX}: error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return EXIT_USAGE
+
+    out: Path = checked["out"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            written = export.export(studies, out, checked["formats"], checked["reference"])
+    except OSError as error:
+        print(f"{PREFIX}: error: out: cannot write to {out} ({error})", file=sys.stderr)
+        return EXIT_FAILURE
+
+    print(f"{PREFIX}: wrote {', '.join(p.name for p in written)} to {out}")
+    for trials in studies:
+        for line in _summary(trials, checked["reference"]):
+            print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A stand-alone parser (``python -m study.pareto.command``), for use before wiring."""
+    parser = argparse.ArgumentParser(
+        prog=PREFIX, description="Export studies' Pareto fronts from MLflow (Fig. 5, Table 1)."
+    )
+    configure(parser)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main(build_parser().parse_args()))

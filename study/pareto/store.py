@@ -1,0 +1,358 @@
+"""A study's complete trials, read back from MLflow, and the parent run's live front.
+
+Layout (written by :mod:`study.tracking`): one parent run per study, tagged
+``study.name=NAME`` and ``study.role=parent``; one child run per trial, tagged
+``mlflow.parentRunId``; a child whose status is ``FINISHED`` is a complete trial. Its
+params hold the flattened trial config (``model.filter``, ``augment.kind``, ...,
+``filter.family``, ``filter.taps``) and the searched values as ``optuna.<name>``; its
+final metrics are ``final.<name>``, and an objective ``NAME:max|min`` reads
+``final.NAME``.
+
+Every user-facing failure is a :class:`ParetoError`: one line, ``<field>: <problem>``.
+``mlflow`` is imported only inside the functions that talk to the store.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import tempfile
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from study import tracking
+from study.pareto import front as fr
+
+PARENT_TAG = "mlflow.parentRunId"
+STUDY_TAG = "study.name"
+ROLE_TAG = "study.role"
+FINAL_PREFIX = "final."
+OPTUNA_PREFIX = "optuna."
+PAGE = 1000
+KNOWN_LISTED = 10
+
+
+class ParetoError(ValueError):
+    """A user-facing error, one line: ``<field>: <problem>``."""
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One complete trial (a FINISHED child run). ``objectives`` are in objective order,
+    in the metrics' own units (fractions for accuracies); ``metrics`` holds every
+    ``final.*`` metric without the prefix; ``params`` every ``optuna.*`` param (full key,
+    string values as MLflow stores them). ``weights`` are the filter's normalised 1-D taps
+    (for learnable filters: the initial taps)."""
+
+    study: str
+    run_id: str
+    run_name: str
+    trial_id: str
+    filter: str
+    family: str
+    taps: int | None
+    weights: tuple[float, ...]
+    augment: str
+    objectives: dict[str, float]
+    metrics: dict[str, float]
+    params: dict[str, str]
+    end_time: int = 0
+
+
+@dataclass
+class StudyTrials:
+    """A study's complete trials, in order of completion, and what was left out."""
+
+    study: str
+    experiment_id: str
+    parent_run_id: str
+    objectives: dict[str, str]
+    records: list[TrialRecord]
+    statuses: dict[str, int] = field(default_factory=dict)
+    """Child runs by status (FINISHED, FAILED, RUNNING, ...)."""
+    missing: int = 0
+    """FINISHED children left out: an objective not logged or not finite."""
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.objectives)
+
+    @property
+    def directions(self) -> list[str]:
+        return list(self.objectives.values())
+
+    def values(self) -> np.ndarray:
+        """Objective values, shape ``(n_complete, n_objectives)``."""
+        return np.array(
+            [[r.objectives[name] for name in self.objectives] for r in self.records],
+            dtype=np.float64,
+        ).reshape(len(self.records), len(self.objectives))
+
+    def ranks(self) -> np.ndarray:
+        """Non-domination rank per record (1 = front), shape ``(n_complete,)``."""
+        return fr.nondominated_ranks(self.values(), self.directions)
+
+    def front(self) -> list[TrialRecord]:
+        """The Pareto-front records, in order of completion."""
+        mask = fr.front_mask(self.values(), self.directions)
+        return [record for record, on in zip(self.records, mask, strict=True) if on]
+
+    def reference(self, reference: Sequence[float] | None = None) -> np.ndarray:
+        """``reference`` if given, else :func:`study.pareto.front.default_reference`."""
+        if reference is not None:
+            return np.asarray(reference, dtype=np.float64)
+        return fr.default_reference(self.values(), self.directions, self.names)
+
+    def hypervolume(self, reference: Sequence[float] | None = None) -> float:
+        """Hypervolume of the front against :meth:`reference`."""
+        return fr.hypervolume(self.values(), self.directions, self.reference(reference))
+
+
+@dataclass(frozen=True)
+class FrontSummary:
+    """What :func:`update_parent_front` logged."""
+
+    study: str
+    parent_run_id: str
+    complete: int
+    front_size: int
+    hypervolume: float
+    reference: tuple[float, ...]
+    front_run_ids: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _describe(spec: str) -> dict[str, Any] | None:
+    from study import filters
+
+    try:
+        return filters.describe(spec)
+    except Exception:  # an unparseable or unknown spec: keep what the params say
+        return None
+
+
+def connect(uri: str) -> Any:
+    """An ``mlflow.MlflowClient`` on ``uri``, checked to answer (one request, no retries).
+
+    A ``sqlite:///`` URI must name an existing file: reading never creates a database.
+    """
+    try:
+        return tracking.connect(uri, create=False)
+    except ValueError as error:
+        raise ParetoError(str(error)) from None
+
+
+def _quote(value: str) -> str:
+    if "'" in value or "\n" in value:
+        raise ParetoError(f"name: {value!r} may not contain quotes or newlines")
+    return f"'{value}'"
+
+
+def _all_experiment_ids(client: Any) -> list[str]:
+    ids: list[str] = []
+    token = None
+    while True:
+        page = client.search_experiments(max_results=PAGE, page_token=token)
+        ids.extend(e.experiment_id for e in page)
+        token = page.token
+        if not token:
+            return ids
+
+
+def _search(client: Any, experiment_ids: list[str], filter_string: str) -> list[Any]:
+    """Every run matching, across pages (and across chunks of experiments)."""
+    runs: list[Any] = []
+    for start in range(0, len(experiment_ids), 100):
+        token = None
+        while True:
+            page = client.search_runs(
+                experiment_ids[start : start + 100],
+                filter_string=filter_string,
+                max_results=PAGE,
+                page_token=token,
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+    return runs
+
+
+def known_studies(client: Any) -> list[str]:
+    """Names of every study with a parent run in the store, sorted."""
+    ids = _all_experiment_ids(client)
+    parents = _search(client, ids, f"tags.`{ROLE_TAG}` = 'parent'")
+    return sorted({run.data.tags.get(STUDY_TAG, "") for run in parents} - {""})
+
+
+def find_parent(client: Any, name: str) -> Any:
+    """The parent run of study ``name``: in the experiment named ``name`` if it has one,
+    else the most recently started one in any experiment."""
+    query = f"tags.`{STUDY_TAG}` = {_quote(name)} and tags.`{ROLE_TAG}` = 'parent'"
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        found = _search(client, [experiment.experiment_id], query)
+        if found:
+            return max(found, key=lambda run: run.info.start_time or 0)
+    found = _search(client, _all_experiment_ids(client), query)
+    if found:
+        return max(found, key=lambda run: run.info.start_time or 0)
+    known = known_studies(client)
+    if not known:
+        raise ParetoError(f"name: no study {name!r} (the store has no studies)")
+    listed = ", ".join(known[:KNOWN_LISTED])
+    more = f", ... ({len(known)} in all)" if len(known) > KNOWN_LISTED else ""
+    raise ParetoError(f"name: no study {name!r}; known: {listed}{more}")
+
+
+def _record(run: Any, study: str, objectives: Mapping[str, str]) -> TrialRecord | None:
+    metrics = {
+        key[len(FINAL_PREFIX) :]: float(value)
+        for key, value in run.data.metrics.items()
+        if key.startswith(FINAL_PREFIX)
+    }
+    values = {name: metrics.get(name, math.nan) for name in objectives}
+    if not all(math.isfinite(v) for v in values.values()):
+        return None
+    params = run.data.params
+    spec = params.get("model.filter", "")
+    info = _describe(spec) if spec else None
+    family = params.get("filter.family") or (info or {}).get("family") or spec.split("(")[0]
+    taps_text = params.get("filter.taps")
+    try:
+        taps = int(taps_text) if taps_text not in (None, "", "None") else None
+    except ValueError:
+        taps = None
+    if taps is None and info is not None:
+        taps = int(info["taps"])
+    return TrialRecord(
+        study=study,
+        run_id=run.info.run_id,
+        run_name=run.info.run_name or "",
+        trial_id=run.data.tags.get("study.trial_id", ""),
+        filter=str(info["filter"]) if info else spec,
+        family=str(family),
+        taps=taps,
+        weights=tuple(info["weights"]) if info else (),
+        augment=params.get("augment.kind", "-"),
+        objectives=values,
+        metrics=metrics,
+        params={k: v for k, v in params.items() if k.startswith(OPTUNA_PREFIX)},
+        end_time=int(run.info.end_time or 0),
+    )
+
+
+def load_children(
+    client: Any, parent: Any, objectives: Mapping[str, str], study: str | None = None
+) -> StudyTrials:
+    """The complete trials under ``parent`` (a ``mlflow.entities.Run``), in completion
+    order. Raises :class:`ParetoError` when an objective is logged by no complete trial;
+    returns an empty :class:`StudyTrials` when there are no complete trials."""
+    study = study or parent.data.tags.get(STUDY_TAG) or parent.info.run_name or "?"
+    children = _search(
+        client, [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
+    )
+    statuses = Counter(run.info.status for run in children)
+    finished = [run for run in children if run.info.status == "FINISHED"]
+    logged = sorted(
+        {key for run in finished for key in run.data.metrics if key.startswith(FINAL_PREFIX)}
+    )
+    if finished:
+        for name in objectives:
+            if FINAL_PREFIX + name not in logged:
+                shown = ", ".join(logged) if logged else "none"
+                raise ParetoError(
+                    f"objectives: {name}: metric {FINAL_PREFIX}{name} is not logged by study "
+                    f"{study!r}; logged: {shown}"
+                )
+    records = [r for run in finished if (r := _record(run, study, objectives)) is not None]
+    records.sort(key=lambda r: (r.end_time, r.run_id))
+    return StudyTrials(
+        study=study,
+        experiment_id=parent.info.experiment_id,
+        parent_run_id=parent.info.run_id,
+        objectives=dict(objectives),
+        records=records,
+        statuses=dict(statuses),
+        missing=len(finished) - len(records),
+    )
+
+
+def load_study(
+    tracking_uri: str | None,
+    name: str,
+    objectives: str | Mapping[str, str],
+    client: Any | None = None,
+) -> StudyTrials:
+    """Study ``name``'s complete trials. ``tracking_uri`` is resolved by
+    :func:`study.tracking.tracking_uri`. Raises :class:`ParetoError` for an unreachable
+    store, an unknown study, an objective no trial logged, or no complete trial."""
+    from study.tracking import tracking_uri as resolve
+
+    try:
+        objectives = fr.parse_objectives(objectives)
+    except ValueError as error:
+        raise ParetoError(str(error)) from None
+    client = client or connect(resolve(tracking_uri))
+    parent = find_parent(client, name)
+    trials = load_children(client, parent, objectives, name)
+    if not trials.records:
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(trials.statuses.items())) or "no runs"
+        extra = f", {trials.missing} FINISHED without the objectives" if trials.missing else ""
+        raise ParetoError(f"name: study {name!r} has no complete trials yet ({counts}{extra})")
+    return trials
+
+
+def update_parent_front(
+    tracking_uri: str,
+    parent_run_id: str,
+    objectives: str | Mapping[str, str],
+    reference: Sequence[float] | None = None,
+) -> FrontSummary | None:
+    """Recompute the front of the complete children of ``parent_run_id`` and log it to the
+    parent: metrics ``hypervolume`` and ``front_size`` at step = number of complete trials,
+    and artifacts ``pareto/pareto.csv``, ``pareto/pareto.json``, ``pareto/pareto.png``.
+
+    Called by the service after every finished trial. Returns what was logged, or None
+    (logging nothing) while no trial is complete. Raises :class:`ParetoError` when an
+    objective is logged by no complete trial.
+    """
+    import mlflow
+
+    from study.pareto import export
+
+    try:
+        objectives = fr.parse_objectives(objectives)
+    except ValueError as error:
+        raise ParetoError(str(error)) from None
+    client = mlflow.MlflowClient(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    trials = load_children(client, parent, objectives)
+    if not trials.records:
+        return None
+    ref = trials.reference(reference)
+    hv = trials.hypervolume(ref)
+    front = trials.front()
+    step = len(trials.records)
+    client.log_metric(parent_run_id, "hypervolume", hv, step=step)
+    client.log_metric(parent_run_id, "front_size", float(len(front)), step=step)
+    with tempfile.TemporaryDirectory(prefix="pareto-") as folder:
+        out = Path(folder)
+        export.write_csv([trials], out, trials_csv=False)
+        export.write_json([trials], out / "pareto.json", ref)
+        export.write_image([trials], out / "pareto.png", ref)
+        client.log_artifacts(parent_run_id, str(out), "pareto")
+    return FrontSummary(
+        study=trials.study,
+        parent_run_id=parent_run_id,
+        complete=step,
+        front_size=len(front),
+        hypervolume=hv,
+        reference=tuple(float(v) for v in ref),
+        front_run_ids=tuple(r.run_id for r in front),
+    )

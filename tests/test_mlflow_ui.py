@@ -1,0 +1,243 @@
+"""The MLflow UI shows a study as the service records it: a real ``mlflow server``, a small
+study written through the client (parent, child runs, the parent's Pareto artifacts from
+:func:`study.pareto.store.update_parent_front`), browsed in headless Chromium.
+
+Needs Chromium (Debian: ``apt-get install -y chromium``; or set ``$STUDY_CHROMIUM``) and
+the ``playwright`` Python package, which drives the system browser (no browser download).
+Skips, with the reason, only when no Chromium binary can be found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+TRIALS = [
+    # filter, augment, status, test_acc, consistency
+    ("delta", "flip", "FINISHED", 0.920, 0.950),
+    ("binomial-5", "flip", "FINISHED", 0.925, 0.975),
+    ("rect-3", "flip", "FINISHED", 0.921, 0.979),
+    ("triangle-5", "flip", "FAILED", 0.0, 0.0),
+]
+
+
+def _chromium() -> str | None:
+    configured = os.environ.get("STUDY_CHROMIUM")
+    if configured:
+        return configured if Path(configured).is_file() else None
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM the server's process group (uvicorn runs as a child), SIGKILL what is left
+    after 15 s."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        process.poll()
+        try:
+            os.killpg(process.pid, 0)  # anyone left in the group?
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real ``mlflow server`` on a free port, SQLite backend, served artifacts; stopped
+    (its whole process group) afterwards."""
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    log = (tmp_path / "server.log").open("w")
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = subprocess.Popen(
+        [
+            str(mlflow_bin),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if server.poll() is not None:
+                pytest.fail(
+                    f"mlflow server exited: {(tmp_path / 'server.log').read_text()[-2000:]}"
+                )
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("mlflow server did not answer /health within 120 s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        _stop_group(server)
+        log.close()
+
+
+def _populate(url: str) -> dict[str, object]:
+    """A small study laid out as study/tracking.py writes it."""
+    import mlflow
+    from mlflow.entities import Metric, Param
+
+    from study import filters
+    from study.pareto.store import update_parent_front
+
+    client = mlflow.MlflowClient(url)
+    experiment_id = client.create_experiment("ui-study")
+    parent = client.create_run(
+        experiment_id, run_name="ui-study", tags={"study.name": "ui-study", "study.role": "parent"}
+    ).info.run_id
+    client.log_batch(parent, params=[Param("study.sampler", "tpe"), Param("study.trials", "4")])
+    now = int(time.time() * 1000)
+    children = []
+    for i, (spec, augment, status, acc, cons) in enumerate(TRIALS):
+        info = filters.describe(spec)
+        name = f"ui-study-trial-{i:02d}"
+        run = client.create_run(
+            experiment_id,
+            run_name=name,
+            tags={
+                "mlflow.parentRunId": parent,
+                "study.name": "ui-study",
+                "study.role": "trial",
+                "study.trial_id": f"trial_{i:05d}",
+            },
+        ).info.run_id
+        params = {
+            "model.filter": info["filter"],
+            "filter.family": info["family"],
+            "filter.taps": info["taps"],
+            "augment.kind": augment,
+        }
+        metrics = []
+        if status == "FINISHED":
+            metrics = [
+                Metric("final.test_acc", acc, now, 0),
+                Metric("final.consistency", cons, now, 0),
+            ]
+        client.log_batch(run, params=[Param(k, str(v)) for k, v in params.items()], metrics=metrics)
+        client.set_terminated(run, status)
+        children.append(name)
+    summary = update_parent_front(url, parent, "test_acc:max,consistency:max")
+    assert summary is not None and summary.complete == 3 and summary.front_size == 2
+    png = Path(client.download_artifacts(parent, "pareto/pareto.png"))
+    width = struct.unpack(">I", png.read_bytes()[16:20])[0]
+    return {"experiment": experiment_id, "parent": parent, "children": children, "width": width}
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The Chromium binary; skips (with the reason printed) when there is none."""
+    found = _chromium()
+    if found is None:
+        reason = (
+            "no Chromium found (tried $STUDY_CHROMIUM, "
+            + ", ".join(CHROMIUM_NAMES)
+            + "); install it with: apt-get install -y chromium"
+        )
+        print(f"SKIP test_mlflow_ui: {reason}", file=sys.stderr)
+        pytest.skip(reason)
+    return found
+
+
+def test_mlflow_ui_shows_study_and_pareto_artifact(chromium, mlflow_server, tmp_path):
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the playwright package is missing: pip install playwright (a dev extra)")
+
+    study = _populate(mlflow_server)
+    experiment, parent = study["experiment"], study["parent"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(60_000)
+
+            # The runs table: the parent, expanded to show its child runs.
+            page.goto(
+                f"{mlflow_server}/#/experiments/{experiment}/runs?workflowType=machine_learning"
+            )
+            row = page.locator('[role="row"]', has_text="ui-study").first
+            row.wait_for()
+            row.locator('button[data-component-id*="runnamecellrenderer"]').click()
+            page.get_by_text(study["children"][-1], exact=True).wait_for()
+            page.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
+            text = page.inner_text("body")
+            for child in study["children"]:
+                assert child in text, f"child run {child} missing from the runs table"
+            assert f"{len(TRIALS) + 1} matching runs" in text
+
+            # The parent run: its live front metrics and its child runs.
+            page.goto(f"{mlflow_server}/#/experiments/{experiment}/runs/{parent}")
+            page.get_by_text("front_size", exact=True).first.wait_for()
+            text = page.inner_text("body")
+            assert "hypervolume" in text
+            for child in study["children"]:
+                assert child in text
+
+            # The Pareto image artifact, rendered at its real size.
+            page.goto(
+                f"{mlflow_server}/#/experiments/{experiment}/runs/{parent}"
+                "/artifacts/pareto/pareto.png"
+            )
+            page.get_by_text("pareto/pareto.png").first.wait_for()
+            page.wait_for_function(
+                "width => [...document.images].some(i => i.complete && i.naturalWidth === width)",
+                arg=study["width"],
+            )
+            shot = tmp_path / "pareto-artifact.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+        finally:
+            browser.close()
