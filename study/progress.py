@@ -39,21 +39,39 @@ class StudyProgress(Callback):
         objectives: dict[str, str],
         tracking_uri: str,
         parent_run_id: str,
-        stream=None,
     ) -> None:
         self.planned = planned
         self.objectives = dict(objectives)
         self.tracking_uri = tracking_uri
         self.parent_run_id = parent_run_id
-        self.stream = stream or sys.stdout
         self.results: dict[str, tuple[str, list[float]]] = {}
         self.failed: set[str] = set()
         self.bar: tqdm | None = None
+        self.seeded = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "bar": None, "seeded": False}
 
     def setup(self, **info) -> None:
         self.bar = tqdm(
             total=self.planned, desc="trials", unit="trial", file=sys.stderr, disable=None
         )
+
+    def on_step_begin(self, iteration: int, trials: Sequence, **info) -> None:
+        """On the first step of a resumed study, count the trials done before."""
+        if self.seeded:
+            return
+        self.seeded = True
+        for trial in trials:
+            result = trial.last_result or {}
+            if trial.status == "TERMINATED" and result.get("complete"):
+                values = [float(result[metric]) for metric in self.objectives]
+                self.results[trial.trial_id] = (describe_trial(trial.config), values)
+        if self.results:
+            self._line(f"resuming: {len(self.results)} of {self.planned} trials done before")
+            if self.bar is not None:
+                self.bar.n = len(self.results)
+                self.bar.refresh()
 
     def on_trial_complete(self, iteration: int, trials: Sequence, trial, **info) -> None:
         result = trial.last_result or {}
@@ -115,6 +133,6 @@ class StudyProgress(Callback):
 
     def _line(self, text: str) -> None:
         if self.bar is not None:
-            self.bar.write(text, file=self.stream)
+            self.bar.write(text, file=sys.stdout)
         else:
-            print(text, file=self.stream)
+            print(text, flush=True)

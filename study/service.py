@@ -57,18 +57,17 @@ def plan(space: SearchSpace, space_file: Path) -> StudyPlan:
     """Resolve storage locations, tracking URI and objectives; check the tracking store
     is reachable (one-line error otherwise)."""
     settings = space.settings
-    storage_path = settings.storage_path or "ray_results"
+    storage_path = settings.storage_path or os.environ.get("STUDY_STORAGE_PATH") or "ray_results"
     if "://" not in storage_path:
         storage_path = str(Path(storage_path).expanduser().resolve())
-    elif not settings.optuna_storage:
+    optuna_url = settings.optuna_storage or os.environ.get("STUDY_OPTUNA_STORAGE")
+    if "://" in storage_path and not optuna_url:
         raise ConfigError(
             "study.optuna_storage",
             f"storage_path {storage_path} is remote: give an RDB URL (postgresql://...) "
             "or a journal file path that every run of this study can reach",
         )
-    optuna_storage = settings.optuna_storage or str(
-        Path(storage_path) / settings.name / "optuna.journal"
-    )
+    optuna_storage = optuna_url or str(Path(storage_path) / settings.name / "optuna.journal")
     uri = tracking_uri(settings.tracking_uri)
     check_tracking(uri)
     trials = space.grid_size() if settings.sampler == "grid" else settings.trials
@@ -291,9 +290,10 @@ def run_study(
     trainable = tune.with_resources(_trainable, {"cpu": settings.cpus, "gpu": settings.gpus})
     if resume:
         set_parent_status(study_plan.tracking_uri, parent, "RUNNING", {})
-        tuner = tune.Tuner.restore(
-            study_plan.experiment_path, trainable, resume_errored=True, callbacks=[progress]
-        )
+        tuner = tune.Tuner.restore(study_plan.experiment_path, trainable, resume_errored=True)
+        # Tuner.restore takes no callbacks; the run config it restored holds the old
+        # driver's (unpicklable state dropped), so give this driver's progress instead.
+        tuner._local_tuner.get_run_config().callbacks = [progress]
     else:
         constants = {"tracking": {"uri": study_plan.tracking_uri, "parent": parent}}
         search = OptunaSearch(

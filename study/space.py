@@ -66,8 +66,9 @@ class StudySettings:
     - ``tracking_uri``: MLflow (default ``$MLFLOW_TRACKING_URI``, else
       ``sqlite:///mlflow.db``); ``experiment``: default the study name.
     - ``optuna_storage``: an RDB URL or a journal file path (default
-      ``<storage_path>/<name>/optuna.journal``); ``storage_path``: Ray's results
-      (default ``./ray_results``).
+      ``$STUDY_OPTUNA_STORAGE``, else ``<storage_path>/<name>/optuna.journal``);
+      ``storage_path``: Ray's results, a folder or a URI such as ``s3://bucket/prefix``
+      (default ``$STUDY_STORAGE_PATH``, else ``./ray_results``).
     """
 
     name: str = "study"

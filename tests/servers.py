@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -29,11 +30,11 @@ def free_port() -> int:
 def postgres_reason() -> str | None:
     """Why PostgreSQL cannot be used here, or None when it can."""
     try:
-        import psycopg2
+        import psycopg
     except ImportError:
-        return "psycopg2 is not installed"
+        return "psycopg is not installed"
     try:
-        psycopg2.connect(f"{POSTGRES}/postgres", connect_timeout=3).close()
+        psycopg.connect(f"{POSTGRES}/postgres", connect_timeout=3).close()
     except Exception as error:
         return f"PostgreSQL at {POSTGRES} is not reachable ({str(error).strip()[:120]})"
     return None
@@ -42,19 +43,16 @@ def postgres_reason() -> str | None:
 @contextlib.contextmanager
 def postgres_database(prefix: str) -> Iterator[str]:
     """A fresh, empty database; its URL; dropped afterwards."""
-    import psycopg2
+    import psycopg
 
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(f"{POSTGRES}/postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
     try:
         yield f"{POSTGRES}/{name}"
     finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def wait_for(check, timeout: float, what: str, interval: float = 0.5):
@@ -91,6 +89,8 @@ def mlflow_server(backend: str, folder: Path) -> Iterator[str]:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # No job runner: its huey workers would outlive the server.
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     url = f"http://127.0.0.1:{port}"
 
@@ -109,7 +109,8 @@ def mlflow_server(backend: str, folder: Path) -> Iterator[str]:
         wait_for(healthy, 120, "mlflow server")
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(20)
         except subprocess.TimeoutExpired:
@@ -130,10 +131,13 @@ def ray(*args: str, env: dict | None = None, timeout: float = 120) -> str:
 def ray_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[dict]:
     """A real multi-node Ray cluster on loopback: ``ray start --head`` on a free port
     (never 6379, where Redis listens) plus ``nodes - 1`` more ``ray start --address``
-    nodes on this machine. Yields the GCS address and the dashboard URL."""
+    nodes on this machine, with Ray's token authentication on (a fresh token, given to
+    every process through ``RAY_AUTH_TOKEN``). Yields the GCS address, the dashboard
+    URL and the environment that clients of the cluster need."""
     port, dashboard = free_port(), free_port()
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     common = ["--num-cpus", str(cpus_per_node), "--num-gpus", "0", "--disable-usage-stats"]
     address = f"127.0.0.1:{port}"
     try:

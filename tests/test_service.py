@@ -66,8 +66,9 @@ def cluster():
         yield info
 
 
-def environment(tracking_uri: str) -> dict[str, str]:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": str(ROOT)}
+def environment(tracking_uri: str, cluster: dict | None = None) -> dict[str, str]:
+    env = {**(cluster["env"] if cluster else os.environ), "MLFLOW_TRACKING_URI": tracking_uri}
+    env["PYTHONPATH"] = str(ROOT)
     env.pop("RAY_ADDRESS", None)
     return env
 
@@ -160,7 +161,7 @@ def test_smoke_study_on_local_ray_with_mlflow_server(tracking, tmp_path):
 
 
 def test_trials_land_on_both_nodes_of_a_two_node_cluster(tracking, cluster, tmp_path):
-    env = environment(tracking["uri"])
+    env = environment(tracking["uri"], cluster)
     args = [*TINY, "--set", "study.concurrent=2", "--name", "smoke-cluster"]
     result = study("run", str(SMOKE), *args, "--address", cluster["address"], cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -170,7 +171,7 @@ def test_trials_land_on_both_nodes_of_a_two_node_cluster(tracking, cluster, tmp_
 
 
 def test_killed_driver_resumes_with_exactly_the_planned_trials(tracking, cluster, tmp_path):
-    env = environment(tracking["uri"])
+    env = environment(tracking["uri"], cluster)
     name = "smoke-resume"
     args = [
         *TINY,
