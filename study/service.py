@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from study.config import ConfigError
+from study.paths import default_root, leave_ray_working_dir
 from study.space import SearchSpace, StudySettings
 from study.tracking import (
     TrialLogger,
@@ -59,7 +60,7 @@ def plan(space: SearchSpace, space_file: Path) -> StudyPlan:
     settings = space.settings
     storage_path = settings.storage_path or os.environ.get("STUDY_STORAGE_PATH") or "ray_results"
     if "://" not in storage_path:
-        storage_path = str(Path(storage_path).expanduser().resolve())
+        storage_path = str((default_root() / Path(storage_path).expanduser()).resolve())
     optuna_url = settings.optuna_storage or os.environ.get("STUDY_OPTUNA_STORAGE")
     if "://" in storage_path and not optuna_url:
         raise ConfigError(
@@ -121,7 +122,12 @@ class _DefineByRun:
 
     def __call__(self, trial) -> dict[str, Any]:
         config = self.space.sample(trial)
-        return {"trial": config, "searched": dict(trial.params), **self.constants}
+        return {
+            "trial": config,
+            "searched": dict(trial.params),
+            "optuna_trial": trial.number,
+            **self.constants,
+        }
 
 
 def _trainable(params: dict[str, Any]) -> None:
@@ -231,6 +237,24 @@ def check_resources(cpus: float, gpus: float) -> None:
     )
 
 
+def fail_orphaned_trials(study_plan: StudyPlan, known: set) -> list[int]:
+    """Optuna trials still RUNNING that the restored Tune experiment does not hold (a
+    killed driver asked for them after Tune's last snapshot) are marked FAIL, so
+    samplers that avoid running points (grid) offer them again. Returns their numbers."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = optuna_storage(study_plan.optuna_storage)
+    study = optuna.load_study(study_name=study_plan.name, storage=storage)
+    orphaned = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.number not in known:
+            storage.set_trial_system_attr(trial._trial_id, "study.orphaned", True)
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            orphaned.append(trial.number)
+    return orphaned
+
+
 def _trial_dirname(trial) -> str:
     """Trial folders named by trial id (Tune's default spells out the whole config)."""
     return f"trial_{trial.trial_id}"
@@ -267,6 +291,7 @@ def run_study(
             f"a study named {study_plan.name!r} exists already; continue it with "
             f"`study resume {study_plan.name}` or pick another --name",
         )
+    leave_ray_working_dir()  # every path is absolute by now
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
         check_local_resources(settings.cpus, settings.gpus)  # before starting anything
@@ -294,6 +319,8 @@ def run_study(
         # Tuner.restore takes no callbacks; the run config it restored holds the old
         # driver's (unpicklable state dropped), so give this driver's progress instead.
         tuner._local_tuner.get_run_config().callbacks = [progress]
+        known = {r.config.get("optuna_trial") for r in tuner.get_results() if r.config}
+        fail_orphaned_trials(study_plan, known)
     else:
         constants = {"tracking": {"uri": study_plan.tracking_uri, "parent": parent}}
         search = OptunaSearch(

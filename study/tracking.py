@@ -29,7 +29,9 @@ def tracking_uri(configured: str | None = None) -> str:
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    return f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+    from study.paths import default_root
+
+    return f"sqlite:///{default_root() / DEFAULT_DB}"
 
 
 @contextlib.contextmanager

@@ -223,3 +223,58 @@ def test_killed_driver_resumes_with_exactly_the_planned_trials(tracking, cluster
     assert all(c.data.tags.get("study.orphaned") == "true" for c in leftovers), leftovers
     configs = {(c.data.params["model.filter"], c.data.params["augment.kind"]) for c in finished}
     assert len(configs) == 4, "the grid's 4 points, each once: the sampler kept its state"
+    assert "trials done before" in resumed.stdout
+
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = tmp_path / "ray_results" / name / "optuna.journal"
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") == 4 and "RUNNING" not in states, states
+    # Trials the killed driver asked for after Tune's last snapshot are failed, not lost.
+    assert all(t.system_attrs.get("study.orphaned") for t in trials if t.state.name == "FAIL")
+
+
+def test_ray_job_submit_runs_a_study_on_the_cluster(tracking, cluster, tmp_path):
+    """The documented flow: `ray job submit --working-dir DIR -- study run ...` against
+    the cluster's dashboard, with the tracking URI given through the runtime env."""
+    import json
+    import shutil
+
+    work = tmp_path / "job"
+    work.mkdir()
+    shutil.copy(SMOKE, work / "smoke.yaml")
+    runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": tracking["uri"]}}
+    submit = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "job",
+            "submit",
+            "--address",
+            cluster["dashboard"],
+            "--working-dir",
+            str(work),
+            "--runtime-env-json",
+            json.dumps(runtime_env),
+            "--",
+            sys.executable,
+            "-m",
+            "study",
+            "run",
+            "smoke.yaml",
+            *TINY,
+            "--set",
+            f"study.storage_path={tmp_path / 'results'}",
+            "--name",
+            "smoke-job",
+        ],
+        capture_output=True,
+        text=True,
+        env=environment(tracking["uri"], cluster),
+        timeout=600,
+    )
+    assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
+    assert "succeeded" in submit.stdout.lower()
+    assert "2 of 2 trials complete" in submit.stdout
+    assert_complete_study(tracking["uri"], "smoke-job", trials=2)
