@@ -393,6 +393,8 @@ def _run_study(space, study_plan, address: str | None, resume: bool) -> int:
         + (f", {failed} failed" if failed else "")
     )
     print(f"  MLflow:  {study_plan.tracking_uri}  (experiment {study_plan.experiment!r})")
+    if study_plan.tracking_uri.startswith("sqlite:"):
+        print(f"  browse:  mlflow ui --backend-store-uri {study_plan.tracking_uri}")
     print(f"  results: {study_plan.experiment_path}")
     print(f"  status:  study status {study_plan.name}")
     print(f"  front:   study pareto {study_plan.name} --out pareto-{study_plan.name}")
