@@ -353,7 +353,7 @@ def _run(args: argparse.Namespace) -> int:
     space = SearchSpace.load(args.space, args.overrides, args.name)  # ConfigError: exit 2
     from study.service import plan
 
-    return _run_study(space, plan(space, args.space), args.address, resume=False)
+    return _run_study(space, plan(space, args.space, args.address), args.address, resume=False)
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -373,7 +373,7 @@ def _resume(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / "study.yaml"
         copy.write_text(yaml.safe_dump(document, sort_keys=False))
-        return _run_study(space, plan(space, copy), args.address, resume=True)
+        return _run_study(space, plan(space, copy, args.address), args.address, resume=True)
 
 
 def _run_study(space, study_plan, address: str | None, resume: bool) -> int:

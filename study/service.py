@@ -54,10 +54,13 @@ class StudyPlan:
         return f"{self.storage_path.rstrip('/')}/{self.name}"
 
 
-def plan(space: SearchSpace, space_file: Path) -> StudyPlan:
-    """Resolve storage locations, tracking URI and objectives; check the tracking store
-    is reachable (one-line error otherwise)."""
+def plan(space: SearchSpace, space_file: Path, address: str | None = None) -> StudyPlan:
+    """Resolve storage locations, tracking URI and objectives; check that a local Ray
+    instance could hold a trial (when no cluster ``address`` or ``RAY_ADDRESS`` is
+    given) and that the tracking store answers. One-line errors, nothing started."""
     settings = space.settings
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        check_local_resources(settings.cpus, settings.gpus)
     storage_path = settings.storage_path or os.environ.get("STUDY_STORAGE_PATH") or "ray_results"
     if "://" not in storage_path:
         storage_path = str((default_root() / Path(storage_path).expanduser()).resolve())
@@ -161,10 +164,15 @@ def _trainable(params: dict[str, Any]) -> None:
     searched = {f"optuna.{_param_key(k)}": v for k, v in params.get("searched", {}).items()}
     logger.params({**config.flat(), **_filter_params(config.model.filter), **searched})
 
+    resumed: list = []
+
     def report(row: dict[str, Any]) -> None:
         from ray.tune import Checkpoint
 
         complete = row.pop("done")  # Tune reads a reported "done" as "stop this trial now"
+        if restored is not None and not resumed:
+            resumed.append(row.get("epoch"))  # the first epoch this attempt trained
+            logger.tags({"study.resumed_at_epoch": str(resumed[0])})
         if complete:
             logger.final(row, work)  # before Tune hears of the end, which may stop us
         else:
@@ -293,8 +301,6 @@ def run_study(
         )
     leave_ray_working_dir()  # every path is absolute by now
     address = address or os.environ.get("RAY_ADDRESS")
-    if not address:
-        check_local_resources(settings.cpus, settings.gpus)  # before starting anything
     ray.init(
         address=address,
         ignore_reinit_error=True,

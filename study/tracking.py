@@ -71,8 +71,12 @@ def connect(uri: str, create: bool = False, field: str = "tracking_uri"):
     """An ``mlflow.MlflowClient`` on ``uri``, checked to answer with one request and no
     retries; a one-line ``ValueError`` naming ``field`` otherwise. Without ``create`` a
     ``sqlite:///`` URI must name an existing file (reading never creates a database)."""
+    import logging
+
     import mlflow
 
+    # "Creating initial MLflow database tables..." is not news to a user.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     if uri.startswith("sqlite:///") and not create:
         path = uri[len("sqlite:///") :].split("?", 1)[0]
         if path and path != ":memory:" and not Path(path).is_file():

@@ -19,7 +19,11 @@ def study(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[st
     )
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["filters"], ["models"], ["report"], ["trial"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], *[[name] for name in ("demo", "filters", "models", "report", "trial")]]
+    + [[name] for name in ("run", "resume", "status", "pareto")],
+)
 def test_every_command_has_help(command):
     result = study(*command, "--help")
     assert result.returncode == 0, result.stderr

@@ -221,10 +221,9 @@ def test_mlflow_ui_shows_study_and_pareto_artifact(chromium, mlflow_server, tmp_
             # The parent run: its live front metrics and its child runs.
             page.goto(f"{mlflow_server}/#/experiments/{experiment}/runs/{parent}")
             page.get_by_text("front_size", exact=True).first.wait_for()
-            text = page.inner_text("body")
-            assert "hypervolume" in text
-            for child in study["children"]:
-                assert child in text
+            page.get_by_text("hypervolume", exact=True).first.wait_for()
+            for child in study["children"]:  # the child list renders after the metrics
+                page.get_by_text(child, exact=True).first.wait_for(timeout=30_000)
 
             # The Pareto image artifact, rendered at its real size.
             page.goto(

@@ -66,6 +66,18 @@ def cluster():
         yield info
 
 
+def trial_worker_pids() -> list[int]:
+    """Processes running a Ray Tune function trial (their title is set by Ray)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"ray::ImplicitFunc" in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
 def environment(tracking_uri: str, cluster: dict | None = None) -> dict[str, str]:
     env = {**(cluster["env"] if cluster else os.environ), "MLFLOW_TRACKING_URI": tracking_uri}
     env["PYTHONPATH"] = str(ROOT)
@@ -223,7 +235,6 @@ def test_killed_driver_resumes_with_exactly_the_planned_trials(tracking, cluster
     assert all(c.data.tags.get("study.orphaned") == "true" for c in leftovers), leftovers
     configs = {(c.data.params["model.filter"], c.data.params["augment.kind"]) for c in finished}
     assert len(configs) == 4, "the grid's 4 points, each once: the sampler kept its state"
-    assert "trials done before" in resumed.stdout
 
     from optuna.storages.journal import JournalFileBackend
 
@@ -278,3 +289,58 @@ def test_ray_job_submit_runs_a_study_on_the_cluster(tracking, cluster, tmp_path)
     assert "succeeded" in submit.stdout.lower()
     assert "2 of 2 trials complete" in submit.stdout
     assert_complete_study(tracking["uri"], "smoke-job", trials=2)
+
+
+def test_a_killed_trial_is_retried_from_its_last_epoch(tracking, cluster, tmp_path):
+    """FailureConfig retries plus per-epoch checkpoints: SIGKILL the trial's worker
+    process after its second epoch; the retry resumes there, in the same child run."""
+    env = environment(tracking["uri"], cluster)
+    name = "smoke-retry"
+    args = [
+        *TINY,
+        "--set",
+        "model.filter=binomial-3",
+        "--set",
+        "train.epochs=5",
+        "--set",
+        "study.retries=1",
+        "--name",
+        name,
+        "--address",
+        cluster["address"],
+    ]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "study", "run", str(SMOKE), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    client = mlflow.MlflowClient(tracking["uri"])
+
+    def two_epochs_logged():
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            return None
+        for run in client.search_runs([experiment.experiment_id]):
+            history = client.get_metric_history(run.info.run_id, "train_loss")
+            if run.data.tags.get("study.role") == "trial" and len(history) >= 2:
+                return run
+        return None
+
+    wait_for(two_epochs_logged, 300, "two logged epochs")
+    workers = trial_worker_pids()
+    assert workers, "found no trial worker process to kill"
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    output, _ = driver.communicate(timeout=600)
+    assert driver.returncode == 0, output[-3000:]
+    _, children = study_runs(tracking["uri"], name)
+    assert len(children) == 1, "the retry logs into the same child run"
+    child = children[0]
+    assert child.info.status == "FINISHED"
+    resumed_at = int(child.data.tags["study.resumed_at_epoch"])
+    assert 2 <= resumed_at <= 5, "resumed from a checkpoint, not from scratch"
+    steps = [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")]
+    assert set(steps) == {1, 2, 3, 4, 5}, steps

@@ -4,6 +4,7 @@ with one line naming the field."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import optuna
@@ -143,3 +144,41 @@ def test_bad_space_files_exit_2_with_one_line(tmp_path):
         assert main(["run", str(tmp_path / name)]) == 2, name
     assert not (tmp_path / "ray_results").exists()
     assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("study.gpus=1", "study.gpus: a trial asks for 1 GPU but this machine has"),
+        ("study.cpus=4096", "study.cpus: a trial asks for 4096 CPU"),
+        ("study.tracking_uri=http://127.0.0.1:9", "study.tracking_uri: cannot reach"),
+        ("study.storage_path=s3://bucket/x", "study.optuna_storage: storage_path s3://bucket/x"),
+    ],
+)
+def test_impossible_studies_exit_2_and_start_nothing(tmp_path, override, message):
+    """Checked before Ray starts or MLflow is written: one line, exit code 2."""
+    import subprocess
+    import sys
+
+    if override.startswith("study.gpus"):
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU, so one GPU per trial is possible")
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = subprocess.run(
+        [sys.executable, "-m", "study", "run", str(SPACES / "smoke.yaml"), "--set", override],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking, "RAY_ADDRESS": ""},
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert message in result.stderr
+    assert not (tmp_path / "ray_results").exists()
+    if (tmp_path / "mlflow.db").exists():  # the reachability check may create the store
+        import mlflow
+
+        assert not mlflow.MlflowClient(tracking).search_runs(["0"]), "no run was started"
