@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -263,6 +264,22 @@ def fail_orphaned_trials(study_plan: StudyPlan, known: set) -> list[int]:
     return orphaned
 
 
+def _warn_if_tracking_is_local(uri: str) -> None:
+    """Trials log from whichever machine runs them: a tracking store in a local file
+    is only shared by nodes on this machine."""
+    import ray
+
+    machines = {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+    local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
+    if len(machines) > 1 and local:
+        warnings.warn(
+            f"the cluster spans {len(machines)} machines but the tracking URI {uri} is "
+            "local to this one: trials elsewhere will log to their own copy. Use an "
+            "MLflow server (MLFLOW_TRACKING_URI=http://...), see docs/deploy.md",
+            stacklevel=2,
+        )
+
+
 def _trial_dirname(trial) -> str:
     """Trial folders named by trial id (Tune's default spells out the whole config)."""
     return f"trial_{trial.trial_id}"
@@ -307,6 +324,7 @@ def run_study(
         log_to_driver=False,
     )
     check_resources(settings.cpus, settings.gpus)
+    _warn_if_tracking_is_local(study_plan.tracking_uri)
     parent = start_parent(
         study_plan.tracking_uri,
         study_plan.experiment,
