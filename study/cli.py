@@ -381,24 +381,27 @@ def _run_study(space, study_plan, address: str | None, resume: bool) -> int:
     from study.service import run_study
 
     try:
-        results = run_study(space, study_plan, address, resume=resume)
+        outcome = run_study(space, study_plan, address, resume=resume)
     except ConfigError:
         raise
     except ValueError as error:  # raised while running: a failure, not a usage error
         raise RuntimeError(str(error)) from error
-    failed = sum(1 for result in results if result.error is not None)
-    complete = sum(1 for r in results if r.error is None and r.metrics.get("complete"))
+    name = study_plan.name
     print(
-        f"study {study_plan.name}: {complete} of {study_plan.trials} trials complete"
-        + (f", {failed} failed" if failed else "")
+        f"study {name}: {outcome.complete} of {outcome.planned} trials complete"
+        + (f", {outcome.failed} failed" if outcome.failed else "")
+        + (f", {outcome.unfinished} not finished" if outcome.unfinished else "")
     )
     print(f"  MLflow:  {study_plan.tracking_uri}  (experiment {study_plan.experiment!r})")
     if study_plan.tracking_uri.startswith("sqlite:"):
         print(f"  browse:  mlflow ui --backend-store-uri {study_plan.tracking_uri}")
     print(f"  results: {study_plan.experiment_path}")
-    print(f"  status:  study status {study_plan.name}")
-    print(f"  front:   study pareto {study_plan.name} --out pareto-{study_plan.name}")
-    return 0 if complete == study_plan.trials else 1
+    print(f"  status:  study status {name}")
+    print(f"  front:   study pareto {name} --out pareto-{name}")
+    if outcome.unfinished:
+        print(f"  interrupted: continue with `study resume {name}`")
+        return 130
+    return 0 if outcome.complete == outcome.planned else 1
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -30,3 +30,16 @@ def leave_ray_working_dir() -> None:
     delete it while the driver runs, and Tune's last step calls ``os.getcwd()``."""
     if in_ray_working_dir():
         os.chdir(Path.home())
+
+
+def absolute_sqlite(url: str) -> str:
+    """``sqlite:///relative.db`` made absolute against :func:`default_root` (trials run
+    in their own folders, so a relative database would be a different one there)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url.startswith(prefix + "/"):
+        return url
+    path, _, query = url[len(prefix) :].partition("?")
+    if path in ("", ":memory:"):
+        return url
+    absolute = (default_root() / path).resolve()
+    return f"{prefix}{absolute}" + (f"?{query}" if query else "")

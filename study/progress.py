@@ -30,6 +30,19 @@ def describe_trial(config: dict[str, Any]) -> str:
     return f"{filter_spec} / {augment.get('kind', 'none')}"
 
 
+def failure_reason(trial) -> str:
+    """The last line of the error that ended ``trial`` (e.g. ``TrialFailed: loss is
+    nan at epoch 3``), else where Tune wrote it."""
+    try:
+        error = trial.get_pickled_error()
+    except Exception:
+        error = None
+    lines = [line.strip() for line in str(error or "").splitlines() if line.strip()]
+    if lines:
+        return lines[-1][:300]
+    return f"see {trial.error_file or 'the trial folder'}"
+
+
 class StudyProgress(Callback):
     """Progress lines, a bar over the planned trials, and the parent run's front."""
 
@@ -86,11 +99,14 @@ class StudyProgress(Callback):
 
     def on_trial_error(self, iteration: int, trials: Sequence, trial, **info) -> None:
         self.failed.add(trial.trial_id)
-        reason = str(getattr(trial, "error_message", None) or "see its error.txt").splitlines()
-        self._line(f"trial {trial.trial_id} failed: {describe_trial(trial.config)}: {reason[-1]}")
+        reason = failure_reason(trial)
+        self._line(f"trial {trial.trial_id} failed: {describe_trial(trial.config)}: {reason}")
         from study.tracking import mark_failed
 
-        mark_failed(self.tracking_uri, self.parent_run_id, trial.trial_id, reason[-1])
+        try:
+            mark_failed(self.tracking_uri, self.parent_run_id, trial.trial_id, reason)
+        except Exception as error:  # the study goes on; `study status` shows it RUNNING
+            warnings.warn(f"could not mark trial {trial.trial_id} failed: {error}", stacklevel=1)
         self._status(trials, trial)
 
     def on_experiment_end(self, trials: Sequence, **info) -> None:

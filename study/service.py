@@ -21,18 +21,23 @@ from pathlib import Path
 from typing import Any
 
 from study.config import ConfigError
-from study.paths import default_root, leave_ray_working_dir
+from study.paths import absolute_sqlite, default_root, leave_ray_working_dir
 from study.space import SearchSpace, StudySettings
 from study.tracking import (
     TrialLogger,
+    check_experiment,
     check_tracking,
-    close_orphans,
+    close_unfinished,
+    error_gist,
     find_parent,
     set_parent_status,
     start_parent,
     tracking_uri,
     trial_run,
 )
+
+#: Storage URIs Ray Tune reads and writes through pyarrow (plus fsspec's ``file``).
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az", "file")
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,16 @@ def plan(space: SearchSpace, space_file: Path, address: str | None = None) -> St
     storage_path = settings.storage_path or os.environ.get("STUDY_STORAGE_PATH") or "ray_results"
     if "://" not in storage_path:
         storage_path = str((default_root() / Path(storage_path).expanduser()).resolve())
+    elif storage_path.split("://")[0] not in STORAGE_SCHEMES:
+        raise ConfigError(
+            "study.storage_path",
+            f"{storage_path}: use a folder or a URI with scheme {', '.join(STORAGE_SCHEMES)}",
+        )
     optuna_url = settings.optuna_storage or os.environ.get("STUDY_OPTUNA_STORAGE")
+    if optuna_url and "://" not in optuna_url:  # a journal file
+        optuna_url = str((default_root() / Path(optuna_url).expanduser()).resolve())
+    elif optuna_url:
+        optuna_url = absolute_sqlite(optuna_url)
     if "://" in storage_path and not optuna_url:
         raise ConfigError(
             "study.optuna_storage",
@@ -75,6 +89,7 @@ def plan(space: SearchSpace, space_file: Path, address: str | None = None) -> St
     optuna_storage = optuna_url or str(Path(storage_path) / settings.name / "optuna.journal")
     uri = tracking_uri(settings.tracking_uri)
     check_tracking(uri)
+    check_experiment(uri, settings.experiment or settings.name)
     trials = space.grid_size() if settings.sampler == "grid" else settings.trials
     return StudyPlan(
         name=settings.name,
@@ -171,7 +186,7 @@ def _trainable(params: dict[str, Any]) -> None:
         from ray.tune import Checkpoint
 
         complete = row.pop("done")  # Tune reads a reported "done" as "stop this trial now"
-        if restored is not None and not resumed:
+        if restored is not None and not resumed and row.get("epoch") is not None:
             resumed.append(row.get("epoch"))  # the first epoch this attempt trained
             logger.tags({"study.resumed_at_epoch": str(resumed[0])})
         if complete:
@@ -190,7 +205,7 @@ def _trainable(params: dict[str, Any]) -> None:
             logger.filter_figure(config.model.filter)
         run_trial(config, work, report=report, progress=False)
     except TrialFailed as error:
-        logger.failed(error.reason)
+        logger.tags({"study.last_error": error.reason[:500]})  # Tune may retry it
         raise
 
 
@@ -259,6 +274,8 @@ def fail_orphaned_trials(study_plan: StudyPlan, known: set) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.number not in known:
             storage.set_trial_system_attr(trial._trial_id, "study.orphaned", True)
+            if "grid_id" in trial.system_attrs:  # GridSampler counts failed points visited
+                storage.set_trial_system_attr(trial._trial_id, "grid_id", -1)
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             orphaned.append(trial.number)
     return orphaned
@@ -285,53 +302,52 @@ def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
+@dataclass(frozen=True)
+class StudyOutcome:
+    """How a run of ``study run`` or ``study resume`` ended."""
+
+    planned: int
+    complete: int
+    failed: int
+    unfinished: int  # stopped by Ctrl-C / SIGTERM: `study resume` continues them
+
+
 def run_study(
     space: SearchSpace, study_plan: StudyPlan, address: str | None = None, resume: bool = False
-) -> Any:
+) -> StudyOutcome:
     """Run the study, or with ``resume`` continue it (``Tuner.restore``: completed trials
     stay done, unfinished ones resume from their checkpoints, the searcher keeps its
-    state). Returns Tune's ``ResultGrid``."""
-    import ray
+    state)."""
     from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     from study.progress import StudyProgress
 
     settings: StudySettings = space.settings
     # Epoch reports carry per-epoch metrics only; the objectives arrive with the final
     # report, which is the one Optuna reads.
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # A checkpoint every epoch forces a snapshot of the experiment each time; that is
     # intended (a resumed study loses at most one epoch), so don't warn about it.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    restorable = tune.Tuner.can_restore(study_plan.experiment_path)
-    if resume and not restorable:
-        raise ConfigError(
-            "name", f"nothing to resume at {study_plan.experiment_path} (no Tune experiment)"
-        )
-    if not resume and (restorable or find_parent(study_plan.tracking_uri, study_plan.name)):
-        raise ConfigError(
-            "study.name",
-            f"a study named {study_plan.name!r} exists already; continue it with "
-            f"`study resume {study_plan.name}` or pick another --name",
-        )
+    _check_new_or_resumable(study_plan, resume)
     leave_ray_working_dir()  # every path is absolute by now
-    address = address or os.environ.get("RAY_ADDRESS")
-    ray.init(
-        address=address,
-        ignore_reinit_error=True,
-        log_to_driver=False,
-    )
+    _connect(address or os.environ.get("RAY_ADDRESS"))
     check_resources(settings.cpus, settings.gpus)
     _warn_if_tracking_is_local(study_plan.tracking_uri)
+    document = space.document()
+    document["study"].update(
+        storage_path=study_plan.storage_path,
+        optuna_storage=study_plan.optuna_storage,
+        tracking_uri=study_plan.tracking_uri,
+        experiment=study_plan.experiment,
+    )
     parent = start_parent(
         study_plan.tracking_uri,
         study_plan.experiment,
         study_plan.name,
         _parent_params(space, study_plan),
         study_plan.space_file,
-        space.document(),
+        document,
     )
     progress = StudyProgress(
         study_plan.trials, dict(settings.objectives), study_plan.tracking_uri, parent
@@ -343,45 +359,135 @@ def run_study(
         # Tuner.restore takes no callbacks; the run config it restored holds the old
         # driver's (unpicklable state dropped), so give this driver's progress instead.
         tuner._local_tuner.get_run_config().callbacks = [progress]
-        known = {r.config.get("optuna_trial") for r in tuner.get_results() if r.config}
-        fail_orphaned_trials(study_plan, known)
+        fail_orphaned_trials(study_plan, _known_optuna_trials(tuner))
     else:
-        constants = {"tracking": {"uri": study_plan.tracking_uri, "parent": parent}}
-        search = OptunaSearch(
-            space=_DefineByRun(space, constants),
-            metric=study_plan.metrics,
-            mode=study_plan.modes,
-            sampler=sampler(space),
-            study_name=study_plan.name,
-            storage=optuna_storage(study_plan.optuna_storage),
-        )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(search, max_concurrent=settings.concurrent),
-                num_samples=study_plan.trials,
-                trial_dirname_creator=_trial_dirname,
-            ),
-            run_config=tune.RunConfig(
-                name=study_plan.name,
-                storage_path=study_plan.storage_path,
-                failure_config=tune.FailureConfig(max_failures=settings.retries),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[progress],
-                verbose=0,
-            ),
-        )
-    results = tuner.fit()
-    # Every trial Tune knows has ended; a child run still RUNNING belongs to a trial
-    # that a killed driver started but never saved.
-    close_orphans(study_plan.tracking_uri, parent)
-    complete = sum(1 for r in results if r.error is None and r.metrics.get("complete"))
-    failed = sum(1 for r in results if r.error is not None)
-    status = "FINISHED" if complete == study_plan.trials else "FAILED"
-    set_parent_status(
-        study_plan.tracking_uri, parent, status, {"complete": complete, "failed": failed}
+        tuner = _new_tuner(space, study_plan, trainable, parent, progress)
+    try:
+        results = tuner.fit()
+    except BaseException:
+        set_parent_status(study_plan.tracking_uri, parent, "FAILED", {})
+        raise
+    outcome = _outcome(results, study_plan.trials)
+    close_unfinished(
+        study_plan.tracking_uri,
+        parent,
+        {_trial_id(r) for r in results},
+        {_trial_id(r) for r in results if _unfinished(r)},
     )
-    return results
+    if outcome.complete == outcome.planned:
+        status = "FINISHED"
+    else:
+        status = "KILLED" if outcome.unfinished else "FAILED"
+    counts = {"complete": outcome.complete, "failed": outcome.failed}
+    set_parent_status(study_plan.tracking_uri, parent, status, counts)
+    return outcome
+
+
+def _new_tuner(space: SearchSpace, study_plan: StudyPlan, trainable, parent: str, progress):
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    settings = space.settings
+    constants = {"tracking": {"uri": study_plan.tracking_uri, "parent": parent}}
+    search = OptunaSearch(
+        space=_DefineByRun(space, constants),
+        metric=study_plan.metrics,
+        mode=study_plan.modes,
+        sampler=sampler(space),
+        study_name=study_plan.name,
+        storage=optuna_storage(study_plan.optuna_storage),
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(search, max_concurrent=settings.concurrent),
+            num_samples=study_plan.trials,
+            trial_dirname_creator=_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=study_plan.name,
+            storage_path=study_plan.storage_path,
+            failure_config=tune.FailureConfig(max_failures=settings.retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[progress],
+            verbose=0,
+        ),
+    )
+
+
+def _check_new_or_resumable(study_plan: StudyPlan, resume: bool) -> None:
+    """``run`` needs a new name (in Tune, MLflow and Optuna); ``resume`` an experiment."""
+    from ray import tune
+
+    try:
+        restorable = tune.Tuner.can_restore(study_plan.experiment_path)
+    except Exception as error:  # e.g. a storage URI pyarrow cannot open
+        raise ConfigError(
+            "study.storage_path", f"cannot read {study_plan.storage_path}: {error_gist(error)}"
+        ) from None
+    if resume:
+        if not restorable:
+            raise ConfigError(
+                "name", f"nothing to resume at {study_plan.experiment_path} (no Tune experiment)"
+            )
+        return
+    if (
+        restorable
+        or find_parent(study_plan.tracking_uri, study_plan.name)
+        or _optuna_study_exists(study_plan)
+    ):
+        raise ConfigError(
+            "study.name",
+            f"a study named {study_plan.name!r} exists already; continue it with "
+            f"`study resume {study_plan.name}` or pick another --name",
+        )
+
+
+def _optuna_study_exists(study_plan: StudyPlan) -> bool:
+    import optuna
+
+    url = study_plan.optuna_storage
+    if "://" not in url and not Path(url).is_file():
+        return False
+    names = optuna.study.get_all_study_names(storage=optuna_storage(url))
+    return study_plan.name in names
+
+
+def _connect(address: str | None) -> None:
+    import ray
+
+    try:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        field = "--address" if address else "ray"
+        raise ConfigError(
+            field, f"cannot connect to Ray at {address}: {error_gist(error)}"
+        ) from None
+
+
+def _trial_id(result) -> str:
+    return Path(result.path).name.removeprefix("trial_")
+
+
+def _unfinished(result) -> bool:
+    return result.error is None and not result.metrics.get("complete")
+
+
+def _outcome(results, planned: int) -> StudyOutcome:
+    return StudyOutcome(
+        planned=planned,
+        complete=sum(1 for r in results if r.error is None and r.metrics.get("complete")),
+        failed=sum(1 for r in results if r.error is not None),
+        unfinished=sum(1 for r in results if _unfinished(r)) + max(0, planned - len(results)),
+    )
+
+
+def _known_optuna_trials(tuner) -> set:
+    try:
+        return {r.config.get("optuna_trial") for r in tuner.get_results() if r.config}
+    except RuntimeError:  # killed before Tune's first snapshot: it knows no trial
+        return set()
 
 
 def _parent_params(space: SearchSpace, study_plan: StudyPlan) -> dict[str, Any]:

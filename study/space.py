@@ -32,7 +32,7 @@ The ``study`` section (:class:`StudySettings`) says what to optimise and how.
 from __future__ import annotations
 
 import copy
-import itertools
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -49,6 +49,7 @@ from study.config import (
 )
 
 SAMPLERS = ("grid", "random", "tpe", "nsga2", "gp")
+MAX_GRID = 100_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -170,7 +171,8 @@ class SearchSpace:
         return grid
 
     def grid_size(self) -> int:
-        return len(list(itertools.product(*self.grid().values())))
+        """How many trials ``grid`` runs: the product of the dimensions' sizes."""
+        return math.prod(len(values) for values in self.grid().values())
 
     def _check(self) -> None:
         settings = self.settings
@@ -184,8 +186,13 @@ class SearchSpace:
                 )
             if direction not in ("max", "min"):
                 raise ConfigError(f"study.objectives.{metric}", f"{direction!r}; use max or min")
-        if settings.sampler == "grid":
-            self.grid()
+        if settings.sampler == "grid" and self.grid_size() > MAX_GRID:
+            sizes = " x ".join(str(len(v)) for v in self.grid().values())
+            raise ConfigError(
+                "study.sampler",
+                f"grid of {sizes} = {self.grid_size()} trials is over {MAX_GRID}; "
+                "shrink the choices or use random, tpe, nsga2 or gp",
+            )
         # Every alternative must make a valid trial: sample each corner once.
         for trial in _corners(self):
             try:

@@ -26,11 +26,11 @@ def tracking_uri(configured: str | None = None) -> str:
     """The study's tracking URI: the space's ``tracking_uri``, else
     ``$MLFLOW_TRACKING_URI``, else a SQLite database in the working directory (MLflow 3
     refuses the plain ``./mlruns`` file store by default)."""
+    from study.paths import absolute_sqlite, default_root
+
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
-        return uri
-    from study.paths import default_root
-
+        return absolute_sqlite(uri)  # trials run in other folders
     return f"sqlite:///{default_root() / DEFAULT_DB}"
 
 
@@ -100,6 +100,9 @@ def find_parent(uri: str, study_name: str):
     """The parent run of study ``study_name`` in any experiment, or None."""
     import mlflow
 
+    if "'" in study_name or "\n" in study_name:
+        raise ValueError(f"name: {study_name!r} may not contain quotes or newlines")
+
     client = mlflow.MlflowClient(uri)
     found = client.search_runs(
         [e.experiment_id for e in client.search_experiments()],
@@ -162,8 +165,14 @@ def trial_run(uri: str, parent_id: str, trial_id: str, name: str) -> str:
     found = client.search_runs(
         [experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}'", max_results=1
     )
-    if found:
-        return found[0].info.run_id
+    if found:  # a retry or a resume: the same run, running again
+        run = found[0]
+        if run.info.status != "RUNNING":
+            client.update_run(run.info.run_id, status="RUNNING")
+        for tag in ("study.failure", "study.orphaned", "study.interrupted"):
+            if tag in run.data.tags:
+                client.delete_tag(run.info.run_id, tag)
+        return run.info.run_id
     run = client.create_run(
         experiment_id,
         run_name=name,
@@ -208,20 +217,40 @@ def mark_failed(uri: str, parent_id: str, trial_id: str, reason: str) -> None:
             client.set_terminated(run.info.run_id, "FAILED")
 
 
-def close_orphans(uri: str, parent_id: str) -> list[str]:
-    """After a study's trials have all ended: child runs still RUNNING belong to trials
-    Ray no longer knows (a killed driver started them but never saved them). They are
-    marked KILLED and tagged ``study.orphaned``. Returns their run ids."""
+def close_unfinished(
+    uri: str, parent_id: str, known_trials: set[str], unfinished_trials: set[str]
+) -> list[str]:
+    """After ``Tuner.fit`` returned, close child runs still RUNNING: ``KILLED`` with tag
+    ``study.interrupted`` when their trial was stopped (Ctrl-C; ``study resume`` goes
+    on with it), ``KILLED`` with tag ``study.orphaned`` when Tune does not know their
+    trial at all (a killed driver started it after Tune's last snapshot). Returns the
+    run ids closed."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
     closed = []
     for run in child_runs(uri, parent_id):
-        if run.info.status == "RUNNING":
-            client.set_tag(run.info.run_id, "study.orphaned", "true")
-            client.set_terminated(run.info.run_id, "KILLED")
-            closed.append(run.info.run_id)
+        if run.info.status != "RUNNING":
+            continue
+        trial_id = run.data.tags.get(TRIAL_TAG)
+        if trial_id in known_trials and trial_id not in unfinished_trials:
+            continue  # ended in Tune; its own logger or the failure callback closes it
+        tag = "study.interrupted" if trial_id in unfinished_trials else "study.orphaned"
+        client.set_tag(run.info.run_id, tag, "true")
+        client.set_terminated(run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
     return closed
+
+
+def check_experiment(uri: str, name: str) -> None:
+    """A one-line error when the study's MLflow experiment exists but was deleted."""
+    experiment = connect(uri, create=True).get_experiment_by_name(name)
+    if experiment is not None and experiment.lifecycle_stage == "deleted":
+        raise ValueError(
+            f"study.experiment: MLflow experiment {name!r} is deleted; restore it "
+            f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or "
+            "set study.experiment to another name"
+        )
 
 
 def set_parent_status(uri: str, parent_id: str, status: str, counts: Mapping[str, int]) -> None:
@@ -273,10 +302,6 @@ class TrialLogger:
         if (out / "figures").is_dir():
             self.client.log_artifacts(self.run_id, str(out / "figures"), "figures")
         self.client.set_terminated(self.run_id, "FINISHED")
-
-    def failed(self, reason: str) -> None:
-        self.client.set_tag(self.run_id, "study.failure", reason[:500])
-        self.client.set_terminated(self.run_id, "FAILED")
 
     def filter_figure(self, spec: str) -> None:
         """The filter's taps and frequency response (``figures/filter.png``)."""

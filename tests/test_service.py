@@ -224,7 +224,9 @@ def test_killed_driver_resumes_with_exactly_the_planned_trials(tracking, cluster
     _, children = study_runs(tracking["uri"], name)
     assert sum(c.info.status == "FINISHED" for c in children) < 4, "killed too late to test"
 
-    resumed = study("resume", name, "--address", cluster["address"], cwd=tmp_path, env=env)
+    elsewhere = tmp_path / "elsewhere"  # resume finds everything through MLflow
+    elsewhere.mkdir()
+    resumed = study("resume", name, "--address", cluster["address"], cwd=elsewhere, env=env)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "4 of 4 trials complete" in resumed.stdout
     _, children = study_runs(tracking["uri"], name)
@@ -344,3 +346,47 @@ def test_a_killed_trial_is_retried_from_its_last_epoch(tracking, cluster, tmp_pa
     assert 2 <= resumed_at <= 5, "resumed from a checkpoint, not from scratch"
     steps = [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")]
     assert set(steps) == {1, 2, 3, 4, 5}, steps
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes(tracking, cluster, tmp_path):
+    """SIGINT (Ctrl-C): Tune saves its state, the driver says how to continue and exits
+    with 130, the interrupted child runs are KILLED (not orphaned); `study resume`
+    finishes them in the same runs."""
+    env = environment(tracking["uri"], cluster)
+    name = "smoke-sigint"
+    args = [*TINY, "--set", "train.epochs=4", "--name", name, "--address", cluster["address"]]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "study", "run", str(SMOKE), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    client = mlflow.MlflowClient(tracking["uri"])
+
+    def one_epoch_logged():
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            return False
+        runs = client.search_runs([experiment.experiment_id], "tags.`study.role` = 'trial'")
+        return any(client.get_metric_history(r.info.run_id, "train_loss") for r in runs)
+
+    wait_for(one_epoch_logged, 300, "a logged epoch")
+    driver.send_signal(signal.SIGINT)
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 130, output[-3000:]
+    assert f"study resume {name}" in output
+    parent, children = study_runs(tracking["uri"], name)
+    assert parent.info.status == "KILLED"
+    stopped = [c for c in children if c.info.status != "FINISHED"]
+    assert stopped, "interrupted too late to test"
+    for child in stopped:
+        assert child.info.status == "KILLED", child.info.status
+        assert child.data.tags.get("study.interrupted") == "true"
+        assert "study.orphaned" not in child.data.tags
+
+    resumed = study("resume", name, "--address", cluster["address"], cwd=tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    _, children = assert_complete_study(tracking["uri"], name, trials=2, epochs=4)
+    assert not any("study.interrupted" in c.data.tags for c in children)

@@ -182,3 +182,26 @@ def test_impossible_studies_exit_2_and_start_nothing(tmp_path, override, message
         import mlflow
 
         assert not mlflow.MlflowClient(tracking).search_runs(["0"]), "no run was started"
+
+
+def test_huge_grids_are_refused():
+    text = "study: {sampler: grid}\nseed: {int: [0, 999]}\ntrain: {epochs: {int: [1, 200]}}"
+    with pytest.raises(ConfigError, match=r"1000 x 200 = 200000 trials is over 100000"):
+        space_from(text)
+
+
+def test_relative_sqlite_and_journal_paths_become_absolute(tmp_path, monkeypatch):
+    """Trials run in their own folders: a relative store would be another store there."""
+    from study.paths import absolute_sqlite
+    from study.service import plan
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_sqlite("sqlite:///runs/mlflow.db") == f"sqlite:///{tmp_path}/runs/mlflow.db"
+    assert absolute_sqlite("sqlite:////abs/x.db?timeout=5") == "sqlite:////abs/x.db?timeout=5"
+    assert absolute_sqlite("postgresql://h/db") == "postgresql://h/db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    space = SearchSpace.load(SPACES / "smoke.yaml", ["study.optuna_storage=o/journal.log"])
+    resolved = plan(space, SPACES / "smoke.yaml", address="ray://unused:10001")
+    assert resolved.tracking_uri == f"sqlite:///{tmp_path}/mlflow.db"
+    assert resolved.optuna_storage == str(tmp_path / "o" / "journal.log")
+    assert resolved.storage_path == str(tmp_path / "ray_results")
