@@ -117,7 +117,8 @@ def sampler(space: SearchSpace):
     if settings.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if settings.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        # Conditional dimensions fall back to independent (random) sampling: expected.
+        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
     return optuna.samplers.TPESampler(seed=seed)
 
 
