@@ -56,6 +56,13 @@ def _tracking_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _address_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address",
+        help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray instance)",
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="study",
@@ -141,10 +148,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="override a value of the space, e.g. --set study.trials=20 (repeatable)",
     )
     run.add_argument("--name", help="study name (default: study.name, else the file's stem)")
-    run.add_argument(
-        "--address",
-        help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray instance)",
-    )
+    _address_flag(run)
 
     resume = command(
         "resume",
@@ -153,10 +157,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     resume.add_argument("name", metavar="NAME", help="the study's name")
     _tracking_flag(resume)
-    resume.add_argument(
-        "--address",
-        help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray instance)",
-    )
+    _address_flag(resume)
 
     status = command(
         "status",

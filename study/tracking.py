@@ -104,10 +104,10 @@ def find_parent(uri: str, study_name: str):
         raise ValueError(f"name: {study_name!r} may not contain quotes or newlines")
 
     client = mlflow.MlflowClient(uri)
-    found = client.search_runs(
-        [e.experiment_id for e in client.search_experiments()],
-        filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`study.role` = 'parent'",
-        max_results=1,
+    found = search_all_runs(
+        client,
+        all_experiment_ids(client),
+        f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`study.role` = 'parent'",
     )
     return found[0] if found else None
 
@@ -186,24 +186,47 @@ def trial_run(uri: str, parent_id: str, trial_id: str, name: str) -> str:
     return run.info.run_id
 
 
+PAGE = 1000
+
+
+def all_experiment_ids(client) -> list[str]:
+    """Every experiment id in the store (all pages)."""
+    ids: list[str] = []
+    token = None
+    while True:
+        page = client.search_experiments(max_results=PAGE, page_token=token)
+        ids.extend(e.experiment_id for e in page)
+        token = page.token
+        if not token:
+            return ids
+
+
+def search_all_runs(client, experiment_ids: list[str], filter_string: str) -> list:
+    """Every run matching ``filter_string``, across pages (and chunks of experiments)."""
+    runs: list = []
+    for start in range(0, len(experiment_ids), 100):
+        token = None
+        while True:
+            page = client.search_runs(
+                experiment_ids[start : start + 100],
+                filter_string=filter_string,
+                max_results=PAGE,
+                page_token=token,
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+    return runs
+
+
 def child_runs(uri: str, parent_id: str) -> list:
     """Every child run of the parent run ``parent_id`` (all pages)."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
     experiment_id = client.get_run(parent_id).info.experiment_id
-    runs, token = [], None
-    while True:
-        page = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
-            max_results=1000,
-            page_token=token,
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    return search_all_runs(client, [experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
 
 
 def mark_failed(uri: str, parent_id: str, trial_id: str, reason: str) -> None:

@@ -109,13 +109,28 @@ def mlflow_server(backend: str, folder: Path) -> Iterator[str]:
         wait_for(healthy, 120, "mlflow server")
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_group(process)
         log.close()
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM a process group (``mlflow server`` runs uvicorn as a child), SIGKILL what
+    is left after 15 s."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        process.poll()
+        try:
+            os.killpg(process.pid, 0)  # anyone left in the group?
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
 
 
 def ray(*args: str, env: dict | None = None, timeout: float = 120) -> str:

@@ -9,19 +9,15 @@ Skips, with the reason, only when no Chromium binary can be found.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import socket
 import struct
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+import servers
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 TRIALS = [
@@ -44,82 +40,11 @@ def _chromium() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM the server's process group (uvicorn runs as a child), SIGKILL what is left
-    after 15 s."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        process.poll()
-        try:
-            os.killpg(process.pid, 0)  # anyone left in the group?
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
-    """A real ``mlflow server`` on a free port, SQLite backend, served artifacts; stopped
-    (its whole process group) afterwards."""
-    port = _free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    log = (tmp_path / "server.log").open("w")
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    server = subprocess.Popen(
-        [
-            str(mlflow_bin),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-        env=env,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                pytest.fail(
-                    f"mlflow server exited: {(tmp_path / 'server.log').read_text()[-2000:]}"
-                )
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("mlflow server did not answer /health within 120 s")
-            time.sleep(0.5)
+    """A real ``mlflow server`` on a free port, SQLite backend, served artifacts."""
+    with servers.mlflow_server(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path) as url:
         yield url
-    finally:
-        _stop_group(server)
-        log.close()
 
 
 def _populate(url: str) -> dict[str, object]:

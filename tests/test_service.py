@@ -66,6 +66,34 @@ def cluster():
         yield info
 
 
+def start_driver(args: list[str], folder: Path, env: dict) -> subprocess.Popen:
+    """``study run SMOKE ARGS`` in the background; its output goes to
+    ``folder/driver.log`` (a file, not a pipe nobody reads while we wait)."""
+    with open(folder / "driver.log", "w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "study", "run", str(SMOKE), *args],
+            cwd=folder,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def finish_driver(driver: subprocess.Popen, folder: Path, timeout: float = 600) -> str:
+    """Wait for a background driver; its output."""
+    driver.wait(timeout)
+    return (folder / "driver.log").read_text()
+
+
+def trial_runs(client, name: str, filter_string: str = "") -> list:
+    """The child runs of study ``name`` so far (none before its experiment exists)."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return []
+    runs = client.search_runs([experiment.experiment_id], filter_string)
+    return [r for r in runs if r.data.tags.get("study.role") == "trial"]
+
+
 def trial_worker_pids() -> list[int]:
     """Processes running a Ray Tune function trial (their title is set by Ray)."""
     pids = []
@@ -198,29 +226,17 @@ def test_killed_driver_resumes_with_exactly_the_planned_trials(tracking, cluster
         "--address",
         cluster["address"],
     ]
-    log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 (closed below)
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "study", "run", str(SMOKE), *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    driver = start_driver(args, tmp_path, env)
     client = mlflow.MlflowClient(tracking["uri"])
 
     def one_trial_done() -> bool:
         if driver.poll() is not None:
-            raise AssertionError(f"driver ended early:\n{(tmp_path / 'driver.log').read_text()}")
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            return False
-        runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
-        return any(r.data.tags.get("study.role") == "trial" for r in runs)
+            raise AssertionError(f"driver ended early:\n{finish_driver(driver, tmp_path)}")
+        return bool(trial_runs(client, name, "attributes.status = 'FINISHED'"))
 
     wait_for(one_trial_done, 300, "the first complete trial")
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    log.close()
     _, children = study_runs(tracking["uri"], name)
     assert sum(c.info.status == "FINISHED" for c in children) < 4, "killed too late to test"
 
@@ -311,32 +327,19 @@ def test_a_killed_trial_is_retried_from_its_last_epoch(tracking, cluster, tmp_pa
         "--address",
         cluster["address"],
     ]
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "study", "run", str(SMOKE), *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    driver = start_driver(args, tmp_path, env)
     client = mlflow.MlflowClient(tracking["uri"])
 
-    def two_epochs_logged():
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            return None
-        for run in client.search_runs([experiment.experiment_id]):
-            history = client.get_metric_history(run.info.run_id, "train_loss")
-            if run.data.tags.get("study.role") == "trial" and len(history) >= 2:
-                return run
-        return None
+    def two_epochs_logged() -> bool:
+        runs = trial_runs(client, name)
+        return any(len(client.get_metric_history(r.info.run_id, "train_loss")) >= 2 for r in runs)
 
     wait_for(two_epochs_logged, 300, "two logged epochs")
     workers = trial_worker_pids()
     assert workers, "found no trial worker process to kill"
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
-    output, _ = driver.communicate(timeout=600)
+    output = finish_driver(driver, tmp_path)
     assert driver.returncode == 0, output[-3000:]
     _, children = study_runs(tracking["uri"], name)
     assert len(children) == 1, "the retry logs into the same child run"
@@ -355,26 +358,16 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tracking, cluster, tmp_path):
     env = environment(tracking["uri"], cluster)
     name = "smoke-sigint"
     args = [*TINY, "--set", "train.epochs=4", "--name", name, "--address", cluster["address"]]
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "study", "run", str(SMOKE), *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    driver = start_driver(args, tmp_path, env)
     client = mlflow.MlflowClient(tracking["uri"])
 
-    def one_epoch_logged():
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            return False
-        runs = client.search_runs([experiment.experiment_id], "tags.`study.role` = 'trial'")
+    def one_epoch_logged() -> bool:
+        runs = trial_runs(client, name)
         return any(client.get_metric_history(r.info.run_id, "train_loss") for r in runs)
 
     wait_for(one_epoch_logged, 300, "a logged epoch")
     driver.send_signal(signal.SIGINT)
-    output, _ = driver.communicate(timeout=300)
+    output = finish_driver(driver, tmp_path, timeout=300)
     assert driver.returncode == 130, output[-3000:]
     assert f"study resume {name}" in output
     parent, children = study_runs(tracking["uri"], name)

@@ -33,7 +33,6 @@ STUDY_TAG = "study.name"
 ROLE_TAG = "study.role"
 FINAL_PREFIX = "final."
 OPTUNA_PREFIX = "optuna."
-PAGE = 1000
 KNOWN_LISTED = 10
 
 
@@ -153,40 +152,10 @@ def _quote(value: str) -> str:
     return f"'{value}'"
 
 
-def _all_experiment_ids(client: Any) -> list[str]:
-    ids: list[str] = []
-    token = None
-    while True:
-        page = client.search_experiments(max_results=PAGE, page_token=token)
-        ids.extend(e.experiment_id for e in page)
-        token = page.token
-        if not token:
-            return ids
-
-
-def _search(client: Any, experiment_ids: list[str], filter_string: str) -> list[Any]:
-    """Every run matching, across pages (and across chunks of experiments)."""
-    runs: list[Any] = []
-    for start in range(0, len(experiment_ids), 100):
-        token = None
-        while True:
-            page = client.search_runs(
-                experiment_ids[start : start + 100],
-                filter_string=filter_string,
-                max_results=PAGE,
-                page_token=token,
-            )
-            runs.extend(page)
-            token = page.token
-            if not token:
-                break
-    return runs
-
-
 def known_studies(client: Any) -> list[str]:
     """Names of every study with a parent run in the store, sorted."""
-    ids = _all_experiment_ids(client)
-    parents = _search(client, ids, f"tags.`{ROLE_TAG}` = 'parent'")
+    ids = tracking.all_experiment_ids(client)
+    parents = tracking.search_all_runs(client, ids, f"tags.`{ROLE_TAG}` = 'parent'")
     return sorted({run.data.tags.get(STUDY_TAG, "") for run in parents} - {""})
 
 
@@ -196,10 +165,10 @@ def find_parent(client: Any, name: str) -> Any:
     query = f"tags.`{STUDY_TAG}` = {_quote(name)} and tags.`{ROLE_TAG}` = 'parent'"
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
-        found = _search(client, [experiment.experiment_id], query)
+        found = tracking.search_all_runs(client, [experiment.experiment_id], query)
         if found:
             return max(found, key=lambda run: run.info.start_time or 0)
-    found = _search(client, _all_experiment_ids(client), query)
+    found = tracking.search_all_runs(client, tracking.all_experiment_ids(client), query)
     if found:
         return max(found, key=lambda run: run.info.start_time or 0)
     known = known_studies(client)
@@ -254,7 +223,7 @@ def load_children(
     order. Raises :class:`ParetoError` when an objective is logged by no complete trial;
     returns an empty :class:`StudyTrials` when there are no complete trials."""
     study = study or parent.data.tags.get(STUDY_TAG) or parent.info.run_name or "?"
-    children = _search(
+    children = tracking.search_all_runs(
         client, [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
     )
     statuses = Counter(run.info.status for run in children)
