@@ -180,6 +180,13 @@ def _trainable(params: dict[str, Any]) -> None:
     logger.tags({"study.node_id": ray.get_runtime_context().get_node_id(), "study.host": host})
     searched = {f"optuna.{_param_key(k)}": v for k, v in params.get("searched", {}).items()}
     logger.params({**config.flat(), **_filter_params(config.model.filter), **searched})
+    # A checkpoint from Tune, or one a stopped attempt left in this folder: run_trial
+    # resumes from it, so log the epochs it holds that an attempt never logged.
+    resuming = (work / CHECKPOINT).is_file()
+    if resuming:
+        from study.checkpoint import load_checkpoint
+
+        logger.backfill(load_checkpoint(work / CHECKPOINT)[1]["history"])
 
     resumed: list = []
 
@@ -187,22 +194,24 @@ def _trainable(params: dict[str, Any]) -> None:
         from ray.tune import Checkpoint
 
         complete = row.pop("done")  # Tune reads a reported "done" as "stop this trial now"
-        if restored is not None and not resumed and row.get("epoch") is not None:
+        if resuming and not resumed and row.get("epoch") is not None:
             resumed.append(row.get("epoch"))  # the first epoch this attempt trained
             logger.tags({"study.resumed_at_epoch": str(resumed[0])})
         if complete:
             logger.final(row, work)  # before Tune hears of the end, which may stop us
-        else:
-            logger.epoch(row)
         metrics = {k: v for k, v in row.items() if isinstance(v, int | float | str | bool)}
         with tempfile.TemporaryDirectory() as folder:
             shutil.copy(work / CHECKPOINT, Path(folder) / CHECKPOINT)
             tune.report(
                 {**metrics, "complete": complete}, checkpoint=Checkpoint.from_directory(folder)
             )
+        if not complete:
+            # Only once Tune holds this epoch's checkpoint: a resume never trains (and
+            # logs) it again; one stopped right here is logged by `backfill` on resume.
+            logger.epoch(row)
 
     try:
-        if restored is None:
+        if not resuming:
             logger.filter_figure(config.model.filter)
         run_trial(config, work, report=report, progress=False)
     except TrialFailed as error:
@@ -360,7 +369,7 @@ def run_study(
         # Tuner.restore takes no callbacks; the run config it restored holds the old
         # driver's (unpicklable state dropped), so give this driver's progress instead.
         tuner._local_tuner.get_run_config().callbacks = [progress]
-        fail_orphaned_trials(study_plan, _known_optuna_trials(tuner))
+        fail_orphaned_trials(study_plan, _known_optuna_trials(study_plan.experiment_path))
     else:
         tuner = _new_tuner(space, study_plan, trainable, parent, progress)
     try:
@@ -484,11 +493,16 @@ def _outcome(results, planned: int) -> StudyOutcome:
     )
 
 
-def _known_optuna_trials(tuner) -> set:
+def _known_optuna_trials(experiment_path: str) -> set:
+    """The Optuna trial numbers of every trial in Tune's saved experiment, pending ones
+    included (a ``ResultGrid`` leaves a trial's config empty until it reports)."""
+    from ray.tune import ExperimentAnalysis
+
     try:
-        return {r.config.get("optuna_trial") for r in tuner.get_results() if r.config}
-    except RuntimeError:  # killed before Tune's first snapshot: it knows no trial
+        trials = ExperimentAnalysis(experiment_path).trials
+    except (RuntimeError, ValueError):  # killed before Tune's first snapshot: no trials
         return set()
+    return {trial.config.get("optuna_trial") for trial in trials}
 
 
 def _parent_params(space: SearchSpace, study_plan: StudyPlan) -> dict[str, Any]:

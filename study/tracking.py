@@ -315,6 +315,13 @@ class TrialLogger:
             if isinstance(value, int | float) and not isinstance(value, bool) and key != "epoch":
                 self.client.log_metric(self.run_id, key, float(value), step=step)
 
+    def backfill(self, rows: list[Mapping[str, Any]]) -> None:
+        """Log the epochs of ``rows`` (a checkpoint's history) that the run lacks."""
+        logged = {m.step for m in self.client.get_metric_history(self.run_id, "train_loss")}
+        for row in rows:
+            if int(row["epoch"]) not in logged:
+                self.epoch(row)
+
     def final(self, metrics: Mapping[str, Any], out: Path) -> None:
         for key, value in metrics.items():
             if isinstance(value, int | float) and not isinstance(value, bool):
