@@ -321,11 +321,11 @@ def _filters(args: argparse.Namespace) -> int:
 
 
 def _trial(args: argparse.Namespace) -> int:
-    from study.config import load_config
     from study.data import describe_source
     from study.data.dataset import BUILTIN
     from study.data.sources import DOWNLOADABLE
-    from study.trial import TrialFailed, resolve_device, run_trial
+    from study.trial.config import load_config
+    from study.trial.run import TrialFailed, resolve_device, run_trial
 
     config, _ = load_config(args.config, args.overrides)  # ConfigError: one line, exit 2
     if config.data.source not in (BUILTIN, *DOWNLOADABLE):
@@ -349,7 +349,7 @@ def _trial(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from study.space import SearchSpace
+    from study.service.space import SearchSpace
 
     space = SearchSpace.load(args.space, args.overrides, args.name)  # ConfigError: exit 2
     from study.service import plan
@@ -363,8 +363,8 @@ def _resume(args: argparse.Namespace) -> int:
     import yaml
 
     from study.service import plan
-    from study.space import SearchSpace
-    from study.tracking import connect, study_document, tracking_uri
+    from study.service.space import SearchSpace
+    from study.service.tracking import connect, study_document, tracking_uri
 
     uri = tracking_uri(args.tracking_uri)
     connect(uri)  # reachable, and an existing store: one-line error otherwise
@@ -378,8 +378,8 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _run_study(space, study_plan, address: str | None, resume: bool) -> int:
-    from study.config import ConfigError
     from study.service import run_study
+    from study.trial.config import ConfigError
 
     try:
         outcome = run_study(space, study_plan, address, resume=resume)
@@ -406,19 +406,19 @@ def _run_study(space, study_plan, address: str | None, resume: bool) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from study.status import print_status
-    from study.tracking import tracking_uri
+    from study.service.status import print_status
+    from study.service.tracking import tracking_uri
 
     print_status(tracking_uri(args.tracking_uri), args.name)
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from study.checkpoint import CheckpointError, load_checkpoint
     from study.data import describe_source
     from study.data.sources import DOWNLOADABLE
     from study.metrics import METHODS
-    from study.report import NOISE, ReportConfig, run_report
+    from study.trial.checkpoint import CheckpointError, load_checkpoint
+    from study.trial.report import NOISE, ReportConfig, run_report
 
     if args.method not in METHODS:
         raise UsageError(f"--method: {args.method!r} is not one of {', '.join(METHODS)}")

@@ -61,7 +61,7 @@ def build(
     """Build a registered network; bad arguments raise a one-line ``ValueError``.
 
     The model's ``spec`` attribute is the parsed filter spec, and ``build_args`` the
-    arguments that rebuild it (what a checkpoint stores, see :mod:`study.checkpoint`).
+    arguments that rebuild it (what a checkpoint stores, see :mod:`study.trial.checkpoint`).
     """
     if name not in MODELS:
         raise ValueError(

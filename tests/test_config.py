@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from study.config import (
+from study.trial.config import (
     ConfigError,
     TrialConfig,
     apply_override,

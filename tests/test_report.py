@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from study import models
-from study.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from study.cli import main
 from study.layers import filter_parameters
+from study.trial.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 SHARED_COPY = Path(__file__).parents[1] / "../shared/data/cifar10-jpeg.tar.gz"
 CIFAR_JPEG = Path(os.environ.get("STUDY_CIFAR10_JPEG", SHARED_COPY))

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from study.checkpoint import load_checkpoint
-from study.config import ConfigError, load_config
 from study.data.dataset import load_dataset
 from study.filters import design
 from study.layers import blur_layers, filter_parameters
-from study.trial import CHECKPOINT, TrialFailed, run_trial
+from study.trial.checkpoint import load_checkpoint
+from study.trial.config import ConfigError, load_config
+from study.trial.run import CHECKPOINT, TrialFailed, run_trial
 
 QUICK = Path(__file__).parents[1] / "search_spaces" / "quick.yaml"
 TINY = [

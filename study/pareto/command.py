@@ -152,7 +152,7 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     from study.pareto import export, store
-    from study.tracking import tracking_uri
+    from study.service.tracking import tracking_uri
 
     _quiet()
     uri = tracking_uri(args.tracking_uri)

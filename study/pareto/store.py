@@ -1,6 +1,6 @@
 """A study's complete trials, read back from MLflow, and the parent run's live front.
 
-Layout (written by :mod:`study.tracking`): one parent run per study, tagged
+Layout (written by :mod:`study.service.tracking`): one parent run per study, tagged
 ``study.name=NAME`` and ``study.role=parent``; one child run per trial, tagged
 ``mlflow.parentRunId``; a child whose status is ``FINISHED`` is a complete trial. Its
 params hold the flattened trial config (``model.filter``, ``augment.kind``, ...,
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from study import tracking
 from study.pareto import front as fr
+from study.service import tracking
 
 PARENT_TAG = "mlflow.parentRunId"
 STUDY_TAG = "study.name"
@@ -259,9 +259,9 @@ def load_study(
     client: Any | None = None,
 ) -> StudyTrials:
     """Study ``name``'s complete trials. ``tracking_uri`` is resolved by
-    :func:`study.tracking.tracking_uri`. Raises :class:`ParetoError` for an unreachable
+    :func:`study.service.tracking.tracking_uri`. Raises :class:`ParetoError` for an unreachable
     store, an unknown study, an objective no trial logged, or no complete trial."""
-    from study.tracking import tracking_uri as resolve
+    from study.service.tracking import tracking_uri as resolve
 
     try:
         objectives = fr.parse_objectives(objectives)

@@ -1,6 +1,6 @@
 """Search spaces: a trial config in which some values are search dimensions.
 
-A search-space file is a trial config (see :mod:`study.config`) plus a ``study``
+A search-space file is a trial config (see :mod:`study.trial.config`) plus a ``study``
 section, where any value may be a *dimension*, a mapping with exactly one key:
 
 - ``{choice: [a, b, ...]}``: one of the alternatives. An alternative may itself hold
@@ -39,7 +39,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from study.config import (
+from study.service.samplers import SAMPLERS
+from study.trial.config import (
     SEARCH_KEYS,
     ConfigError,
     TrialConfig,
@@ -48,7 +49,6 @@ from study.config import (
     read_yaml,
 )
 
-SAMPLERS = ("grid", "random", "tpe", "nsga2", "gp")
 MAX_GRID = 100_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -176,7 +176,7 @@ class SearchSpace:
 
     def _check(self) -> None:
         settings = self.settings
-        from study.trial import FINAL_METRICS
+        from study.trial.run import FINAL_METRICS
 
         for metric, direction in settings.objectives.items():
             if metric not in FINAL_METRICS:

@@ -101,7 +101,7 @@ class StudyProgress(Callback):
         self.failed.add(trial.trial_id)
         reason = failure_reason(trial)
         self._line(f"trial {trial.trial_id} failed: {describe_trial(trial.config)}: {reason}")
-        from study.tracking import mark_failed
+        from study.service.tracking import mark_failed
 
         try:
             mark_failed(self.tracking_uri, self.parent_run_id, trial.trial_id, reason)

@@ -26,7 +26,7 @@ def tracking_uri(configured: str | None = None) -> str:
     """The study's tracking URI: the space's ``tracking_uri``, else
     ``$MLFLOW_TRACKING_URI``, else a SQLite database in the working directory (MLflow 3
     refuses the plain ``./mlruns`` file store by default)."""
-    from study.paths import absolute_sqlite, default_root
+    from study.service.paths import absolute_sqlite, default_root
 
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 
 from study import models
-from study.checkpoint import load_checkpoint
 from study.data import load_split, pink_noise, to_float
 from study.metrics import evaluate, summary
 from study.metrics.figures import report_figures
+from study.trial.checkpoint import load_checkpoint
 
 NOISE = "noise"
 

@@ -1,7 +1,7 @@
 """One trial: train one configuration, evaluate it, checkpoint every epoch.
 
 :func:`run_trial` is the unit that Ray Tune schedules; it runs just as well alone (the
-GPU machines have no Ray): it takes a :class:`~study.config.TrialConfig`, an output
+GPU machines have no Ray): it takes a :class:`~study.trial.config.TrialConfig`, an output
 folder and a ``report`` callback that receives each epoch's metrics.
 
 Training follows the paper's Section 4.1 by default: SGD with momentum 0.9, batch 128,
@@ -28,14 +28,14 @@ from torch import nn
 from tqdm import tqdm
 
 from study import models
-from study.checkpoint import load_checkpoint, save_checkpoint
-from study.config import ConfigError, TrialConfig
 from study.data import to_float
 from study.data.augment import augment, shift_at
 from study.data.dataset import Dataset, load_dataset
 from study.layers import filter_parameters
 from study.metrics import evaluate, sampled_consistency, summary
 from study.metrics.figures import report_figures
+from study.trial.checkpoint import load_checkpoint, save_checkpoint
+from study.trial.config import ConfigError, TrialConfig
 
 Report = Callable[[dict[str, Any]], None]
 CHECKPOINT = "checkpoint.pt"

@@ -10,7 +10,7 @@ import sys
 from collections import Counter
 from typing import TextIO
 
-from study.tracking import child_runs
+from study.service.tracking import child_runs
 
 
 def print_status(uri: str, name: str, stream: TextIO | None = None) -> dict[str, int]:

@@ -1,0 +1,123 @@
+"""A study's plan: everything resolved and checked before anything starts.
+
+:func:`plan` turns a validated :class:`~study.service.space.SearchSpace` into a
+:class:`StudyPlan`: where Ray Tune keeps results, which Optuna storage and MLflow
+tracking URI the study uses, its objectives and its size. It checks that a trial fits
+the machine (or cluster) and that the tracking store answers; every problem is a
+one-line error naming the field, and nothing has been started.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from study.service.paths import absolute_sqlite, default_root
+from study.service.space import SearchSpace
+from study.service.tracking import check_experiment, check_tracking, tracking_uri
+from study.trial.config import ConfigError
+
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az", "file")
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """Everything resolved before anything starts."""
+
+    name: str
+    space_file: Path
+    storage_path: str
+    optuna_storage: str
+    tracking_uri: str
+    experiment: str
+    metrics: list[str]
+    modes: list[str]
+    trials: int
+
+    @property
+    def experiment_path(self) -> str:
+        """Where Ray Tune keeps this study's results (a folder or a storage URI)."""
+        return f"{self.storage_path.rstrip('/')}/{self.name}"
+
+
+def plan(space: SearchSpace, space_file: Path, address: str | None = None) -> StudyPlan:
+    """Resolve storage locations, tracking URI and objectives; check that a local Ray
+    instance could hold a trial (when no cluster ``address`` or ``RAY_ADDRESS`` is
+    given) and that the tracking store answers. One-line errors, nothing started."""
+    settings = space.settings
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        check_local_resources(settings.cpus, settings.gpus)
+    storage_path = settings.storage_path or os.environ.get("STUDY_STORAGE_PATH") or "ray_results"
+    if "://" not in storage_path:
+        storage_path = str((default_root() / Path(storage_path).expanduser()).resolve())
+    elif storage_path.split("://")[0] not in STORAGE_SCHEMES:
+        raise ConfigError(
+            "study.storage_path",
+            f"{storage_path}: use a folder or a URI with scheme {', '.join(STORAGE_SCHEMES)}",
+        )
+    optuna_url = settings.optuna_storage or os.environ.get("STUDY_OPTUNA_STORAGE")
+    if optuna_url and "://" not in optuna_url:  # a journal file
+        optuna_url = str((default_root() / Path(optuna_url).expanduser()).resolve())
+    elif optuna_url:
+        optuna_url = absolute_sqlite(optuna_url)
+    if "://" in storage_path and not optuna_url:
+        raise ConfigError(
+            "study.optuna_storage",
+            f"storage_path {storage_path} is remote: give an RDB URL (postgresql://...) "
+            "or a journal file path that every run of this study can reach",
+        )
+    optuna_storage = optuna_url or str(Path(storage_path) / settings.name / "optuna.journal")
+    uri = tracking_uri(settings.tracking_uri)
+    check_tracking(uri)
+    check_experiment(uri, settings.experiment or settings.name)
+    trials = space.grid_size() if settings.sampler == "grid" else settings.trials
+    return StudyPlan(
+        name=settings.name,
+        space_file=space_file.resolve(),
+        storage_path=storage_path,
+        optuna_storage=optuna_storage,
+        tracking_uri=uri,
+        experiment=settings.experiment or settings.name,
+        metrics=list(settings.objectives),
+        modes=list(settings.objectives.values()),
+        trials=trials,
+    )
+
+
+def check_local_resources(cpus: float, gpus: float) -> None:
+    """Like :func:`check_resources`, for the local Ray instance about to be started:
+    this machine's CPU count and CUDA GPUs."""
+    have_cpus = os.cpu_count() or 1
+    have_gpus = 0
+    if gpus:
+        import torch
+
+        have_gpus = torch.cuda.device_count()
+    if gpus > have_gpus:
+        raise ConfigError(
+            "study.gpus", f"a trial asks for {gpus:g} GPU but this machine has {have_gpus}"
+        )
+    if cpus > have_cpus:
+        raise ConfigError(
+            "study.cpus", f"a trial asks for {cpus:g} CPU but this machine has {have_cpus}"
+        )
+
+
+def check_resources(cpus: float, gpus: float) -> None:
+    """Fail with a one-line error when no node of the connected Ray cluster could ever
+    hold one trial (Tune would otherwise wait for it forever)."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+        return
+    have = ", ".join(f"{n.get('CPU', 0):g} CPU + {n.get('GPU', 0):g} GPU" for n in nodes)
+    field = (
+        "study.gpus" if gpus and not any(n.get("GPU", 0) >= gpus for n in nodes) else "study.cpus"
+    )
+    raise ConfigError(
+        field,
+        f"a trial asks for {cpus:g} CPU + {gpus:g} GPU but no node of the cluster has that "
+        f"(nodes: {have or 'none'})",
+    )

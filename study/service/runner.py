@@ -1,0 +1,251 @@
+"""The study service: Ray Tune runs the trials, Optuna decides what to try next, MLflow
+records everything.
+
+:func:`run_study` builds a ``Tuner`` with ``OptunaSearch`` (the space sampled
+define-by-run, multi-objective through lists of metrics and modes, a seeded sampler
+and a persistent Optuna storage under a unique study name), ``tune.with_resources``,
+a concurrency limit and ``FailureConfig`` retries. Each trial runs
+:func:`study.trial.run_trial` in its own folder and reports every epoch with a
+checkpoint, so a retried trial resumes from its last epoch. No early-stopping
+scheduler is used: only complete trials reach Optuna and the Pareto front.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from study.service.paths import leave_ray_working_dir
+from study.service.plan import StudyPlan, check_resources
+from study.service.repair import fail_orphaned_trials, known_optuna_trials
+from study.service.samplers import optuna_storage, sampler
+from study.service.space import SearchSpace, StudySettings
+from study.service.tracking import (
+    close_unfinished,
+    error_gist,
+    find_parent,
+    set_parent_status,
+    start_parent,
+)
+from study.service.trainable import DefineByRun, trainable
+from study.trial.config import ConfigError
+
+
+def _warn_if_tracking_is_local(uri: str) -> None:
+    """Trials log from whichever machine runs them: a tracking store in a local file
+    is only shared by nodes on this machine."""
+    import ray
+
+    machines = {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+    local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
+    if len(machines) > 1 and local:
+        warnings.warn(
+            f"the cluster spans {len(machines)} machines but the tracking URI {uri} is "
+            "local to this one: trials elsewhere will log to their own copy. Use an "
+            "MLflow server (MLFLOW_TRACKING_URI=http://...), see docs/deploy.md",
+            stacklevel=2,
+        )
+
+
+def _trial_dirname(trial) -> str:
+    """Trial folders named by trial id (Tune's default spells out the whole config)."""
+    return f"trial_{trial.trial_id}"
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """How a run of ``study run`` or ``study resume`` ended."""
+
+    planned: int
+    complete: int
+    failed: int
+    unfinished: int  # stopped by Ctrl-C / SIGTERM: `study resume` continues them
+
+
+def run_study(
+    space: SearchSpace, study_plan: StudyPlan, address: str | None = None, resume: bool = False
+) -> StudyOutcome:
+    """Run the study, or with ``resume`` continue it (``Tuner.restore``: completed trials
+    stay done, unfinished ones resume from their checkpoints, the searcher keeps its
+    state)."""
+    from ray import tune
+
+    from study.service.progress import StudyProgress
+
+    settings: StudySettings = space.settings
+    # Epoch reports carry per-epoch metrics only; the objectives arrive with the final
+    # report, which is the one Optuna reads.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # A checkpoint every epoch forces a snapshot of the experiment each time; that is
+    # intended (a resumed study loses at most one epoch), so don't warn about it.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    _check_new_or_resumable(study_plan, resume)
+    leave_ray_working_dir()  # every path is absolute by now
+    _connect(address or os.environ.get("RAY_ADDRESS"))
+    check_resources(settings.cpus, settings.gpus)
+    _warn_if_tracking_is_local(study_plan.tracking_uri)
+    document = space.document()
+    document["study"].update(
+        storage_path=study_plan.storage_path,
+        optuna_storage=study_plan.optuna_storage,
+        tracking_uri=study_plan.tracking_uri,
+        experiment=study_plan.experiment,
+    )
+    parent = start_parent(
+        study_plan.tracking_uri,
+        study_plan.experiment,
+        study_plan.name,
+        _parent_params(space, study_plan),
+        study_plan.space_file,
+        document,
+    )
+    progress = StudyProgress(
+        study_plan.trials, dict(settings.objectives), study_plan.tracking_uri, parent
+    )
+    resourced = tune.with_resources(trainable, {"cpu": settings.cpus, "gpu": settings.gpus})
+    if resume:
+        set_parent_status(study_plan.tracking_uri, parent, "RUNNING", {})
+        tuner = tune.Tuner.restore(study_plan.experiment_path, resourced, resume_errored=True)
+        # Tuner.restore takes no callbacks; the run config it restored holds the old
+        # driver's (unpicklable state dropped), so give this driver's progress instead.
+        tuner._local_tuner.get_run_config().callbacks = [progress]
+        fail_orphaned_trials(study_plan, known_optuna_trials(study_plan.experiment_path))
+    else:
+        tuner = _new_tuner(space, study_plan, resourced, parent, progress)
+    try:
+        results = tuner.fit()
+    except BaseException:
+        set_parent_status(study_plan.tracking_uri, parent, "FAILED", {})
+        raise
+    outcome = _outcome(results, study_plan.trials)
+    close_unfinished(
+        study_plan.tracking_uri,
+        parent,
+        {_trial_id(r) for r in results},
+        {_trial_id(r) for r in results if _unfinished(r)},
+    )
+    if outcome.complete == outcome.planned:
+        status = "FINISHED"
+    else:
+        status = "KILLED" if outcome.unfinished else "FAILED"
+    counts = {"complete": outcome.complete, "failed": outcome.failed}
+    set_parent_status(study_plan.tracking_uri, parent, status, counts)
+    return outcome
+
+
+def _new_tuner(space: SearchSpace, study_plan: StudyPlan, trainable, parent: str, progress):
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    settings = space.settings
+    constants = {"tracking": {"uri": study_plan.tracking_uri, "parent": parent}}
+    search = OptunaSearch(
+        space=DefineByRun(space, constants),
+        metric=study_plan.metrics,
+        mode=study_plan.modes,
+        sampler=sampler(space),
+        study_name=study_plan.name,
+        storage=optuna_storage(study_plan.optuna_storage),
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(search, max_concurrent=settings.concurrent),
+            num_samples=study_plan.trials,
+            trial_dirname_creator=_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=study_plan.name,
+            storage_path=study_plan.storage_path,
+            failure_config=tune.FailureConfig(max_failures=settings.retries),
+            # Two, not one: the experiment snapshot on disk may still name the previous
+            # checkpoint when a newer one is registered; a driver killed right then
+            # must find it on resume.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[progress],
+            verbose=0,
+        ),
+    )
+
+
+def _check_new_or_resumable(study_plan: StudyPlan, resume: bool) -> None:
+    """``run`` needs a new name (in Tune, MLflow and Optuna); ``resume`` an experiment."""
+    from ray import tune
+
+    try:
+        restorable = tune.Tuner.can_restore(study_plan.experiment_path)
+    except Exception as error:  # e.g. a storage URI pyarrow cannot open
+        raise ConfigError(
+            "study.storage_path", f"cannot read {study_plan.storage_path}: {error_gist(error)}"
+        ) from None
+    if resume:
+        if not restorable:
+            raise ConfigError(
+                "name", f"nothing to resume at {study_plan.experiment_path} (no Tune experiment)"
+            )
+        return
+    if (
+        restorable
+        or find_parent(study_plan.tracking_uri, study_plan.name)
+        or _optuna_study_exists(study_plan)
+    ):
+        raise ConfigError(
+            "study.name",
+            f"a study named {study_plan.name!r} exists already; continue it with "
+            f"`study resume {study_plan.name}` or pick another --name",
+        )
+
+
+def _optuna_study_exists(study_plan: StudyPlan) -> bool:
+    import optuna
+
+    url = study_plan.optuna_storage
+    if "://" not in url and not Path(url).is_file():
+        return False
+    names = optuna.study.get_all_study_names(storage=optuna_storage(url))
+    return study_plan.name in names
+
+
+def _connect(address: str | None) -> None:
+    import ray
+
+    try:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        field = "--address" if address else "ray"
+        raise ConfigError(
+            field, f"cannot connect to Ray at {address}: {error_gist(error)}"
+        ) from None
+
+
+def _trial_id(result) -> str:
+    return Path(result.path).name.removeprefix("trial_")
+
+
+def _unfinished(result) -> bool:
+    return result.error is None and not result.metrics.get("complete")
+
+
+def _outcome(results, planned: int) -> StudyOutcome:
+    return StudyOutcome(
+        planned=planned,
+        complete=sum(1 for r in results if r.error is None and r.metrics.get("complete")),
+        failed=sum(1 for r in results if r.error is not None),
+        unfinished=sum(1 for r in results if _unfinished(r)) + max(0, planned - len(results)),
+    )
+
+
+def _parent_params(space: SearchSpace, study_plan: StudyPlan) -> dict[str, Any]:
+    settings = asdict(space.settings)
+    settings["objectives"] = ",".join(f"{m}:{d}" for m, d in space.settings.objectives.items())
+    settings["trials"] = study_plan.trials
+    settings.update(
+        tracking_uri=study_plan.tracking_uri,
+        optuna_storage=study_plan.optuna_storage,
+        storage_path=study_plan.storage_path,
+    )
+    return {f"study.{k}": v for k, v in settings.items()}

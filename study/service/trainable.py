@@ -1,0 +1,117 @@
+"""What runs on the workers: Optuna's define-by-run function and the Ray Tune trainable.
+
+:func:`trainable` resumes from Tune's checkpoint if there is one, runs
+:func:`study.trial.run_trial` in the trial's folder, reports every epoch to Tune with
+a checkpoint (so a retried trial resumes from its last epoch) and logs to the trial's
+MLflow child run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from study.service.space import SearchSpace
+from study.service.tracking import TrialLogger, trial_run
+
+
+class DefineByRun:
+    """Optuna's define-by-run function: the sampled trial config plus constants.
+    A class, not a closure, because Tune pickles the searcher with its checkpoints."""
+
+    def __init__(self, space: SearchSpace, constants: dict[str, Any]) -> None:
+        self.space, self.constants = space, constants
+
+    def __call__(self, trial) -> dict[str, Any]:
+        config = self.space.sample(trial)
+        return {
+            "trial": config,
+            "searched": dict(trial.params),
+            "optuna_trial": trial.number,
+            **self.constants,
+        }
+
+
+def trainable(params: dict[str, Any]) -> None:
+    """One Ray Tune trial: resume from Tune's checkpoint if there is one, train, report
+    every epoch with a checkpoint, log to the trial's MLflow child run."""
+    import socket
+
+    import ray
+    from ray import tune
+
+    from study.trial.config import from_mapping
+    from study.trial.run import CHECKPOINT, TrialFailed, run_trial
+
+    host = socket.gethostname()
+    context = tune.get_context()
+    trial_id = context.get_trial_id()
+    work = Path(context.get_trial_dir()) / "trial"
+    work.mkdir(parents=True, exist_ok=True)
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as folder:
+            shutil.copy(Path(folder) / CHECKPOINT, work / CHECKPOINT)
+    config = from_mapping(params["trial"])
+    tracking = params["tracking"]
+    logger = TrialLogger(
+        tracking["uri"],
+        trial_run(tracking["uri"], tracking["parent"], trial_id, context.get_trial_name()),
+    )
+    # Which node ran it (the latest attempt, if it was retried elsewhere).
+    logger.tags({"study.node_id": ray.get_runtime_context().get_node_id(), "study.host": host})
+    searched = {f"optuna.{_param_key(k)}": v for k, v in params.get("searched", {}).items()}
+    logger.params({**config.flat(), **_filter_params(config.model.filter), **searched})
+    # A checkpoint from Tune, or one a stopped attempt left in this folder: run_trial
+    # resumes from it, so log the epochs it holds that an attempt never logged.
+    resuming = (work / CHECKPOINT).is_file()
+    if resuming:
+        from study.trial.checkpoint import load_checkpoint
+
+        logger.backfill(load_checkpoint(work / CHECKPOINT)[1]["history"])
+
+    resumed: list = []
+
+    def report(row: dict[str, Any]) -> None:
+        from ray.tune import Checkpoint
+
+        complete = row.pop("done")  # Tune reads a reported "done" as "stop this trial now"
+        if resuming and not resumed and row.get("epoch") is not None:
+            resumed.append(row.get("epoch"))  # the first epoch this attempt trained
+            logger.tags({"study.resumed_at_epoch": str(resumed[0])})
+        if complete:
+            logger.final(row, work)  # before Tune hears of the end, which may stop us
+        metrics = {k: v for k, v in row.items() if isinstance(v, int | float | str | bool)}
+        with tempfile.TemporaryDirectory() as folder:
+            shutil.copy(work / CHECKPOINT, Path(folder) / CHECKPOINT)
+            tune.report(
+                {**metrics, "complete": complete}, checkpoint=Checkpoint.from_directory(folder)
+            )
+        if not complete:
+            # Only once Tune holds this epoch's checkpoint: a resume never trains (and
+            # logs) it again; one stopped right here is logged by `backfill` on resume.
+            logger.epoch(row)
+
+    try:
+        if not resuming:
+            logger.filter_figure(config.model.filter)
+        run_trial(config, work, report=report, progress=False)
+    except TrialFailed as error:
+        logger.tags({"study.last_error": error.reason[:500]})  # Tune may retry it
+        raise
+
+
+def _param_key(name: str) -> str:
+    """An Optuna parameter name as an MLflow param key (no brackets allowed there):
+    ``model.filter[firwin].cutoff`` -> ``model.filter.firwin.cutoff``."""
+    return name.replace("[", ".").replace("]", "")
+
+
+def _filter_params(spec: str) -> dict[str, Any]:
+    """The filter's family and tap count as their own params, for grouping in the UI."""
+    from study import filters
+
+    info = filters.describe(spec)
+    return {"filter.family": info["family"], "filter.taps": info["taps"]}
