@@ -340,9 +340,16 @@ def _trial(args: argparse.Namespace) -> int:
     except TrialFailed as error:
         print(f"study: trial failed: {error.reason}", file=sys.stderr)
         return 1
+    if "val_acc" in final:
+        print(
+            f"validation: val_acc {final['val_acc']:.4f}  "
+            f"val_consistency {final['val_consistency']:.4f}  "
+            f"({config.eval.val_method}, last epoch)"
+        )
     print(
-        f"test_acc {final['test_acc']:.4f}  consistency {final['consistency']:.4f}  "
-        f"({final['eval_images']} images x {final['eval_shifts']} shifts, {final['eval_method']})"
+        f"test: test_acc {final['test_acc']:.4f}  test_consistency {final['test_consistency']:.4f}"
+        f"  ({final['eval_images']} images x {final['eval_shifts']} shifts, "
+        f"{final['eval_method']})"
     )
     print(f"wrote {args.out / 'metrics.json'}, checkpoint and figures in {args.out}")
     return 0
@@ -353,6 +360,10 @@ def _run(args: argparse.Namespace) -> int:
 
     space = SearchSpace.load(args.space, args.overrides, args.name)  # ConfigError: exit 2
     from study.service import plan
+
+    warning = space.protocol_warning()
+    if warning:
+        print(f"study: warning: {warning}", file=sys.stderr)
 
     return _run_study(space, plan(space, args.space, args.address), args.address, resume=False)
 

@@ -108,9 +108,12 @@ def test_yaml_file_errors(tmp_path):
     listing.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="must hold a mapping, not list"):
         read_yaml(listing)
-    empty = tmp_path / "empty.yaml"
-    empty.write_text("")
-    assert load_config(empty)[0] == TrialConfig()
+    for text in ("", "# nothing but a comment\n"):
+        empty = tmp_path / "empty.yaml"
+        empty.write_text(text)
+        with pytest.raises(ConfigError, match=r"^config: .* is empty \(or only comments\)"):
+            load_config(empty)
+    assert load_config(None)[0] == TrialConfig()  # no file at all: the defaults
 
 
 def test_override_creates_missing_sections():

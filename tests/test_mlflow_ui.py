@@ -86,12 +86,12 @@ def _populate(url: str) -> dict[str, object]:
         if status == "FINISHED":
             metrics = [
                 Metric("final.test_acc", acc, now, 0),
-                Metric("final.consistency", cons, now, 0),
+                Metric("final.test_consistency", cons, now, 0),
             ]
         client.log_batch(run, params=[Param(k, str(v)) for k, v in params.items()], metrics=metrics)
         client.set_terminated(run, status)
         children.append(name)
-    summary = update_parent_front(url, parent, "test_acc:max,consistency:max")
+    summary = update_parent_front(url, parent, "test_acc:max,test_consistency:max")
     assert summary is not None and summary.complete == 3 and summary.front_size == 2
     png = Path(client.download_artifacts(parent, "pareto/pareto.png"))
     width = struct.unpack(">I", png.read_bytes()[16:20])[0]

@@ -107,7 +107,7 @@ def test_hypervolume_matches_brute_force(case, fixed_reference):
 
 
 def test_default_reference_rule_and_monotone_hypervolume():
-    names = ["test_acc", "consistency"]
+    names = ["test_acc", "test_consistency"]
     rng = np.random.default_rng(0)
     values = rng.uniform(0.8, 1.0, size=(30, 2))
     ref = fr.default_reference(values, ["max", "max"], names)
@@ -149,7 +149,7 @@ def test_bad_values_are_rejected():
 
 # --- (b) MLflow round trip on a real store ---------------------------------------------
 
-OBJECTIVES = {"test_acc": "max", "consistency": "max"}
+OBJECTIVES = {"test_acc": "max", "test_consistency": "max"}
 
 # (filter, augment, status, test_acc, test_acc_shift_random, consistency, lr)
 ALPHA = [
@@ -182,7 +182,13 @@ BETA = [
 ]
 
 
-def _make_study(client, name: str, trials, experiment: str | None = None) -> str:
+def _make_study(
+    client,
+    name: str,
+    trials,
+    experiment: str | None = None,
+    objectives: str | None = "test_acc:max,test_consistency:max",
+) -> str:
     from mlflow.entities import Metric, Param
 
     from study import filters
@@ -198,6 +204,7 @@ def _make_study(client, name: str, trials, experiment: str | None = None) -> str
             Param("study.sampler", "tpe"),
             Param("study.seed", "0"),
             Param("study.trials", "13"),
+            *([Param("study.objectives", objectives)] if objectives else []),
         ],
     )
     now = int(time.time() * 1000)
@@ -227,8 +234,10 @@ def _make_study(client, name: str, trials, experiment: str | None = None) -> str
             "test_acc": acc,
             "test_acc_shift_random": acc_rand,
             "test_acc_shift_mean": acc_rand,
-            "consistency": cons,
-            "variation": 1 - cons,
+            "test_consistency": cons,
+            "test_variation": 1 - cons,
+            "val_acc": round(acc - 0.02 * (i % 3), 4),
+            "val_consistency": round(cons - 0.01 * (i % 2), 4),
             "train_loss": 0.5,
         }
         metrics = [Metric(f"final.{k}", v, now + i, 0) for k, v in final.items()]
@@ -255,8 +264,12 @@ def store(tmp_path_factory):
         "beta": _make_study(client, "beta", BETA, experiment="beta-experiment"),
         "empty": _make_study(client, "empty", [ALPHA[-2]]),
         "gamma": _make_study(client, "gamma", BETA[:2]),
+        "search": _make_study(
+            client, "search", ALPHA, objectives="val_acc:max,val_consistency:max"
+        ),
+        "unsaid": _make_study(client, "unsaid", BETA, objectives=None),
     }
-    # gamma: one more FINISHED trial that never logged final.consistency, and a NaN metric.
+    # gamma: one more FINISHED trial that never logged final.test_consistency, and a NaN metric.
     from mlflow.entities import Metric
 
     gamma = client.get_run(parents["gamma"])
@@ -317,7 +330,7 @@ def test_export_round_trip(store, tmp_path, capsys):
                 row["filter"],
                 row["augment"],
                 float(row["test_acc"]),
-                float(row["consistency"]),
+                float(row["test_consistency"]),
                 float(row["optuna.train.lr"]),
             )
             for row in got
@@ -402,7 +415,7 @@ def test_formats_subset_and_reference(store, tmp_path, capsys):
             "--format",
             "json,md",
             "--objectives",
-            "test_acc:max,variation:min",
+            "test_acc:max,test_variation:min",
             "--reference",
             "0.9,0.1",
         ],
@@ -438,7 +451,7 @@ def test_update_parent_front_logs_metrics_and_artifacts(store):
 
     client = store["client"]
     parent = store["parents"]["beta"]
-    summary = update_parent_front(store["uri"], parent, "test_acc:max,consistency:max")
+    summary = update_parent_front(store["uri"], parent, "test_acc:max,test_consistency:max")
     assert summary is not None
     assert summary.complete == 3
     values = np.array([[t[3], t[5]] for t in BETA])
@@ -463,12 +476,13 @@ def test_update_parent_front_logs_metrics_and_artifacts(store):
     [
         (
             ["nosuch"],
-            r"^study pareto: error: name: no study 'nosuch'; known: alpha, beta, empty, gamma$",
+            r"^study pareto: error: name: no study 'nosuch'; "
+            r"known: alpha, beta, empty, gamma, search, unsaid$",
         ),
         (
             ["alpha", "--objectives", "test_acc:max,flops:min"],
             r"^study pareto: error: objectives: flops: metric final\.flops is not logged by "
-            r"study 'alpha'; logged: final\.consistency, .*final\.variation$",
+            r"study 'alpha'; logged: final\.test_acc, .*final\.val_consistency$",
         ),
         (
             ["empty"],
@@ -564,7 +578,7 @@ def test_formats_agree():
 def test_plots_with_one_and_three_objectives(store, tmp_path):
     from study.pareto.store import load_study
 
-    for objectives in ("test_acc:max", "test_acc:max,consistency:max,variation:min"):
+    for objectives in ("test_acc:max", "test_acc:max,test_consistency:max,test_variation:min"):
         trials = load_study(store["uri"], "alpha", objectives)
         written = export.export([trials], tmp_path / str(len(trials.names)), ["png", "html"])
         assert all(path.stat().st_size > 0 for path in written)
@@ -583,8 +597,8 @@ def test_table_without_weights_or_metrics():
         taps=3,
         weights=(),
         augment="-",
-        objectives={"test_acc": 0.5, "consistency": 0.7},
-        metrics={"test_acc": 0.5, "consistency": 0.7},
+        objectives={"test_acc": 0.5, "test_consistency": 0.7},
+        metrics={"test_acc": 0.5, "test_consistency": 0.7},
         params={},
     )
     trials = StudyTrials("s", "0", "p", dict(OBJECTIVES), [record])
@@ -604,3 +618,62 @@ def test_module_runs_as_script(tmp_path):
     assert result.stderr.strip() == "study pareto: error: format: 'gif' is not one of " + ",".join(
         export.FORMATS
     )
+
+
+def test_pareto_defaults_to_the_studys_objectives_and_reports_test_columns(store, tmp_path, capsys):
+    """A search chooses its front on validation objectives; the exports and the summary
+    show the test columns beside them (reported, never used to choose)."""
+    out = tmp_path / "search"
+    code, stdout, stderr = _run(
+        ["search", "--tracking-uri", store["uri"], "--out", str(out), "--format", "csv"], capsys
+    )
+    assert code == 0, stderr
+    with (out / "pareto.csv").open() as handle:
+        header = next(csv.reader(handle))
+    objectives_at = header.index("val_acc")
+    assert header[objectives_at : objectives_at + 4] == [
+        "val_acc",
+        "val_consistency",
+        "test_acc",
+        "test_consistency",
+    ]
+    finished = [t for t in ALPHA if t[2] == "FINISHED"]
+    values = np.array(
+        [
+            [round(t[3] - 0.02 * (i % 3), 4), round(t[5] - 0.01 * (i % 2), 4)]
+            for i, t in enumerate(finished)
+        ]
+    )
+    with (out / "pareto.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == int(fr.front_mask(values, ["max", "max"]).sum())
+    assert "| test_acc=" in stdout and "val_acc=" in stdout
+
+
+def test_a_study_without_recorded_objectives_needs_them_said(store, tmp_path, capsys):
+    out = tmp_path / "unsaid"
+    code, _, stderr = _run(["unsaid", "--tracking-uri", store["uri"], "--out", str(out)], capsys)
+    assert code == 2 and "objectives: the study's parent run records none" in stderr
+    code, _, stderr = _run(
+        [
+            "unsaid",
+            "--tracking-uri",
+            store["uri"],
+            "--out",
+            str(out),
+            "--objectives",
+            "test_acc:max,test_consistency:max",
+            "--format",
+            "json",
+        ],
+        capsys,
+    )
+    assert code == 0, stderr
+
+
+def test_studies_with_different_objectives_share_a_plot_only_when_told(store, tmp_path, capsys):
+    out = tmp_path / "mixed"
+    code, _, stderr = _run(
+        ["alpha", "search", "--tracking-uri", store["uri"], "--out", str(out)], capsys
+    )
+    assert code == 2 and "objectives: the studies optimise different metrics" in stderr

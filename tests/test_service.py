@@ -34,6 +34,8 @@ TINY = [
     "--set",
     "data.test_images=64",
     "--set",
+    "data.validation=64",
+    "--set",
     "train.epochs=2",
     "--set",
     "eval.images=32",
@@ -151,10 +153,18 @@ def assert_complete_study(uri: str, name: str, trials: int, epochs: int = 2):
     for child in children:
         assert child.info.status == "FINISHED", child.data.tags.get("study.failure")
         metrics, params = child.data.metrics, child.data.params
-        for name_ in ("final.test_acc", "final.consistency", "final.test_acc_shift_random"):
+        for name_ in (
+            "final.test_acc",
+            "final.test_consistency",
+            "final.test_acc_shift_random",
+            "final.val_acc",
+            "final.val_consistency",
+        ):
             assert 0 <= metrics[name_] <= 1, name_
-        history = client.get_metric_history(child.info.run_id, "train_loss")
-        assert sorted(m.step for m in history) == list(range(1, epochs + 1))
+        for per_epoch in ("train_loss", "val_acc", "val_consistency"):
+            history = client.get_metric_history(child.info.run_id, per_epoch)
+            assert sorted(m.step for m in history) == list(range(1, epochs + 1)), per_epoch
+        assert "test_acc" not in metrics, "the test set is evaluated once, at the end"
         assert params["model.filter"] in ("delta", "binomial-3")
         assert params["filter.taps"] == ("1" if params["model.filter"] == "delta" else "3")
         files = artifact_paths(client, child.info.run_id)
@@ -164,7 +174,10 @@ def assert_complete_study(uri: str, name: str, trials: int, epochs: int = 2):
 
 
 def test_smoke_study_on_local_ray_with_mlflow_server(tracking, tmp_path):
+    """Also: with OMP_NUM_THREADS=8 exported (common on clusters), the two concurrent
+    trials each run torch on exactly the 1 CPU Tune reserved for it."""
     env = environment(tracking["uri"])
+    env["OMP_NUM_THREADS"] = "8"
     storage_args = []
     with_postgres = tracking["backend"] == "postgresql"
     context = postgres_database("study_optuna") if with_postgres else None
@@ -178,7 +191,9 @@ def test_smoke_study_on_local_ray_with_mlflow_server(tracking, tmp_path):
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert "2 of 2 trials complete" in result.stdout
         assert "front:" in result.stdout  # progress lines name the current front
-        assert_complete_study(tracking["uri"], "smoke-local", trials=2)
+        _, children = assert_complete_study(tracking["uri"], "smoke-local", trials=2)
+        assert [c.data.tags["study.threads"] for c in children] == ["1", "1"]
+        assert [c.data.metrics["final.threads"] for c in children] == [1.0, 1.0]
         storage = optuna_url or str(tmp_path / "ray_results" / "smoke-local" / "optuna.journal")
         if not optuna_url:
             from optuna.storages.journal import JournalFileBackend

@@ -35,9 +35,40 @@ def test_paper_table1_is_19_filters_by_2_augmentations():
     space = SearchSpace.load(SPACES / "paper-table1.yaml")
     grid = space.grid()
     assert len(grid["model.filter"]) == 19
-    assert grid["augment.kind"] == ["none", "flip+crop"]
+    assert grid["augment.kind"] == ["none", "shift"]
     assert space.grid_size() == 38
     assert space.raw["model"]["name"] == "vgg13_bn"
+    # The paper's protocol: circular shifts over all 32 x 32 positions, fp32.
+    config = space.config(
+        space.sample(optuna.trial.FixedTrial({"model.filter": "delta", "augment.kind": "shift"}))
+    )
+    assert config.augment.max_shift >= 16 and config.model.padding == "circular"
+    assert not config.train.bf16 and not config.train.channels_last
+    assert space.protocol_warning() is None  # a fixed grid may report on the test set
+
+
+def test_adaptive_spaces_optimise_validation_metrics():
+    space = SearchSpace.load(SPACES / "filter-design.yaml")
+    assert list(space.settings.objectives) == ["val_acc", "val_consistency"]
+    assert space.protocol_warning() is None
+    assert space.raw["data"]["validation"] > 0
+
+
+def test_an_adaptive_sampler_on_test_metrics_gets_one_warning_line():
+    space = SearchSpace.load(SPACES / "smoke.yaml", ["study.sampler=tpe", "study.trials=4"])
+    warning = space.protocol_warning()
+    assert warning is not None and "\n" not in warning
+    assert warning.startswith("the tpe sampler optimises test-set metrics")
+
+
+def test_validation_objectives_need_a_validation_split():
+    with pytest.raises(
+        ConfigError, match=r"^study.objectives.val_acc: is measured on the validation"
+    ):
+        SearchSpace.load(
+            SPACES / "smoke.yaml",
+            ["study.objectives={val_acc: max, val_consistency: max}", "data.validation=0"],
+        )
 
 
 def test_conditional_dimensions_exist_only_for_the_chosen_family():

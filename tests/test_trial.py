@@ -26,6 +26,7 @@ TINY = [
     "model.width=0.125",
     "data.train_images=768",
     "data.test_images=128",
+    "data.validation=96",
     "train.epochs=3",
     "train.lr=0.05",
     "eval.images=64",
@@ -51,11 +52,15 @@ def test_trial_trains_reports_and_writes_everything(tmp_path):
     assert [row["done"] for row in rows] == [False, False, False, True]
     assert [row["epoch"] for row in rows[:3]] == [1, 2, 3]
     for row in rows[:3]:
-        assert {"train_loss", "test_acc", "test_acc_shift", "sampled_consistency"} <= set(row)
+        assert {"train_loss", "val_acc", "val_acc_shift", "val_consistency"} <= set(row)
+        assert not any(key.startswith("test_") for key in row), "the test set is for the end"
         assert row["images_per_second"] > 0 and row["epoch_seconds"] > 0
     assert rows[0]["train_loss"] > rows[2]["train_loss"]
     assert final["test_acc"] > 0.2  # chance is 0.1
-    assert 0 < final["consistency"] <= 1
+    assert 0 < final["test_consistency"] <= 1
+    assert {name: final[name] for name in ("val_acc", "val_consistency")} == {
+        name: rows[2][name] for name in ("val_acc", "val_consistency")
+    }
     assert final["eval_images"] == 64 and final["eval_shifts"] == 1024
     assert final["eval_method"] == "polyphase"
     written = json.loads((tmp_path / "metrics.json").read_text())
@@ -96,12 +101,47 @@ def test_resume_after_the_process_is_killed_ends_identically(tmp_path):
     assert straight.returncode == 0, straight.stderr
     a = json.loads((killed / "metrics.json").read_text())
     b = json.loads((whole / "metrics.json").read_text())
-    for key in ("test_acc", "consistency", "variation", "train_loss", "sampled_consistency"):
+    for key in ("test_acc", "test_consistency", "test_variation", "train_loss", "val_consistency"):
         assert a[key] == pytest.approx(b[key], abs=1e-6), key
     first = torch.load(killed / CHECKPOINT, weights_only=True)["state_dict"]
     second = torch.load(whole / CHECKPOINT, weights_only=True)["state_dict"]
     for name, tensor in first.items():
         assert torch.allclose(tensor.float(), second[name].float(), atol=1e-6), name
+
+
+def test_without_a_validation_split_epochs_report_no_accuracy(tmp_path):
+    rows = []
+    final = run_trial(
+        tiny("data.validation=0", "train.epochs=1"), None, report=rows.append, progress=False
+    )
+    assert not any(key.startswith(("val_", "test_")) for key in rows[0])
+    assert "val_acc" not in final and 0 < final["test_consistency"] <= 1
+
+
+def test_exact_validation_consistency_is_the_all_shift_consistency(tmp_path):
+    """``eval.val_method: exact`` scores every circular shift of the validation images:
+    the reported value equals :func:`consistency` recomputed from the checkpoint."""
+    from study.data import to_float
+    from study.metrics import consistency, shift_probabilities
+
+    config = tiny("train.epochs=1", "eval.val_method=exact", "eval.val_images=24")
+    final = run_trial(config, tmp_path, progress=False)
+    model, payload = load_checkpoint(tmp_path / CHECKPOINT)
+    data = load_dataset("shapes", 768, 128, seed=0, validation=96)
+    images = to_float(
+        data.val_images[:24], tuple(payload["data"]["mean"]), tuple(payload["data"]["std"])
+    )
+    probs = shift_probabilities(model.eval(), images)
+    assert final["val_consistency"] == pytest.approx(consistency(probs), abs=1e-9)
+
+
+def test_a_trial_uses_the_threads_it_is_given(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        final = run_trial(tiny("train.epochs=1"), None, progress=False, threads=1)
+        assert final["threads"] == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_resume_refuses_a_folder_of_another_config(tmp_path):
@@ -167,3 +207,16 @@ def test_trial_command_names_a_missing_config(tmp_path):
         and "config: " in result.stderr
         and "is not a file" in (result.stderr)
     )
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n\n"])
+def test_trial_command_refuses_an_empty_config(tmp_path, text):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(text)
+    out = tmp_path / "out"
+    result = study("trial", str(empty), "--out", str(out))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"study: error: config: {empty} is empty (or only comments); it must hold a YAML mapping"
+    )
+    assert not out.exists()

@@ -9,7 +9,9 @@ index arithmetic.
 
 :func:`augment` applies one of :data:`AUGMENTATIONS` by name: ``crop`` is the CIFAR
 recipe (pad by ``padding``, crop back at a uniform offset); ``shift`` is a circular
-shift by up to ``max_shift`` pixels, the transformation the shift metrics measure.
+shift by up to ``max_shift`` pixels (eq. 4, uniform over the distinct shifts; the
+paper's shift-based augmentation with ``max_shift >= H/2``), the transformation the
+shift metrics measure.
 
 >>> x = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4)
 >>> crop_at(x, 1, torch.tensor([[0, 2]]))[0, 0]
@@ -134,15 +136,47 @@ def _shift(x: Tensor, shifts: Tensor) -> Tensor:
     return _gather(x, rows, cols)
 
 
+def circular_offsets(size: int, max_shift: int) -> Tensor:
+    """The distinct circular shifts of an axis of ``size`` pixels within ``max_shift``
+    each way: ``-max_shift..max_shift`` while those are distinct modulo ``size``, else
+    every shift ``0..size-1`` once (``-16`` and ``16`` are the same shift of a 32-pixel
+    axis, so drawing from ``[-16, 16]`` would favour it twice).
+
+    >>> circular_offsets(32, 2).tolist(), len(circular_offsets(32, 16))
+    ([-2, -1, 0, 1, 2], 32)
+    """
+    _check_count("max_shift", max_shift)
+    if 2 * max_shift + 1 >= size:
+        return torch.arange(size)
+    return torch.arange(-max_shift, max_shift + 1)
+
+
+def random_circular_shifts(
+    count: int,
+    size: tuple[int, int],
+    max_shift: int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``(count, 2)`` circular shifts ``(dh, dw)``, each axis uniform over its
+    :func:`circular_offsets`: every distinct shift within ``max_shift`` equally likely
+    (eq. 4's ``Shift``; ``max_shift >= H/2`` draws uniformly from all ``H x W``)."""
+    device = _device(generator)
+    columns = []
+    for length in size:
+        offsets = circular_offsets(length, max_shift).to(device)
+        columns.append(
+            offsets[torch.randint(len(offsets), (count,), generator=generator, device=device)]
+        )
+    return torch.stack(columns, 1)
+
+
 def random_shift(x: Tensor, max_shift: int = 4, generator: torch.Generator | None = None) -> Tensor:
-    """:func:`shift_at` with each image's ``(dh, dw)`` uniform in
-    ``[-max_shift, max_shift]``."""
+    """:func:`shift_at` with each image's ``(dh, dw)`` drawn by
+    :func:`random_circular_shifts`: uniform over the distinct circular shifts within
+    ``max_shift`` pixels each way."""
     _check_images(x)
     _check_count("max_shift", max_shift)
-    shifts = torch.randint(
-        -max_shift, max_shift + 1, (len(x), 2), generator=generator, device=_device(generator)
-    )
-    return _shift(x, shifts)
+    return _shift(x, random_circular_shifts(len(x), tuple(x.shape[-2:]), max_shift, generator))
 
 
 def augment(

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from study.data.augment import random_circular_shifts
 from study.metrics.shifts import check_images, evaluating, model_device, shift
 
 
@@ -85,10 +86,12 @@ def sampled_consistency(
     """Classification consistency from one random pair of shifts per image, for cheap
     per-epoch use.
 
-    Protocol: for each image, two shifts ``(h1, w1)`` and ``(h2, w2)`` are drawn
-    independently and uniformly from ``[-max_shift, max_shift]^2`` (``seed`` fixes
-    them), the image is circularly shifted by each, and the two top classes are
-    compared. With ``max_shift >= H/2`` this estimates :func:`consistency`.
+    Protocol: for each image, two circular shifts ``(h1, w1)`` and ``(h2, w2)`` are
+    drawn independently and uniformly from the distinct shifts within ``max_shift``
+    pixels each way (:func:`study.data.augment.random_circular_shifts`; ``seed`` fixes
+    them), the image is shifted by each (eq. 4), and the two top classes are compared.
+    With ``max_shift >= H/2`` every one of the ``H x W`` shifts is equally likely and
+    this is an unbiased estimate of :func:`consistency`.
     """
     check_images(images)
     height, width = images.shape[-2:]
@@ -98,7 +101,10 @@ def sampled_consistency(
             f"max_shift: {max_shift} must lie in [0, {limit}] for {height}x{width} images"
         )
     generator = torch.Generator().manual_seed(seed)
-    offsets = torch.randint(-max_shift, max_shift + 1, (len(images), 4), generator=generator)
+    size = (height, width)
+    offsets = torch.cat(
+        [random_circular_shifts(len(images), size, max_shift, generator) for _ in range(2)], 1
+    )
     device = model_device(model)
     agree = 0
     with evaluating(model), torch.inference_mode():

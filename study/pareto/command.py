@@ -24,7 +24,6 @@ from typing import Any
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 PREFIX = "study pareto"
-DEFAULT_OBJECTIVES = "test_acc:max,consistency:max"
 FORMATS = ("csv", "json", "png", "svg", "html", "md")
 
 
@@ -47,10 +46,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--objectives",
-        default=DEFAULT_OBJECTIVES,
+        default=None,
         metavar="NAME:DIR,...",
-        help="objectives as final metrics with max or min; the first two are the plot's "
-        f"x and y (default: {DEFAULT_OBJECTIVES}, the paper's Fig. 5)",
+        help="objectives as final metrics with max or min, e.g. test_acc:max,"
+        "test_consistency:max (the paper's Fig. 5); the first two are the plot's x and y "
+        "(default: the studies' own objectives)",
     )
     parser.add_argument("--out", metavar="DIR", help="output folder (created)")
     parser.add_argument(
@@ -81,10 +81,12 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
             raise _Usage(f"name: {name!r} is not a study name (no quotes, not empty)")
     if len(set(names)) != len(names):
         raise _Usage(f"name: a study is given twice ({' '.join(names)})")
-    try:
-        objectives = parse_objectives(args.objectives or "")
-    except ValueError as error:
-        raise _Usage(str(error)) from None
+    objectives = None
+    if args.objectives is not None:
+        try:
+            objectives = parse_objectives(args.objectives)
+        except ValueError as error:
+            raise _Usage(str(error)) from None
     formats = [part.strip().lower() for part in (args.formats or "").split(",") if part.strip()]
     if not formats:
         raise _Usage(f"format: empty; allowed: {','.join(FORMATS)}")
@@ -99,7 +101,7 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
             reference = [float(part) for part in parts]
         except ValueError:
             raise _Usage(f"reference: {args.reference!r} is not comma-separated numbers") from None
-        if len(reference) != len(objectives):
+        if objectives is not None and len(reference) != len(objectives):
             raise _Usage(
                 f"reference: {len(reference)} numbers for {len(objectives)} objectives "
                 f"({', '.join(objectives)})"
@@ -120,6 +122,20 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _same_objectives(studies: list[Any]) -> None:
+    """Studies plotted together must share their objectives (say them with
+    ``--objectives`` when they differ)."""
+    seen = {tuple(trials.objectives.items()) for trials in studies}
+    if len(seen) > 1:
+        shown = "; ".join(f"{t.study}: {','.join(t.names)}" for t in studies)
+        from study.pareto.store import ParetoError
+
+        raise ParetoError(
+            f"objectives: the studies optimise different metrics ({shown}); "
+            "choose with --objectives NAME:DIR,..."
+        )
+
+
 def _quiet() -> None:
     """Keep MLflow's and the database layer's INFO lines off stderr."""
     for name in ("mlflow", "alembic", "sqlalchemy", "urllib3"):
@@ -137,8 +153,13 @@ def _summary(trials: Any, reference: list[float] | None) -> list[str]:
         + f", front of {len(front)}, hypervolume {trials.hypervolume(ref):.6g} "
         f"at reference ({', '.join(f'{v:g}' for v in ref)})"
     ]
+    from study.pareto.export import REPORTED_TEST
+
     for record in sorted(front, key=lambda r: [-r.objectives[n] for n in trials.objectives]):
         values = "  ".join(f"{k}={v:.4f}" for k, v in record.objectives.items())
+        reported = [n for n in REPORTED_TEST if n not in record.objectives and n in record.metrics]
+        if reported:
+            values += "  | " + "  ".join(f"{n}={record.metrics[n]:.4f}" for n in reported)
         lines.append(f"  {record.filter:<28} {record.augment:<12} {values}  run {record.run_id}")
     return lines
 
@@ -164,6 +185,13 @@ def main(args: argparse.Namespace) -> int:
                 store.load_study(uri, name, checked["objectives"], client=client)
                 for name in checked["names"]
             ]
+            _same_objectives(studies)
+            reference = checked["reference"]
+            if reference is not None and len(reference) != len(studies[0].objectives):
+                raise store.ParetoError(
+                    f"reference: {len(reference)} numbers for {len(studies[0].objectives)} "
+                    f"objectives ({', '.join(studies[0].names)})"
+                )
     except store.ParetoError as error:
         print(f"{PREFIX}: error: {str(error).splitlines()[0]}", file=sys.stderr)
         return EXIT_USAGE

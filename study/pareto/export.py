@@ -80,7 +80,7 @@ LABEL_ALL_UP_TO = 40
 TABLE_METRICS = (
     ("test_acc", "None"),
     ("test_acc_shift_random", "Rand"),
-    ("consistency", "Consistency"),
+    ("test_consistency", "Consistency"),
 )
 """Table 1's columns per augmentation setting: accuracy with no shift, at a random shift,
 and classification consistency."""
@@ -130,8 +130,14 @@ def _number(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+REPORTED_TEST = ("test_acc", "test_consistency")
+"""Test-set columns shown beside the objectives in every export: the front is chosen on
+the objectives (validation metrics, in a search), the test set only reported."""
+
+
 def record_row(record: TrialRecord, objectives: Sequence[str], **extra: Any) -> dict[str, Any]:
-    """One flat row: identity, filter, augmentation, objectives, other final metrics
+    """One flat row: identity, filter, augmentation, objectives, the test-set columns
+    (:data:`REPORTED_TEST`, when they are not objectives), other final metrics
     (``final.<name>``), searched params (``optuna.<name>``)."""
     row: dict[str, Any] = {"study": record.study, **extra}
     row.update(
@@ -145,11 +151,13 @@ def record_row(record: TrialRecord, objectives: Sequence[str], **extra: Any) -> 
         augment=record.augment,
     )
     row.update({name: record.objectives[name] for name in objectives})
+    reported = [n for n in REPORTED_TEST if n not in objectives and n in record.metrics]
+    row.update({name: record.metrics[name] for name in reported})
     row.update(
         {
             f"final.{name}": value
             for name, value in sorted(record.metrics.items())
-            if name not in objectives
+            if name not in objectives and name not in reported
         }
     )
     row.update(sorted(record.params.items()))
@@ -483,7 +491,7 @@ def table_markdown(studies: Sequence[StudyTrials]) -> str:
     columns filter, taps, weights (scaled as printed in the paper), then per augmentation
     setting: test accuracy with no shift (``final.test_acc``), at a random shift
     (``final.test_acc_shift_random``) and classification consistency
-    (``final.consistency``), in percent. With several studies a setting is
+    (``final.test_consistency``), in percent. With several studies a setting is
     ``study / augmentation``. A cell with several trials shows the one of best Pareto rank,
     then best first objective; the count is given as ``(n=...)``."""
     multi = len(studies) > 1

@@ -11,7 +11,7 @@ are negated first.
 >>> values = [[0.934, 0.966], [0.931, 0.984], [0.924, 0.987], [0.92, 0.95]]
 >>> nondominated_ranks(values, ["max", "max"]).tolist()
 [1, 1, 1, 2]
->>> round(hypervolume(values, ["max", "max"], names=["test_acc", "consistency"]), 6)
+>>> round(hypervolume(values, ["max", "max"], names=["test_acc", "test_consistency"]), 6)
 0.921774
 """
 
@@ -27,12 +27,14 @@ DIRECTIONS = ("max", "min")
 
 BOUNDED_METRICS = frozenset(
     {
+        "val_acc",
+        "val_acc_shift",
+        "val_consistency",
         "test_acc",
         "test_acc_shift_random",
         "test_acc_shift_mean",
-        "consistency",
-        "sampled_consistency",
-        "variation",
+        "test_consistency",
+        "test_variation",
     }
 )
 """Final metrics that are fractions in [0, 1]; their default reference is fixed (0 when
@@ -42,7 +44,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
 def parse_objectives(text: str | Mapping[str, str] | Sequence[tuple[str, str]]) -> dict[str, str]:
-    """``"test_acc:max,consistency:max"`` (or a mapping / pairs) -> ``{name: direction}``.
+    """``"test_acc:max,test_consistency:max"`` (or a mapping / pairs) -> ``{name: direction}``.
 
     Raises ``ValueError("objectives: ...")`` on bad syntax, an unknown direction, or a
     repeated name.

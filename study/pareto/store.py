@@ -252,23 +252,36 @@ def load_children(
     )
 
 
+def study_objectives(parent: Any) -> dict[str, str]:
+    """The objectives a study was run with (its parent's ``study.objectives`` param)."""
+    text = parent.data.params.get("study.objectives")
+    if not text:
+        raise ParetoError(
+            "objectives: the study's parent run records none; give --objectives NAME:DIR,..."
+        )
+    return fr.parse_objectives(text)
+
+
 def load_study(
     tracking_uri: str | None,
     name: str,
-    objectives: str | Mapping[str, str],
+    objectives: str | Mapping[str, str] | None = None,
     client: Any | None = None,
 ) -> StudyTrials:
-    """Study ``name``'s complete trials. ``tracking_uri`` is resolved by
-    :func:`study.service.tracking.tracking_uri`. Raises :class:`ParetoError` for an unreachable
-    store, an unknown study, an objective no trial logged, or no complete trial."""
+    """Study ``name``'s complete trials, judged on ``objectives`` (default: the study's
+    own). ``tracking_uri`` is resolved by :func:`study.service.tracking.tracking_uri`.
+    Raises :class:`ParetoError` for an unreachable store, an unknown study, an objective
+    no trial logged, or no complete trial."""
     from study.service.tracking import tracking_uri as resolve
 
-    try:
-        objectives = fr.parse_objectives(objectives)
-    except ValueError as error:
-        raise ParetoError(str(error)) from None
     client = client or connect(resolve(tracking_uri))
     parent = find_parent(client, name)
+    try:
+        objectives = (
+            fr.parse_objectives(objectives) if objectives is not None else study_objectives(parent)
+        )
+    except ValueError as error:
+        raise ParetoError(str(error)) from None
     trials = load_children(client, parent, objectives, name)
     if not trials.records:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(trials.statuses.items())) or "no runs"

@@ -93,6 +93,9 @@ class StudyProgress(Callback):
         values = [float(result[metric]) for metric in self.objectives]
         self.results[trial.trial_id] = (describe_trial(trial.config), values)
         scores = "  ".join(f"{m} {v:.4f}" for m, v in zip(self.objectives, values, strict=True))
+        reported = [m for m in ("test_acc", "test_consistency") if m not in self.objectives]
+        if reported and all(m in result for m in reported):
+            scores += "  | " + "  ".join(f"{m} {float(result[m]):.4f}" for m in reported)
         self._line(f"trial {trial.trial_id} done: {self.results[trial.trial_id][0]}  {scores}")
         self._status(trials, trial)
         self._refresh_parent()

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from study.service.samplers import SAMPLERS
+from study.service.samplers import ADAPTIVE, SAMPLERS
 from study.trial.config import (
     SEARCH_KEYS,
     ConfigError,
@@ -48,6 +48,7 @@ from study.trial.config import (
     from_mapping,
     read_yaml,
 )
+from study.trial.run import FINAL_METRICS, TEST_METRICS, VAL_METRICS
 
 MAX_GRID = 100_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -59,7 +60,10 @@ class StudySettings:
 
     - ``name``: unique study name (Optuna study, MLflow parent run, Ray experiment);
       default: the file's stem.
-    - ``objectives``: metric -> ``max`` or ``min``, any metric a trial reports.
+    - ``objectives``: metric -> ``max`` or ``min``, any final metric a trial reports;
+      its prefix names the split it is measured on: ``val_*`` (the validation split,
+      needs ``data.validation``) or ``test_*`` (the test set). Adaptive samplers should
+      optimise ``val_*`` (:meth:`SearchSpace.protocol_warning`).
     - ``sampler``: grid, random, tpe, nsga2 or gp; ``seed`` seeds it.
     - ``trials``: how many trials in all; ``concurrent``: at most this many at once.
     - ``cpus``, ``gpus``: resources per trial (fractions allowed).
@@ -74,7 +78,7 @@ class StudySettings:
 
     name: str = "study"
     objectives: Mapping[str, str] = field(
-        default_factory=lambda: {"test_acc": "max", "consistency": "max"}
+        default_factory=lambda: {"test_acc": "max", "test_consistency": "max"}
     )
     sampler: str = "tpe"
     seed: int = 0
@@ -176,8 +180,6 @@ class SearchSpace:
 
     def _check(self) -> None:
         settings = self.settings
-        from study.trial.run import FINAL_METRICS
-
         for metric, direction in settings.objectives.items():
             if metric not in FINAL_METRICS:
                 raise ConfigError(
@@ -194,11 +196,31 @@ class SearchSpace:
                 "shrink the choices or use random, tpe, nsga2 or gp",
             )
         # Every alternative must make a valid trial: sample each corner once.
+        on_validation = [m for m in settings.objectives if m in VAL_METRICS]
         for trial in _corners(self):
             try:
-                from_mapping(self.sample(trial))
+                config = from_mapping(self.sample(trial))
             except ConfigError as error:
                 raise ConfigError(error.field, f"{_problem(error)} (in a sampled trial)") from None
+            if on_validation and config.data.validation == 0:
+                raise ConfigError(
+                    f"study.objectives.{on_validation[0]}",
+                    "is measured on the validation split, but data.validation is 0; hold "
+                    "out training images with data.validation: N",
+                )
+
+    def protocol_warning(self) -> str | None:
+        """One line when an adaptive sampler chooses by test-set metrics (its front is
+        then optimistically biased and no untouched number is left), else None."""
+        settings = self.settings
+        on_test = [m for m in settings.objectives if m in TEST_METRICS]
+        if settings.sampler not in ADAPTIVE or not on_test:
+            return None
+        return (
+            f"the {settings.sampler} sampler optimises test-set metrics ({', '.join(on_test)}): "
+            "it selects by the test set; hold out data.validation: N and optimise val_acc, "
+            "val_consistency instead"
+        )
 
 
 def _settings(raw: Mapping[str, Any]) -> StudySettings:

@@ -16,13 +16,14 @@ from study.service.tracking import child_runs
 def print_status(uri: str, name: str, stream: TextIO | None = None) -> dict[str, int]:
     """Print trial counts (planned, complete, running, failed) and the current front
     of study ``name``; return the counts."""
-    from study.pareto.front import front_mask, parse_objectives
-    from study.pareto.store import connect, find_parent
+    from study.pareto.export import REPORTED_TEST
+    from study.pareto.front import front_mask
+    from study.pareto.store import connect, find_parent, study_objectives
 
     stream = stream or sys.stdout
     parent = find_parent(connect(uri), name)  # one-line errors: unreachable, unknown name
     params = parent.data.params
-    objectives = parse_objectives(params.get("study.objectives", "test_acc:max,consistency:max"))
+    objectives = study_objectives(parent)
     children = child_runs(uri, parent.info.run_id)
     states = Counter(run.info.status for run in children)
     counts = {
@@ -51,7 +52,11 @@ def print_status(uri: str, name: str, stream: TextIO | None = None) -> dict[str,
             [[run.data.metrics[f"final.{m}"] for m in objectives] for run in complete]
         )
         mask = front_mask(values, list(objectives.values()))
-        print(f"front ({', '.join(f'{m} {d}' for m, d in objectives.items())}):", file=stream)
+        reported = [n for n in REPORTED_TEST if n not in objectives]
+        header = ", ".join(f"{m} {d}" for m, d in objectives.items())
+        if reported:
+            header += f" | reported: {', '.join(reported)}"
+        print(f"front ({header}):", file=stream)
         order = np.argsort(
             -values[:, 0] if objectives[next(iter(objectives))] == "max" else values[:, 0]
         )
@@ -63,6 +68,9 @@ def print_status(uri: str, name: str, stream: TextIO | None = None) -> dict[str,
                     f"{run.data.params.get('augment.kind', '?')}"
                 )
                 scores = "  ".join(f"{v:.4f}" for v in values[index])
+                shown = [run.data.metrics.get(f"final.{n}") for n in reported]
+                if reported:
+                    scores += "  | " + "  ".join("-" if v is None else f"{v:.4f}" for v in shown)
                 print(f"  {label:<40} {scores}  run {run.info.run_id}", file=stream)
     print(f"parent run: {parent.info.run_id} (experiment {parent.info.experiment_id})", file=stream)
     return counts

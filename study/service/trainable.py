@@ -8,6 +8,7 @@ MLflow child run.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -43,11 +44,20 @@ def trainable(params: dict[str, Any]) -> None:
     from ray import tune
 
     from study.trial.config import from_mapping
-    from study.trial.run import CHECKPOINT, TrialFailed, run_trial
+    from study.trial.run import CHECKPOINT, TrialFailed, pin_threads, run_trial
 
     host = socket.gethostname()
     context = tune.get_context()
     trial_id = context.get_trial_id()
+    # Exactly the CPUs Tune reserved, whatever OMP_NUM_THREADS says (Ray sets it only
+    # where the user has not; two trials of 2 threads each on 2 cores thrash).
+    reserved = context.get_trial_resources().required_resources.get("CPU", 1)
+    threads = pin_threads(int(reserved))
+    print(
+        f"trial {trial_id}: {threads} torch thread(s) for the {reserved:g} CPU(s) Ray "
+        f"reserved (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} ignored)",
+        flush=True,
+    )
     work = Path(context.get_trial_dir()) / "trial"
     work.mkdir(parents=True, exist_ok=True)
     restored = tune.get_checkpoint()
@@ -61,7 +71,13 @@ def trainable(params: dict[str, Any]) -> None:
         trial_run(tracking["uri"], tracking["parent"], trial_id, context.get_trial_name()),
     )
     # Which node ran it (the latest attempt, if it was retried elsewhere).
-    logger.tags({"study.node_id": ray.get_runtime_context().get_node_id(), "study.host": host})
+    logger.tags(
+        {
+            "study.node_id": ray.get_runtime_context().get_node_id(),
+            "study.host": host,
+            "study.threads": str(threads),
+        }
+    )
     searched = {f"optuna.{_param_key(k)}": v for k, v in params.get("searched", {}).items()}
     logger.params({**config.flat(), **_filter_params(config.model.filter), **searched})
     # A checkpoint from Tune, or one a stopped attempt left in this folder: run_trial
@@ -97,7 +113,7 @@ def trainable(params: dict[str, Any]) -> None:
     try:
         if not resuming:
             logger.filter_figure(config.model.filter)
-        run_trial(config, work, report=report, progress=False)
+        run_trial(config, work, report=report, progress=False, threads=threads)
     except TrialFailed as error:
         logger.tags({"study.last_error": error.reason[:500]})  # Tune may retry it
         raise

@@ -5,18 +5,19 @@ A YAML file (or mapping) with these sections, all optional (defaults follow the
 paper's Section 4.1)::
 
     model:   {name: vgg13_bn, width: 1.0, filter: binomial-5, padding: circular}
-    data:    {source: shapes, train_images: null, test_images: null}
+    data:    {source: shapes, train_images: null, test_images: null, validation: 0, seed: 0}
     augment: {kind: none, padding: 4, mode: zeros, max_shift: 4}
     train:   {epochs: 200, batch_size: 128, lr: 0.1, momentum: 0.9, weight_decay: 5e-4,
               schedule: step, milestones: [100, 150], gamma: 0.1, ...}
-    eval:    {images: 1000, method: auto, consistency_max_shift: 16, feature_images: 8}
+    eval:    {images: 1000, method: auto, consistency_max_shift: 16, feature_images: 8,
+              val_images: 0, val_method: sampled}
     seed: 0
     device: auto
     study:   {...}   # read by the study service (search, objectives); a trial ignores it
 
 In a search-space file any value may instead be a search dimension, a mapping with one
-of the keys ``choice``, ``uniform``, ``loguniform``, ``int`` (see
-``search_spaces/README.md``); a trial refuses those until ``--set`` fixes them.
+of the keys ``choice``, ``uniform``, ``loguniform``, ``int`` (see :mod:`study.service.space`
+and docs/study.md); a trial refuses those until ``--set`` fixes them.
 Every error is a :class:`ConfigError` whose message names the field: ``train.lr: ...``.
 """
 
@@ -41,6 +42,7 @@ SEARCH_KEYS = ("choice", "uniform", "loguniform", "int")
 AUGMENTATIONS = ("none", "flip", "crop", "shift", "flip+crop", "flip+shift")
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
 METHODS = ("auto", "naive", "polyphase")
+VAL_METHODS = ("sampled", "exact")
 BUILTIN_SOURCES = ("shapes",)
 
 
@@ -73,17 +75,28 @@ class ModelConfig:
 class DataConfig:
     """``source``: ``shapes`` (built in, no download), ``cifar10``/``cifar100``
     (torchvision's download) or a dataset path (see :mod:`study.data.sources`);
-    ``None`` counts mean the whole split."""
+    ``None`` counts mean the whole split.
+
+    ``validation``: training images held out (stratified by class) and never trained
+    on; per-epoch metrics and ``val_*`` objectives come from them. ``seed`` fixes the
+    data: the validation hold-out, the subsets and the built-in images (the trial's own
+    ``seed`` fixes weights, batch order and augmentation), so every trial of a study
+    sees the same validation images.
+    """
 
     source: str = "shapes"
     train_images: int | None = None
     test_images: int | None = None
+    validation: int = 0
+    seed: int = 0
 
     def check(self, at: str) -> None:
         for name in ("train_images", "test_images"):
             value = getattr(self, name)
             if value is not None:
                 _range(f"{at}.{name}", value, 1, 10_000_000)
+        _range(f"{at}.validation", self.validation, 0, 10_000_000)
+        _range(f"{at}.seed", self.seed, 0, 2**63 - 1)
 
 
 @dataclass(frozen=True)
@@ -149,20 +162,28 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Final evaluation: all-shift metrics on the first ``images`` test images
-    (``0``: all), the per-epoch sampled consistency within ``consistency_max_shift``,
-    and Fig. 4's maps on ``feature_images`` images (0 skips them)."""
+    """Evaluation. Once, at the end of the trial: all-shift metrics on the first
+    ``images`` test images (``0``: all) and Fig. 4's maps on ``feature_images`` of them
+    (0 skips them). After every epoch, on the validation split (``data.validation``):
+    accuracy and consistency on up to ``val_images`` images (``0``: all), the consistency
+    ``sampled`` (one random pair of circular shifts per image, within
+    ``consistency_max_shift``) or ``exact`` (all shifts, like the test set's)."""
 
     images: int = 1000
     method: str = "auto"
     consistency_max_shift: int = 16
     feature_images: int = 8
     feature_shifts: int | None = None
+    val_images: int = 0
+    val_method: str = "sampled"
 
     def check(self, at: str) -> None:
         _range(f"{at}.images", self.images, 0, 10_000_000)
+        _range(f"{at}.val_images", self.val_images, 0, 10_000_000)
         if self.method not in METHODS:
             _fail(f"{at}.method", repr(self.method), METHODS)
+        if self.val_method not in VAL_METHODS:
+            _fail(f"{at}.val_method", repr(self.val_method), VAL_METHODS)
         _range(f"{at}.consistency_max_shift", self.consistency_max_shift, 0, 512)
         if self.feature_images == 1:
             raise ConfigError(f"{at}.feature_images", "1 is not allowed; use 0 (skip) or >= 2")
@@ -238,7 +259,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError("config", f"{path} is not valid YAML{where}") from None
     if raw is None:
-        return {}
+        raise ConfigError(
+            "config", f"{path} is empty (or only comments); it must hold a YAML mapping"
+        )
     if not isinstance(raw, dict):
         raise ConfigError("config", f"{path} must hold a mapping, not {type(raw).__name__}")
     return raw

@@ -1,12 +1,17 @@
 """One trial: train one configuration, evaluate it, checkpoint every epoch.
 
-:func:`run_trial` is the unit that Ray Tune schedules; it runs just as well alone (the
-GPU machines have no Ray): it takes a :class:`~study.trial.config.TrialConfig`, an output
-folder and a ``report`` callback that receives each epoch's metrics.
+:func:`run_trial` is the unit that Ray Tune schedules; it runs just as well alone,
+without Ray: it takes a :class:`~study.trial.config.TrialConfig`, an output folder and a
+``report`` callback that receives each epoch's metrics.
 
 Training follows the paper's Section 4.1 by default: SGD with momentum 0.9, batch 128,
 learning rate 0.1 with step decay. The dataset sits on the device as uint8; batches
 are gathered, augmented (:mod:`study.data.augment`) and standardised there.
+
+Which split each metric comes from: after every epoch, ``val_*`` metrics on the
+validation split (``data.validation`` training images held out, never trained on);
+once, at the end, ``test_*`` metrics on the test set (all circular shifts). A search
+chooses on validation metrics; the test set is reported, never used to choose.
 
 Every epoch ends with ``OUT/checkpoint.pt``: model, optimiser, scheduler, the RNG
 states and the history so far. Running a trial again on the same folder resumes from
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,28 +35,30 @@ from tqdm import tqdm
 
 from study import models
 from study.data import to_float
-from study.data.augment import augment, shift_at
+from study.data.augment import augment, random_circular_shifts, shift_at
 from study.data.dataset import Dataset, load_dataset
 from study.layers import filter_parameters
 from study.metrics import evaluate, sampled_consistency, summary
 from study.metrics.figures import report_figures
+from study.metrics.probabilities import shift_probabilities_by
+from study.metrics.scores import accuracy, consistency
 from study.trial.checkpoint import load_checkpoint, save_checkpoint
 from study.trial.config import ConfigError, TrialConfig
 
 Report = Callable[[dict[str, Any]], None]
 CHECKPOINT = "checkpoint.pt"
-#: The numeric final metrics of every trial: what a study may optimise.
-FINAL_METRICS = (
+#: Per-epoch metrics on the validation split (also final: the last epoch's values).
+VAL_METRICS = ("val_acc", "val_acc_shift", "val_consistency")
+#: Final metrics on the test set, computed once at the end (all circular shifts).
+TEST_METRICS = (
     "test_acc",
     "test_acc_shift_random",
     "test_acc_shift_mean",
-    "consistency",
-    "variation",
-    "sampled_consistency",
-    "train_loss",
-    "train_seconds",
-    "eval_seconds",
+    "test_consistency",
+    "test_variation",
 )
+#: The numeric final metrics of every trial: what a study may optimise.
+FINAL_METRICS = (*VAL_METRICS, *TEST_METRICS, "train_loss", "train_seconds", "eval_seconds")
 
 
 class TrialFailed(RuntimeError):
@@ -71,24 +79,47 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def machine_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def pin_threads(count: int) -> int:
+    """Run torch's intra-op work on ``count`` threads (at least 1), whatever
+    ``OMP_NUM_THREADS`` says: a trial uses exactly the CPUs it was given. Returns the
+    count set."""
+    count = max(1, int(count))
+    torch.set_num_threads(count)
+    return count
+
+
 def run_trial(
     config: TrialConfig,
     out: str | Path | None = None,
     report: Report | None = None,
     progress: bool = True,
     dataset: Dataset | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate ``config``; return the final metrics (named keys, among them
-    ``test_acc`` and ``consistency``).
+    """Train and evaluate ``config``; return the final metrics (named keys: ``val_*``
+    when there is a validation split, ``test_acc``, ``test_consistency``, ...).
 
     With ``out``, checkpoints, ``metrics.json``, ``history.json`` and figures go there,
     and a checkpoint found there is resumed. ``report(metrics)`` is called after every
     epoch (``done: False``) and once at the end with the final metrics (``done: True``).
-    Raises :class:`TrialFailed` when the loss stops being finite.
+    ``threads``: torch's CPU threads (default: every CPU this process may use; the study
+    service passes the CPUs Ray reserved for the trial). Raises :class:`TrialFailed` when
+    the loss stops being finite.
     """
+    threads = pin_threads(threads if threads is not None else machine_cpus())
     device = resolve_device(config.device)
     out = Path(out) if out is not None else None
     data = (dataset or load_dataset(**_data_args(config))).to(device)
+    if progress:
+        print(f"{data.description}; {device}, {threads} torch threads", flush=True)
     run = _Training(config, data, device)
     if out is not None and (out / CHECKPOINT).is_file():
         run.resume(out / CHECKPOINT)
@@ -100,17 +131,20 @@ def run_trial(
         run.history.append(row)
         if out is not None:
             run.save(out / CHECKPOINT)
-        line = (
-            f"epoch {epoch + 1}/{config.train.epochs}  loss {row['train_loss']:.4f}  "
-            f"acc {row['test_acc']:.4f}  shifted {row['test_acc_shift']:.4f}  "
-            f"consistency {row['sampled_consistency']:.4f}  {row['images_per_second']:.0f} img/s"
-        )
+        line = f"epoch {epoch + 1}/{config.train.epochs}  loss {row['train_loss']:.4f}  "
+        if "val_acc" in row:
+            line += (
+                f"val acc {row['val_acc']:.4f}  shifted {row['val_acc_shift']:.4f}  "
+                f"consistency {row['val_consistency']:.4f}  "
+            )
+        line += f"{row['images_per_second']:.0f} img/s"
         if progress:
             bar.write(line)
         if report is not None:
             report({**row, "done": False})
     final = run.finish(out)
     final["seconds_this_run"] = time.perf_counter() - started
+    final["threads"] = torch.get_num_threads()  # measured: what training really used
     if report is not None:
         report({**final, "done": True})
     return final
@@ -121,7 +155,8 @@ def _data_args(config: TrialConfig) -> dict[str, Any]:
         "source": config.data.source,
         "train_images": config.data.train_images,
         "test_images": config.data.test_images,
-        "seed": config.seed,
+        "seed": config.data.seed,
+        "validation": config.data.validation,
     }
 
 
@@ -145,6 +180,9 @@ class _Training:
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.test_float = to_float(data.test_images, data.mean, data.std)
+        count = config.eval.val_images or len(data.val_images)
+        self.val_float = to_float(data.val_images[:count], data.mean, data.std)
+        self.val_labels = data.val_labels[:count]
 
     # -- training ---------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, Any]:
@@ -190,33 +228,44 @@ class _Training:
             "epoch": epoch + 1,
             "train_loss": total.item() / count,
             "lr": self.optimizer.param_groups[0]["lr"],
-            **self.quick_eval(),
+            **self.validate(),
             "epoch_seconds": seconds,
             "images_per_second": count / seconds,
         }
 
     @torch.inference_mode()
-    def quick_eval(self) -> dict[str, float]:
-        """Per-epoch test metrics: accuracy unshifted and at one seeded random circular
-        shift per image, and the sampled consistency (Section 4.2 protocol)."""
+    def validate(self) -> dict[str, float]:
+        """Per-epoch metrics on the validation split (none without one): accuracy
+        unshifted and at one seeded random circular shift per image, and the
+        consistency, sampled (Section 4.2 protocol, one pair of shifts per image) or
+        exact over all shifts (``eval.val_method``)."""
+        images, labels = self.val_float, self.val_labels
+        if not len(images):
+            return {}
         self.model.eval()
-        images, labels = self.test_float, self.data.test_labels
-        height, width = images.shape[-2:]
-        generator = torch.Generator().manual_seed(self.config.seed + 1)
-        shifts = torch.stack(
-            [torch.randint(n, (len(images),), generator=generator) for n in (height, width)], 1
-        ).to(self.device)
+        seed = self.config.seed + 1
+        if self.config.eval.val_method == "exact":
+            probs, _ = shift_probabilities_by(self.model, images, self.config.eval.method)
+            scores = accuracy(probs, labels.cpu(), seed)
+            return {
+                "val_acc": scores["acc"],
+                "val_acc_shift": scores["acc_shift_random"],
+                "val_consistency": consistency(probs),
+            }
+        generator = torch.Generator().manual_seed(seed)
+        size = tuple(images.shape[-2:])
+        shifts = random_circular_shifts(len(images), size, max(size), generator).to(self.device)
         correct = correct_shifted = 0
         for start in range(0, len(images), 500):
             chunk, truth = images[start : start + 500], labels[start : start + 500]
             correct += (self.model(chunk).argmax(1) == truth).sum().item()
             moved = shift_at(chunk, shifts[start : start + 500])
             correct_shifted += (self.model(moved).argmax(1) == truth).sum().item()
-        max_shift = min(self.config.eval.consistency_max_shift, min(height, width) // 2)
+        max_shift = min(self.config.eval.consistency_max_shift, max(size) // 2)
         return {
-            "test_acc": correct / len(images),
-            "test_acc_shift": correct_shifted / len(images),
-            "sampled_consistency": sampled_consistency(
+            "val_acc": correct / len(images),
+            "val_acc_shift": correct_shifted / len(images),
+            "val_consistency": sampled_consistency(
                 self.model, images, max_shift, seed=self.config.seed, batch_size=500
             ),
         }
@@ -272,12 +321,12 @@ class _Training:
         )
         last = self.history[-1] if self.history else {}
         final = {
+            **{name: last[name] for name in VAL_METRICS if name in last},
             "test_acc": result["acc"],
             "test_acc_shift_random": result["acc_shift_random"],
             "test_acc_shift_mean": result["acc_shift_mean"],
-            "consistency": result["consistency"],
-            "variation": result["variation"],
-            "sampled_consistency": last.get("sampled_consistency"),
+            "test_consistency": result["consistency"],
+            "test_variation": result["variation"],
             "train_loss": last.get("train_loss"),
             "epochs": self.epoch,
             "train_seconds": sum(row["epoch_seconds"] for row in self.history),
@@ -348,11 +397,26 @@ def _training_figure(history: list[dict[str, Any]]):
     epochs = [row["epoch"] for row in history]
     loss_ax.plot(epochs, [row["train_loss"] for row in history], marker=".")
     loss_ax.set(xlabel="epoch", ylabel="train loss", yscale="log")
-    for key in ("test_acc", "test_acc_shift", "sampled_consistency"):
-        acc_ax.plot(epochs, [row[key] for row in history], marker=".", label=key)
-    acc_ax.set(xlabel="epoch", ylim=(0, 1))
-    acc_ax.legend(fontsize=7)
+    for key in VAL_METRICS:
+        if history and key in history[0]:
+            acc_ax.plot(epochs, [row[key] for row in history], marker=".", label=key)
+    acc_ax.set(xlabel="epoch", ylim=(0, 1), title="validation split")
+    if acc_ax.lines:
+        acc_ax.legend(fontsize=7)
+    else:
+        acc_ax.text(0.5, 0.5, "no validation split\n(data.validation: 0)", ha="center")
     return fig
 
 
-__all__ = ["CHECKPOINT", "FINAL_METRICS", "Report", "TrialFailed", "resolve_device", "run_trial"]
+__all__ = [
+    "CHECKPOINT",
+    "FINAL_METRICS",
+    "TEST_METRICS",
+    "VAL_METRICS",
+    "Report",
+    "TrialFailed",
+    "machine_cpus",
+    "pin_threads",
+    "resolve_device",
+    "run_trial",
+]
