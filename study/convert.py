@@ -553,17 +553,15 @@ def _rewritten(module: nn.Module, blurs: dict[str, tuple[fx.Node, nn.Module]]) -
     for registry in ("_modules", "_parameters", "_buffers", "_non_persistent_buffers_set"):
         setattr(new, registry, getattr(holder, registry))
     new.training = module.training
-    plain = {
+    hooks = [key for key in vars(nn.Module()) if "hook" in key]  # forward hooks and others
+    kept = {
         key: value
         for key, value in vars(module).items()
-        if not key.startswith("_") and key != "training" and key not in vars(new)
+        if key in hooks or (not key.startswith("_") and key not in vars(new))
     }
-    for key, value in plain.items():
+    for key, value in kept.items():
         setattr(new, key, value)
-    new.meta["_user_preserved_attributes"] = plain  # fx keeps these through deepcopy
-    for key in vars(nn.Module()):
-        if "hook" in key:
-            setattr(new, key, getattr(module, key))
+    new.meta["_user_preserved_attributes"] = kept  # fx sets these again after a deepcopy
     return new
 
 

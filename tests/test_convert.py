@@ -539,6 +539,18 @@ def test_converted_model_copies_and_pickles(resnet18, tmp_path):
             assert other.layer3[0].stride == 2
 
 
+def test_rewritten_block_keeps_its_hooks(resnet18):
+    model = copy.deepcopy(resnet18)
+    shapes = []
+    model.layer2[0].register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape)))
+    antialias(model, "binomial-5", log=False)
+    assert isinstance(model.layer2[0], torch.fx.GraphModule)
+    with torch.no_grad():
+        for net in (model, copy.deepcopy(model)):
+            net(torch.randn(1, 3, 64, 64))
+    assert shapes == [(1, 128, 8, 8)] * 2
+
+
 def test_blurs_live_on_the_model_device():
     model = torchvision.models.resnet18().to("meta")
     for strided_conv in STRIDED_CONV:
