@@ -1,15 +1,47 @@
 """Model surgery: make any torch model's downsampling anti-aliased, or its padding circular.
 
 :func:`antialias` rewrites every strided ``MaxPool2d``, ``AvgPool2d`` and ``Conv2d`` into
-its blurred form (Section 3.2; Fig. 1 bottom: pool or convolve densely, then blur and
+its blurred form (Section 3.2; Fig. 1 bottom: evaluate the layer densely, then blur and
 subsample) and keeps parameter names, so the original ``state_dict`` loads into the
 converted model. :func:`circular` switches a model to circular padding, the paper's
 testbed (Section 4.1). Both say what they changed, and warn when they changed nothing.
+
+Where a strided convolution's blur goes (``strided_conv``). Fig. 1's caption applies the
+pool analysis "to any strided layer, such as convolution"; the ICML 2019 version
+(ConvBlurPool) and antialiased-cnns spell it out as ``ReLU(BN(Conv_s(x)))`` ->
+``BlurPool_s(ReLU(BN(Conv_1(x))))``: the layer evaluated densely is conv *and*
+activation, and the blur goes after the nonlinearity. ``"after-activation"`` (the
+default) does that wherever the model's graph shows ``conv -> [norm] -> activation``.
+Each container's own ``forward`` is traced one level deep with ``torch.fx`` (its
+children stay single nodes); then the convolution runs at stride 1 and
+
+* an activation *module* called once in the whole model is replaced in place by
+  ``nn.Sequential(act, BlurPool2d)``: no new weights, nothing renamed, classes kept;
+* a shared activation module (torchvision's ``BasicBlock`` calls ``self.relu`` twice), one
+  with weights, or a functional one (``F.relu``, ``torch.relu``, ``x.relu()``) has the
+  blur inserted into that container's graph, and the container becomes a
+  ``torch.fx.GraphModule`` holding the same children (same parameter names) plus the
+  blur, in the same place in its parent: ``model.layer2[0]`` still works, but is no
+  longer an instance of ``BasicBlock`` (the report lists every such rewrite).
+
+Everything else stays ``"after-conv"``, :class:`BlurConv2d`'s placement, with the reason
+in the report: a convolution with no activation after it (ResNet's 1x1 ``downsample``:
+blurred before the 1x1 conv, which commutes with the blur, as antialiased-cnns does; a
+ConvNeXt patchify stem, followed by a norm only), a container that cannot be traced
+(data-dependent Python control flow) or whose traced forward depends on
+``self.training``, a convolution called more than once, and an activation that would
+need the *top-level* model's forward rewritten (its class would change).
 
 >>> import torchvision
 >>> model = antialias(torchvision.models.vgg11(), "binomial-5", log=False)
 >>> type(model.features[2]).__name__, str(model.features[2].spec)
 ('MaxBlurPool2d', 'binomial-5')
+>>> report = convert_downsampling(torchvision.models.resnet18(), "binomial-5")
+>>> report.placements()["layer2.0.conv1"], report.placements()["conv1"]
+('after-activation (relu)', 'after-activation (relu)')
+>>> print(report.placements()["layer2.0.downsample.0"])
+after-conv (fallback: no activation after it in layer2.0.downsample:
+            Conv2d -> BatchNorm2d -> output)
 """
 
 from __future__ import annotations
@@ -17,11 +49,14 @@ from __future__ import annotations
 import fnmatch
 import logging
 import warnings
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
 
 from study.filters import FilterSpec, parse
 from study.layers import (
@@ -41,6 +76,8 @@ from study.layers.modules import FilterLike
 logger = logging.getLogger(__name__)
 
 AvgPoolMode = Literal["replace", "dense"]
+StridedConv = Literal["after-activation", "after-conv"]
+STRIDED_CONV: tuple[str, ...] = ("after-activation", "after-conv")
 
 
 class NothingConvertedWarning(UserWarning):
@@ -49,19 +86,23 @@ class NothingConvertedWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Change:
-    """One module swapped: its dotted name and a short description before and after."""
+    """One module swapped: its dotted name, a short description before and after, and,
+    for a strided convolution, where its blur went (``placement``)."""
 
     name: str
     before: str
     after: str
+    placement: str = ""
 
 
 @dataclass
 class ConversionReport:
-    """What a conversion replaced, and what it left alone and why."""
+    """What a conversion replaced, what it left alone and why, and which containers it
+    rewrote as ``torch.fx`` graph modules (and why)."""
 
     replaced: list[Change] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    rewritten: list[tuple[str, str]] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """Number of replacements per original layer type, e.g. ``{"MaxPool2d": 5}``."""
@@ -71,6 +112,11 @@ class ConversionReport:
             out[kind] = out.get(kind, 0) + 1
         return out
 
+    def placements(self) -> dict[str, str]:
+        """Strided convolution name -> where its blur went, e.g. ``"after-activation
+        (relu)"`` or ``"after-conv (fallback: why)"``."""
+        return {c.name: c.placement for c in self.replaced if c.placement}
+
     def __str__(self) -> str:
         if not self.replaced:
             head = "replaced nothing"
@@ -78,7 +124,10 @@ class ConversionReport:
             kinds = ", ".join(f"{n} {k}" for k, n in self.counts().items())
             head = f"replaced {len(self.replaced)} layers ({kinds})"
         lines = [head]
-        lines += [f"  {c.name}: {c.before} -> {c.after}" for c in self.replaced]
+        for c in self.replaced:
+            where = f" [{c.placement}]" if c.placement else ""
+            lines.append(f"  {c.name}: {c.before} -> {c.after}{where}")
+        lines += [f"  rewrote {name}: {why}" for name, why in self.rewritten]
         lines += [f"  left {name}: {why}" for name, why in self.skipped]
         return "\n".join(lines)
 
@@ -88,6 +137,7 @@ def antialias(
     filter: FilterLike = "binomial-5",
     padding: Padding | None = None,
     *,
+    strided_conv: StridedConv = "after-activation",
     keep_stem: bool = False,
     avgpool: AvgPoolMode = "replace",
     exclude: Iterable[str] = (),
@@ -100,6 +150,12 @@ def antialias(
         padding: the blurs' padding mode; ``None`` picks ``circular`` when every padded
             convolution of the model is circular (the paper's testbed), else ``reflect``
             (antialiased-cnns' default).
+        strided_conv: where a strided convolution's blur goes. ``"after-activation"``
+            (the paper's, Fig. 1 and Section 3): the convolution runs at stride 1 and
+            the blur-pool follows the activation after it (``conv -> [norm] -> act``),
+            wherever the traced graph shows that pattern, else ``"after-conv"`` as a
+            reported fallback. ``"after-conv"``: :class:`BlurConv2d` blurs the
+            convolution's output, before its norm and activation.
         keep_stem: leave the model's first convolution strided as it is
             (antialiased-cnns' choice for ResNets).
         avgpool: ``"replace"`` swaps an ``AvgPool2d(k, stride=k)`` for a blur-pool with
@@ -112,7 +168,13 @@ def antialias(
     :class:`NothingConvertedWarning` is raised as a warning when nothing was replaced.
     """
     report = convert_downsampling(
-        model, filter, padding, keep_stem=keep_stem, avgpool=avgpool, exclude=exclude
+        model,
+        filter,
+        padding,
+        strided_conv=strided_conv,
+        keep_stem=keep_stem,
+        avgpool=avgpool,
+        exclude=exclude,
     )
     _announce(report, "antialias", log)
     return model
@@ -123,6 +185,7 @@ def convert_downsampling(
     filter: FilterLike = "binomial-5",
     padding: Padding | None = None,
     *,
+    strided_conv: StridedConv = "after-activation",
     keep_stem: bool = False,
     avgpool: AvgPoolMode = "replace",
     exclude: Iterable[str] = (),
@@ -130,14 +193,48 @@ def convert_downsampling(
     """:func:`antialias`'s work, returning the :class:`ConversionReport`."""
     spec = parse(filter)
     check_choice("avgpool", avgpool, ("replace", "dense"))
+    check_choice("strided_conv", strided_conv, STRIDED_CONV)
+    if not isinstance(keep_stem, bool):
+        raise ValueError(f"keep_stem must be one of True, False; got {keep_stem!r}")
     if padding is None:
         padding = "circular" if _all_circular(model) else "reflect"
     check_choice("padding", padding, PADDING_MODES)
-    patterns = tuple(exclude)
-    stem = next((n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
     report = ConversionReport()
+    layers = _layers_to_blur(model, tuple(exclude), keep_stem, report)
+    convs = [name for name, module in layers if isinstance(module, nn.Conv2d)]
+    plans: dict[str, _Plan] = {}
+    fallbacks: dict[str, str] = {}
+    if strided_conv == "after-activation" and convs:
+        plans, fallbacks = _plan_after_activation(model, convs)
+    blurs = _apply_plans(model, plans, spec, padding, report)
+    for name, module in layers:
+        if name in blurs:
+            report.replaced.append(blurs[name])
+            continue
+        new = _blurred(module, spec, padding, avgpool)
+        if isinstance(new, str):
+            report.skipped.append((name, new))
+            continue
+        _set_submodule(model, name, _moved(new, module, model))
+        placement = ""
+        if isinstance(module, nn.Conv2d):
+            why = fallbacks.get(name)
+            placement = f"after-conv (fallback: {why})" if why else "after-conv"
+        report.replaced.append(Change(name, _short(module), _short(new), placement))
+    for name, module in model.named_modules():
+        if isinstance(module, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
+            report.skipped.append((name, "adaptive pooling has no stride to blur"))
+    return report
+
+
+def _layers_to_blur(
+    model: nn.Module, patterns: tuple[str, ...], keep_stem: bool, report: ConversionReport
+) -> list[tuple[str, nn.Module]]:
+    """The strided layers to convert, in model order; the others go to ``report.skipped``."""
+    stem = next((n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    layers: list[tuple[str, nn.Module]] = []
     blurred_convs: list[str] = []
-    for name, module in list(model.named_modules()):
+    for name, module in model.named_modules():
         if not _is_downsampling(module) or any(name.startswith(f"{c}.") for c in blurred_convs):
             continue
         if isinstance(module, BlurConv2d):
@@ -149,18 +246,367 @@ def convert_downsampling(
             reason = "already anti-aliased"
         elif keep_stem and name == stem:
             reason = "stem convolution (keep_stem=True)"
-        new = None if reason else _blurred(module, spec, padding, avgpool)
-        if isinstance(new, str):
-            reason, new = new, None
-        if new is None:
-            report.skipped.append((name, reason or "not a supported downsampling layer"))
+        if reason:
+            report.skipped.append((name, reason))
+        else:
+            layers.append((name, module))
+    return layers
+
+
+# --- after-activation placement: each container's forward, traced one level deep -------
+
+_ACTIVATIONS = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.RReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Softplus,
+    nn.Sigmoid,
+    nn.Tanh,
+)
+_ACTIVATION_FUNCTIONS = {
+    F.relu: "relu",
+    torch.relu: "relu",
+    torch.relu_: "relu",
+    F.relu6: "relu6",
+    F.leaky_relu: "leaky_relu",
+    F.leaky_relu_: "leaky_relu",
+    F.elu: "elu",
+    F.elu_: "elu",
+    F.selu: "selu",
+    F.celu: "celu",
+    F.gelu: "gelu",
+    F.silu: "silu",
+    F.mish: "mish",
+    F.hardswish: "hardswish",
+    F.hardsigmoid: "hardsigmoid",
+    F.hardtanh: "hardtanh",
+    F.hardtanh_: "hardtanh",
+    F.softplus: "softplus",
+    torch.sigmoid: "sigmoid",
+    torch.tanh: "tanh",
+}
+_ACTIVATION_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_"}
+_NORMS = (
+    nn.BatchNorm2d,
+    nn.LazyBatchNorm2d,
+    nn.SyncBatchNorm,
+    nn.InstanceNorm2d,
+    nn.LazyInstanceNorm2d,
+    nn.GroupNorm,
+    nn.Identity,
+)
+_NORM_NAMES = ("FrozenBatchNorm2d", "LayerNorm2d")  # torchvision's, matched by class name
+_BLURRED = (BlurConv2d, *BLUR_TYPES)
+
+
+class _OneLevelTracer(fx.Tracer):
+    """Traces a module's own ``forward``: every submodule it calls stays one node."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return True
+
+
+@dataclass
+class _Traces:
+    """Every container's forward as a graph, and who calls which module from where."""
+
+    graphs: dict[int, fx.Graph] = field(default_factory=dict)  # by id(container)
+    errors: dict[str, str] = field(default_factory=dict)  # path -> why it did not trace
+    calls: dict[int, list[tuple[str, fx.Node]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )  # id(module) -> (path of the caller, its node)
+    unknown: set[int] = field(default_factory=set)  # maybe called by an untraced forward
+    paths: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def called_once(self, module: nn.Module) -> bool:
+        key = id(module)
+        return len(self.calls[key]) == 1 and key not in self.unknown and len(self.paths[key]) == 1
+
+
+def _trace_containers(model: nn.Module) -> _Traces:
+    """Trace the forward of every container that runs (top-down: a container runs when
+    a traced forward calls it, or when its parent runs and could not be traced)."""
+    traces = _Traces()
+    running, called = {""}, set()
+    for path, module in model.named_modules(remove_duplicate=False):
+        traces.paths[id(module)].append(path)
+        parent = path.rpartition(".")[0]
+        if path and parent in running and parent in traces.errors:
+            traces.unknown.add(id(module))
+        elif path and path not in called:
             continue
-        _set_submodule(model, name, new)
-        report.replaced.append(Change(name, _short(module), _short(new)))
-    for name, module in model.named_modules():
-        if isinstance(module, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
-            report.skipped.append((name, "adaptive pooling has no stride to blur"))
-    return report
+        running.add(path)
+        if next(module.children(), None) is None or isinstance(module, _BLURRED):
+            continue
+        graph = traces.graphs.get(id(module))
+        if graph is None:
+            try:
+                graph = traces.graphs[id(module)] = _OneLevelTracer().trace(module)
+            except Exception as error:  # tracing runs arbitrary forward code
+                traces.errors[path] = _first_line(error)
+                continue
+        for node in graph.nodes:
+            if node.op == "call_module":
+                traces.calls[id(module.get_submodule(node.target))].append((path, node))
+                called.add(_join(path, node.target))
+    return traces
+
+
+@dataclass
+class _Plan:
+    """Where one strided convolution's blur goes: after ``act`` in ``owner``'s forward,
+    either by wrapping the activation module at ``wrap`` or by rewriting ``owner``."""
+
+    owner: str
+    act: fx.Node
+    kind: str
+    wrap: str | None
+    why_rewrite: str = ""
+
+
+def _plan_after_activation(
+    model: nn.Module, convs: list[str]
+) -> tuple[dict[str, _Plan], dict[str, str]]:
+    """Plans for the convolutions followed by an activation; fallback reasons for the rest."""
+    traces = _trace_containers(model)
+    plans: dict[str, _Plan] = {}
+    fallbacks: dict[str, str] = {}
+    for name in convs:
+        plan = _plan_one(model, name, traces)
+        if isinstance(plan, str):
+            fallbacks[name] = plan
+        else:
+            plans[name] = plan
+    for owner in {p.owner for p in plans.values() if p.wrap is None}:
+        why = _cannot_rewrite(model, owner, traces)
+        for name, plan in list(plans.items()):
+            if plan.owner != owner:
+                continue
+            if not why:
+                plan.wrap = None  # one rewrite of this forward places all its blurs
+            elif plan.wrap is None:
+                fallbacks[name] = f"its {plan.kind} {plan.why_rewrite}, and {why}"
+                del plans[name]
+    return plans, fallbacks
+
+
+def _plan_one(model: nn.Module, name: str, traces: _Traces) -> _Plan | str:
+    conv = model.get_submodule(name)
+    sites = traces.calls[id(conv)]
+    if len(sites) != 1 or id(conv) in traces.unknown:
+        if sites:
+            if len(sites) > 1:
+                return f"it is called {len(sites)} times"
+            return "an untraceable forward may call it too"
+        untraced = _untraced_ancestor(name, traces.errors)
+        if untraced is None:
+            return "no traced forward calls it"
+        return f"{untraced or 'the model'} cannot be traced ({traces.errors[untraced]})"
+    owner_path, node = sites[0]
+    owner = model.get_submodule(owner_path)
+    found = _activation_after(node, owner, owner_path)
+    if isinstance(found, str):
+        return found
+    act, kind = found
+    if act.op != "call_module":
+        return _Plan(owner_path, act, kind, None, f"is functional ({_describe(act, owner)})")
+    module = owner.get_submodule(act.target)
+    if not traces.called_once(module):
+        calls = len(traces.calls[id(module)])
+        return _Plan(owner_path, act, kind, None, f"module is shared (called {calls} times)")
+    if module.state_dict():
+        return _Plan(owner_path, act, kind, None, "module has parameters or buffers")
+    return _Plan(owner_path, act, kind, _join(owner_path, act.target))
+
+
+def _activation_after(node: fx.Node, owner: nn.Module, path: str) -> tuple[fx.Node, str] | str:
+    """The activation that alone consumes ``node`` (through norm layers), or why none."""
+    chain = [_describe(node, owner)]
+    while True:
+        users = list(node.users)
+        if len(users) != 1 or users[0].args[:1] != (node,):
+            chain.append(f"{len(users)} uses" if len(users) != 1 else _describe(users[0], owner))
+            break
+        node = users[0]
+        kind = _activation_kind(node, owner)
+        if kind:
+            return node, kind
+        chain.append(_describe(node, owner))
+        if not _is_norm(node, owner):
+            break
+    return f"no activation after it in {path or 'the model'}: {' -> '.join(chain)}"
+
+
+def _activation_kind(node: fx.Node, owner: nn.Module) -> str | None:
+    """``"relu"``, ``"hardswish"``, ...: the activation ``node`` calls, if it calls one."""
+    if node.op == "call_module":
+        module = owner.get_submodule(node.target)
+        return type(module).__name__.lower() if isinstance(module, _ACTIVATIONS) else None
+    if node.op == "call_function" and _hashable(node.target):
+        return _ACTIVATION_FUNCTIONS.get(node.target)
+    if node.op == "call_method" and node.target in _ACTIVATION_METHODS:
+        return str(node.target).rstrip("_")
+    return None
+
+
+def _is_norm(node: fx.Node, owner: nn.Module) -> bool:
+    if node.op != "call_module":
+        return False
+    module = owner.get_submodule(node.target)
+    return isinstance(module, _NORMS) or type(module).__name__ in _NORM_NAMES
+
+
+def _describe(node: fx.Node, owner: nn.Module) -> str:
+    if node.op == "call_module":
+        return type(owner.get_submodule(node.target)).__name__
+    if node.op == "call_function":
+        module = getattr(node.target, "__module__", None) or "torch"
+        return f"{module}.{getattr(node.target, '__name__', node.target)}"
+    if node.op == "call_method":
+        return f"Tensor.{node.target}"
+    return str(node.op)
+
+
+def _cannot_rewrite(model: nn.Module, owner: str, traces: _Traces) -> str | None:
+    """Why the forward of the container at ``owner`` cannot be rewritten, or None."""
+    if not owner:
+        return "the top-level model's forward is not rewritten (its class would change)"
+    module = model.get_submodule(owner)
+    if len(traces.paths[id(module)]) > 1:
+        return f"{owner} is shared"
+    codes = []
+    training = module.training
+    try:
+        for mode in (False, True):
+            module.training = mode  # this container only: its children stay leaves
+            codes.append(_OneLevelTracer().trace(module).python_code("self").src)
+    finally:
+        module.training = training
+    if codes[0] != codes[1]:
+        return f"{owner}'s forward depends on self.training"
+    return None
+
+
+def _apply_plans(
+    model: nn.Module,
+    plans: dict[str, _Plan],
+    spec: FilterSpec,
+    padding: Padding,
+    report: ConversionReport,
+) -> dict[str, Change]:
+    """Run each planned convolution at stride 1 and blur after its activation."""
+    changes: dict[str, Change] = {}
+    rewrites: dict[str, dict[str, tuple[fx.Node, nn.Module]]] = defaultdict(dict)
+    for name, plan in plans.items():
+        conv = model.get_submodule(name)
+        before = _short(conv)
+        blur = _moved(BlurPool2d(conv.out_channels, spec, conv.stride, padding), conv, model)
+        conv.stride = (1, 1)
+        if plan.wrap is not None:
+            _set_submodule(model, plan.wrap, nn.Sequential(model.get_submodule(plan.wrap), blur))
+            where = f"{plan.wrap}.1"
+        else:
+            owner = model.get_submodule(plan.owner)
+            blur_name = _free_name(owner, name.rpartition(".")[2] + "_aa", rewrites[plan.owner])
+            rewrites[plan.owner][blur_name] = (plan.act, blur)
+            where = _join(plan.owner, blur_name)
+        after = f"Conv2d(stride={conv.stride}) + {_short(blur)} at {where}"
+        changes[name] = Change(name, before, after, f"after-activation ({plan.kind})")
+    for owner, blurs in rewrites.items():
+        module = model.get_submodule(owner)
+        _set_submodule(model, owner, _rewritten(module, blurs))
+        mine = [p for p in plans.values() if p.owner == owner and p.why_rewrite]
+        why = "; ".join(sorted({f"its {p.kind} {p.why_rewrite}" for p in mine}))
+        report.rewritten.append((owner, f"{type(module).__name__} -> torch.fx GraphModule: {why}"))
+    return changes
+
+
+def _rewritten(module: nn.Module, blurs: dict[str, tuple[fx.Node, nn.Module]]) -> fx.GraphModule:
+    """``module``'s forward with each blur called after its activation node, as a
+    ``GraphModule`` holding the same children, parameters, buffers and attributes
+    (so parameter names do not change), plus the blurs."""
+    graph = next(iter(blurs.values()))[0].graph
+    for blur_name, (act, _) in blurs.items():
+        with graph.inserting_after(act):
+            blurred = graph.call_module(blur_name, (act,))
+        act.replace_all_uses_with(blurred, delete_user_cb=lambda user, b=blurred: user is not b)
+    graph.lint()
+    holder = nn.Module()
+    # nn.Module's own registries, copied in order (GraphModule keeps only what the
+    # graph uses, in the order it uses them)
+    holder._modules = {**module._modules, **{n: b for n, (_, b) in blurs.items()}}
+    holder._parameters = dict(module._parameters)
+    holder._buffers = dict(module._buffers)
+    holder._non_persistent_buffers_set = set(module._non_persistent_buffers_set)
+    new = fx.GraphModule(holder, graph, class_name=type(module).__name__)
+    for registry in ("_modules", "_parameters", "_buffers", "_non_persistent_buffers_set"):
+        setattr(new, registry, getattr(holder, registry))
+    new.training = module.training
+    hooks = [key for key in vars(nn.Module()) if "hook" in key]  # forward hooks and others
+    kept = {
+        key: value
+        for key, value in vars(module).items()
+        if key in hooks or (not key.startswith("_") and key not in vars(new))
+    }
+    for key, value in kept.items():
+        setattr(new, key, value)
+    new.meta["_user_preserved_attributes"] = kept  # fx sets these again after a deepcopy
+    return new
+
+
+def _free_name(module: nn.Module, name: str, taken: dict[str, Any]) -> str:
+    candidate, index = name, 1
+    while hasattr(module, candidate) or candidate in taken:
+        candidate, index = f"{name}{index}", index + 1
+    return candidate
+
+
+def _untraced_ancestor(name: str, errors: dict[str, str]) -> str | None:
+    """The closest container above ``name`` whose forward could not be traced."""
+    parts = name.split(".")
+    for end in range(len(parts) - 1, -1, -1):
+        path = ".".join(parts[:end])
+        if path in errors:
+            return path
+    return None
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    line = text[0] if text else type(error).__name__
+    return line if len(line) <= 120 else line[:117] + "..."
+
+
+def _hashable(value: object) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _moved(new: nn.Module, old: nn.Module, model: nn.Module) -> nn.Module:
+    """``new`` on the device of ``old``'s tensors, else of the model's first tensor."""
+    for source in (old, model):
+        tensor = next(iter((*source.parameters(), *source.buffers())), None)
+        if tensor is not None:
+            return new.to(tensor.device)
+    return new
 
 
 def circular(model: nn.Module, *, log: bool = True) -> nn.Module:
