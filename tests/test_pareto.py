@@ -106,6 +106,43 @@ def test_hypervolume_matches_brute_force(case, fixed_reference):
     assert k in (2, 3)
 
 
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_each_direction_with_one_two_and_three_objectives(k):
+    """A chain (each point beats the next in every objective), unsorted, with a tie:
+    minimising ranks it one way, maximising the other. Pins moocore 0.3.2's bug
+    (``pareto_rank(x, maximise=[False])`` maximises one objective), which front.py
+    avoids by negating columns itself."""
+    base = np.array([0.1, 0.5, 0.3, 0.9, 0.3])
+    values = np.repeat(base[:, None], k, axis=1)
+    assert fr.nondominated_ranks(values, ["min"] * k).tolist() == [1, 3, 2, 4, 2]
+    assert fr.nondominated_ranks(values, ["max"] * k).tolist() == [4, 2, 3, 1, 3]
+    assert fr.front_mask(values, ["min"] * k).tolist() == [True, False, False, False, False]
+    assert fr.front_mask(values, ["max"] * k).tolist() == [False, False, False, True, False]
+    # Box between the best point and the reference 1 (min) or 0 (max), per objective.
+    assert fr.hypervolume(values, ["min"] * k, [1.0] * k) == pytest.approx(0.9**k)
+    assert fr.hypervolume(values, ["max"] * k, [0.0] * k) == pytest.approx(0.9**k)
+    # Mixed directions: the first column maximised, the others minimised.
+    if k > 1:
+        mixed = values.copy()
+        mixed[:, 0] = 1 - mixed[:, 0]
+        directions = ["max"] + ["min"] * (k - 1)
+        assert fr.nondominated_ranks(mixed, directions).tolist() == [1, 3, 2, 4, 2]
+
+
+def test_front_uses_no_private_optuna_code():
+    import ast
+
+    source = Path(fr.__file__).read_text()
+    imported = [
+        alias.name if isinstance(node, ast.Import) else f"{node.module}"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    ]
+    assert "moocore" in imported
+    assert not [name for name in imported if name.startswith("optuna")], imported
+
+
 def test_default_reference_rule_and_monotone_hypervolume():
     names = ["test_acc", "test_consistency"]
     rng = np.random.default_rng(0)

@@ -5,8 +5,10 @@ own units (fractions in [0, 1] for accuracies and consistency), ``directions`` i
 ``"max"`` / ``"min"`` per objective. The paper's Fig. 5 plots such a front: consistency
 (up) against accuracy (right), both maximised.
 
-The work is done by Optuna's own (private) routines, which minimise: maximised objectives
-are negated first.
+The work is done by ``moocore`` (public API: ``is_nondominated``, ``pareto_rank``,
+``hypervolume``) in its minimisation convention: maximised objectives are negated first
+(:func:`to_loss`), and moocore's own ``maximise`` flag is never used (in moocore 0.3.2
+``pareto_rank(x, maximise=[False])`` maximises a single objective).
 
 >>> values = [[0.934, 0.966], [0.931, 0.984], [0.924, 0.987], [0.92, 0.95]]
 >>> nondominated_ranks(values, ["max", "max"]).tolist()
@@ -109,7 +111,7 @@ def _values(values: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
 def to_loss(
     values: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str]
 ) -> np.ndarray:
-    """Values in Optuna's minimisation convention: maximised columns negated.
+    """Values in the minimisation convention: maximised columns negated.
 
     >>> to_loss([[0.9, 0.2]], ["max", "min"]).tolist()
     [[-0.9, 0.2]]
@@ -134,12 +136,12 @@ def nondominated_ranks(
     >>> nondominated_ranks(np.zeros((0, 2)), ["max", "max"]).tolist()
     []
     """
-    from optuna.study._multi_objective import _fast_non_domination_rank
+    import moocore
 
     loss = to_loss(values, directions)
     if loss.shape[0] == 0:
         return np.zeros(0, dtype=int)
-    return np.asarray(_fast_non_domination_rank(loss), dtype=int) + 1
+    return np.asarray(moocore.pareto_rank(loss), dtype=int) + 1
 
 
 def front_mask(
@@ -151,12 +153,12 @@ def front_mask(
     >>> front_mask([[0.93, 0.97], [0.92, 0.98], [0.91, 0.96]], ["max", "max"]).tolist()
     [True, True, False]
     """
-    from optuna.study._multi_objective import _is_pareto_front
+    import moocore
 
     loss = to_loss(values, directions)
     if loss.shape[0] == 0:
         return np.zeros(0, dtype=bool)
-    return np.asarray(_is_pareto_front(loss, assume_unique_lexsorted=False), dtype=bool)
+    return np.asarray(moocore.is_nondominated(loss, keep_weakly=True), dtype=bool)
 
 
 def default_reference(
@@ -201,7 +203,7 @@ def hypervolume(
     dominated ones add nothing) and bounded by ``reference`` (shape ``(n_objectives,)``,
     default :func:`default_reference` of these values), in the product of the objectives'
     units. Points not strictly better than the reference in every objective add nothing.
-    Exact for any number of objectives (Optuna's WFG).
+    Exact for any number of objectives (``moocore.hypervolume``).
 
     >>> hypervolume([[0.5, 0.5]], ["max", "max"], [0, 0])
     0.25
@@ -210,7 +212,7 @@ def hypervolume(
     >>> hypervolume([[5, 5]], ["min", "min"], [4, 4])
     0.0
     """
-    from optuna._hypervolume import compute_hypervolume
+    import moocore
 
     loss = to_loss(front_values, directions)
     if reference is None:
@@ -224,7 +226,7 @@ def hypervolume(
     inside = loss[np.all(loss < ref, axis=1)]
     if inside.shape[0] == 0:
         return 0.0
-    return float(compute_hypervolume(inside, ref))
+    return float(moocore.hypervolume(inside, ref=ref))
 
 
 def staircase(front_values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
@@ -235,13 +237,13 @@ def staircase(front_values: np.ndarray, directions: Sequence[str]) -> np.ndarray
     >>> staircase(np.array([[0.9, 0.99], [0.95, 0.97]]), ["max", "max"]).tolist()
     [[0.95, 0.97], [0.9, 0.97], [0.9, 0.99]]
     """
-    from optuna.study._multi_objective import _is_pareto_front
+    import moocore
 
     loss = to_loss(front_values, directions)
     if loss.shape[1] != 2:
         raise ValueError("staircase: needs exactly 2 objectives")
     loss = np.unique(loss, axis=0)  # sorted by the first objective, best first
-    loss = loss[_is_pareto_front(loss, assume_unique_lexsorted=True)]
+    loss = loss[moocore.is_nondominated(loss)]
     points = [loss[0]]
     for previous, point in itertools.pairwise(loss):
         points.append(np.array([point[0], previous[1]]))
