@@ -88,13 +88,9 @@ def _flag(value: Any, path: str) -> bool:
     return value
 
 
-def _nested_spec(value: Any, path: str) -> Any:
-    from study.filters.spec import FilterSpec, parse  # a spec inside a spec
-
-    try:
-        spec = value if isinstance(value, FilterSpec) else parse(value)
-    except FilterSpecError as error:
-        raise error.under(path) from None
+def _fixed_spec(spec: Any, path: str) -> Any:
+    """A spec inside a spec (a :class:`Field` with ``spec=True``): :mod:`study.filters.spec`
+    has parsed it already; here it must name a fixed family."""
     if FAMILIES[spec.family].learnable:
         raise FilterSpecError(path, f"must be a fixed filter, got learnable {spec}")
     return spec
@@ -109,6 +105,9 @@ class Field:
     default: Any = None
     required: bool = True
     help: str = ""
+    spec: bool = False
+    """The value is itself a filter spec: :mod:`study.filters.spec` parses it into a
+    ``FilterSpec`` before ``coerce`` sees it (so this module never imports that one)."""
 
 
 @dataclass(frozen=True)
@@ -252,7 +251,7 @@ FAMILIES: dict[str, Family] = {
         Family(
             "learnable",
             (
-                Field("init", _nested_spec, help="any fixed filter spec"),
+                Field("init", _fixed_spec, help="any fixed filter spec", spec=True),
                 Field("symmetric", _flag, default=True, required=False, help="keep taps mirrored"),
             ),
             lambda p: FAMILIES[p["init"].family].taps(dict(p["init"].params)),

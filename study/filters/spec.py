@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from study.filters.errors import FilterSpecError
-from study.filters.families import FAMILIES, MAX_TAPS
+from study.filters.families import FAMILIES, MAX_TAPS, Field
 
 SpecLike = "str | Mapping[str, Any] | FilterSpec"
 
@@ -129,11 +129,11 @@ def _from_mapping(mapping: Mapping[str, Any]) -> FilterSpec:
     for fld in family.fields:
         path = f"filter.{fld.name}"
         if fld.name in mapping and mapping[fld.name] is not None:
-            params[fld.name] = fld.coerce(mapping[fld.name], path)
+            params[fld.name] = _coerce(fld, mapping[fld.name], path)
         elif fld.required:
             raise FilterSpecError(path, f"missing; {name} needs {fld.help}")
         elif fld.default is not None:
-            params[fld.name] = fld.coerce(fld.default, path)
+            params[fld.name] = _coerce(fld, fld.default, path)
     family.check(params)
     try:
         with np.errstate(all="ignore"):
@@ -147,6 +147,17 @@ def _from_mapping(mapping: Mapping[str, Any]) -> FilterSpec:
             f"{name} gives taps with no DC gain ({taps.tolist()}); try more taps or another window",
         )
     return FilterSpec(name, tuple(params.items()))
+
+
+def _coerce(fld: Field, value: Any, path: str) -> Any:
+    """``value`` through the field's coercion; a nested spec (``fld.spec``) is parsed
+    first, its errors reported under ``path``."""
+    if fld.spec:
+        try:
+            value = parse(value)
+        except FilterSpecError as error:
+            raise error.under(path) from None
+    return fld.coerce(value, path)
 
 
 def _parse_string(text: str) -> Mapping[str, Any]:
