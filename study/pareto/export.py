@@ -1,6 +1,6 @@
 """Writers for a study's Pareto front: csv, json, png, svg, html, md.
 
-Each takes one or more :class:`~study.pareto.store.StudyTrials` (several studies share one
+Each takes one or more :class:`~study.pareto.records.StudyTrials` (several studies share one
 plot, each with its own front) and writes into a folder:
 
 ==========  ======================================================================
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from study.pareto import front as fr
-from study.pareto.store import StudyTrials, TrialRecord
+from study.pareto.records import StudyTrials, TrialRecord
 
 FORMATS = ("csv", "json", "png", "svg", "html", "md")
 FILES = {
