@@ -515,3 +515,29 @@ def test_error_under_prefixes_the_path():
     moved = error.under("model.filter")
     assert str(moved) == "model.filter.cutoff: bad"
     assert moved.field == "model.filter.cutoff"
+
+
+def test_plot_responses_leaves_the_backend_and_pyplot_alone(monkeypatch):
+    """A notebook user's backend stays as it is: no ``matplotlib.use``, no pyplot figure."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from study.filters.plot import plot_responses
+
+    def switch(*args, **kwargs):
+        raise AssertionError(f"plot_responses switched the backend: use{args}")
+
+    monkeypatch.setattr(matplotlib, "use", switch)
+    open_figures = plt.get_fignums()
+    fig = plot_responses(["delta", "binomial-5"])
+    assert isinstance(fig, Figure)
+    assert plt.get_fignums() == open_figures
+    (ax,) = fig.axes
+    assert [line.get_label() for line in ax.lines[:2]] == ["delta", "binomial-5"]
+    assert abs(ax.lines[1].get_ydata()[-1]) < 1e-12  # binomial-5 has no gain at Nyquist
+    # Given axes: drawn there, and their figure is returned.
+    host = Figure()
+    target = host.add_subplot(1, 2, 2)
+    assert plot_responses(["rect-2"], ax=target) is host
+    assert [line.get_label() for line in target.lines[:1]] == ["rect-2"]
