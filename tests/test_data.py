@@ -143,6 +143,42 @@ def test_bad_split_and_missing_batch(tmp_path):
         load_split(tmp_path, "test")
 
 
+def test_cifar_is_read_by_torchvision_per_split_without_md5_checks(tmp_path):
+    """torchvision's CIFAR10/100 classes read the batches; only the asked split's files
+    (and the meta file) must exist, and copies that are not the official download (these
+    fixtures) are read: md5 sums are not checked."""
+    import torchvision.datasets
+
+    from study.data import sources
+
+    written = write_cifar10(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}").unlink()
+    images, labels, classes = load_split(folder, "test")
+    assert np.array_equal(images.reshape(4, -1).numpy(), written["test_batch"])
+    assert images.is_contiguous() and classes[0] == "airplane" and len(classes) == 10
+    assert labels.dtype == torch.int64 and labels.shape == (4,)
+    with pytest.raises(DataSourceError, match=r"data_batch_1 is missing from the CIFAR folder"):
+        load_split(folder, "train")
+    for name, base in (("cifar10", torchvision.datasets.CIFAR10), ("cifar100", None)):
+        base = base or torchvision.datasets.CIFAR100
+        assert issubclass(sources._cifar_class(name, "train"), base)
+    write_cifar100(tmp_path / "c100")
+    _, _, fine = load_split(tmp_path / "c100" / "cifar-100-python", "train")
+    assert fine[:2] == ["class0", "class1"] and len(fine) == 100
+
+
+def test_unreadable_cifar_batch_names_the_folder(tmp_path):
+    write_cifar10(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    (folder / "test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(
+        DataSourceError, match=r"cifar-10-batches-py is not readable as torchvision"
+    ):
+        load_split(folder, "test")
+
+
 def test_empty_split_folder(tmp_path):
     (tmp_path / "test" / "cat").mkdir(parents=True)
     with pytest.raises(DataSourceError, match="no images"):
