@@ -609,7 +609,10 @@ def test_help_imports_neither_torch_nor_mlflow():
 
 
 def test_formats_agree():
+    from study.pareto import records
+
     assert command.FORMATS == export.FORMATS
+    assert command.DELTA == records.DELTA_REFERENCE
 
 
 def test_plots_with_one_and_three_objectives(store, tmp_path):
@@ -714,3 +717,129 @@ def test_studies_with_different_objectives_share_a_plot_only_when_told(store, tm
         ["alpha", "search", "--tracking-uri", store["uri"], "--out", str(out)], capsys
     )
     assert code == 2 and "objectives: the studies optimise different metrics" in stderr
+
+
+# --- (d) `study pareto` polish: --out in --help, --reference delta, the plot's encoding ---
+
+
+def test_help_marks_out_as_required(capsys):
+    text = command.build_parser().format_help()
+    usage = text.split("\n\n")[0]
+    assert "--out DIR" in usage and "[--out DIR]" not in usage
+    assert "(required)" in text and "about 0.92" in " ".join(text.split())
+    from study.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["pareto", "--help"])
+    shown = capsys.readouterr().out
+    assert "--out DIR" in shown.split("\n\n")[0] and "[--out DIR]" not in shown
+
+
+def test_reference_delta_measures_from_the_baseline_trial(store, tmp_path, capsys):
+    out = tmp_path / "delta"
+    code, stdout, stderr = _run(
+        ["alpha", "--tracking-uri", store["uri"], "--out", str(out), "--reference", "delta"],
+        capsys,
+    )
+    assert code == 0, stderr
+    document = json.loads((out / "pareto.json").read_text())
+    study = document["studies"][0]
+    baseline = [[t[3], t[5]] for t in ALPHA if t[:3] == ("delta", "none", "FINISHED")]
+    assert study["reference"] == baseline[0] == [0.916, 0.881]
+    finished, _ = _expected(ALPHA)
+    values = np.array([[t[3], t[5]] for t in finished])
+    expected = _brute_hypervolume(values, ["max", "max"], np.array(baseline[0]))
+    assert study["hypervolume"] == pytest.approx(expected, abs=1e-12)
+    assert study["hypervolume"] == pytest.approx(0.001844, abs=1e-6)  # as docs/study.md says
+    assert "at reference (0.916, 0.881) = delta / none" in stdout
+    # The default origin: about 0.92 for the same study (the help and the docs say so).
+    code, _, _ = _run(["alpha", "--tracking-uri", store["uri"], "--out", str(out)], capsys)
+    study = json.loads((out / "pareto.json").read_text())["studies"][0]
+    assert code == 0 and study["reference"] == [0.0, 0.0]
+    assert study["hypervolume"] == pytest.approx(0.9227, abs=1e-4)
+
+
+def test_reference_delta_needs_a_baseline_trial_in_every_study(store, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, stderr = _run(
+        ["alpha", "beta", "--tracking-uri", store["uri"], "--out", str(out), "--reference=delta"],
+        capsys,
+    )
+    assert code == 2 and stdout == ""
+    assert stderr.strip() == (
+        "study pareto: error: reference: study 'beta' has no complete delta / none trial "
+        "(unblurred, no augmentation) to measure from; give numbers or leave the default"
+    )
+    assert not out.exists()
+
+
+def _collection_at(ax, x: float, y: float):
+    """The scatter collection drawing the point (x, y)."""
+    found = [c for c in ax.collections if any(np.allclose(o, (x, y)) for o in c.get_offsets())]
+    assert len(found) == 1, (x, y, len(found))
+    return found[0]
+
+
+def test_plot_encodes_augmentation_filled_or_hollow(store):
+    """Fig. 5's two panels in one plot: filled = no augmentation, hollow = augmented;
+    the legend says so and stands outside the axes; front labels stay inside them."""
+    from matplotlib.colors import to_rgba
+
+    from study.pareto.store import load_study
+
+    studies = [load_study(store["uri"], name) for name in ("alpha", "beta")]
+    fig = export.figure(studies)
+    (ax,) = fig.axes
+    hollow = filled = 0
+    for trials in studies:
+        for record in trials.records:
+            x, y = record.objectives["test_acc"], record.objectives["test_consistency"]
+            collection = _collection_at(ax, x, y)
+            faces = collection.get_facecolors()
+            if record.augment == "none":
+                filled += 1
+                assert len(faces) == 1 and np.allclose(
+                    faces[0], to_rgba(export.family_color(record.family), faces[0][3])
+                )
+            else:
+                hollow += 1
+                assert len(faces) == 0, (record.filter, record.augment)  # facecolors 'none'
+                edge = collection.get_edgecolors()[0]
+                assert np.allclose(edge[:3], to_rgba(export.family_color(record.family))[:3])
+    assert filled == 6 and hollow == 8
+    # The two delta trials of alpha: same marker, told apart by the fill only.
+    none, augmented = (
+        _collection_at(ax, t[3], t[5]) for t in ALPHA if t[0] == "delta" and t[2] == "FINISHED"
+    )
+    assert len(none.get_facecolors()) == 1 and len(augmented.get_facecolors()) == 0
+    legend = ax.get_legend()
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert "no augmentation (filled)" in texts
+    assert "augmented (hollow): flip, flip+crop" in texts
+    assert any(t.startswith("alpha: front 5 of 11, HV 0.9227") for t in texts)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    box = ax.get_window_extent(renderer)
+    assert legend.get_window_extent(renderer).x0 >= box.x1  # outside, right of the axes
+    front_labels = [t for t in ax.texts if t.get_fontweight() == "bold"]
+    assert len(front_labels) == 5 + 2
+    for label in front_labels:
+        extent = label.get_window_extent(renderer)
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1, label.get_text()
+        assert box.y0 <= extent.y0 and extent.y1 <= box.y1, label.get_text()
+
+
+def test_html_encodes_augmentation_with_open_symbols(store, tmp_path):
+    from study.pareto.store import load_study
+
+    trials = load_study(store["uri"], "alpha")
+    html = export.write_html([trials], tmp_path / "pareto.html").read_text()
+    symbols = set(__import__("re").findall(r'"symbol":"([a-z-]+)"', html))
+    # delta: star (none) and star-open (flip+crop); binomial-5 is only augmented
+    assert {"star", "star-open", "pentagon-open", "pentagon"} <= symbols
+    assert "alpha: Delta (baseline) (1 tap), augmented" in html
+    assert "alpha: Delta (baseline) (1 tap), no augmentation" in html
+    assert "filled: no augmentation" in html and "hollow: augmented" in html

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from study.pareto import front as fr
-from study.pareto.records import StudyTrials, TrialRecord
+from study.pareto.records import Reference, StudyTrials, TrialRecord
 
 FORMATS = ("csv", "json", "png", "svg", "html", "md")
 FILES = {
@@ -66,7 +66,7 @@ _LINESTYLES = ("-", "--", ":", "-.")
 _DASHES = ("solid", "dash", "dot", "dashdot")
 _PLOTLY_SYMBOLS = {
     1: "star",
-    2: "line-ns-open",
+    2: "diamond-tall",
     3: "triangle-up",
     4: "diamond",
     5: "pentagon",
@@ -74,6 +74,8 @@ _PLOTLY_SYMBOLS = {
     7: "circle",
     8: "octagon",
 }
+_BAR = np.array([[-0.3, -1.0], [0.3, -1.0], [0.3, 1.0], [-0.3, 1.0], [-0.3, -1.0]])
+"""The 2-tap marker: a narrow bar (two long sides) that, unlike ``|``, can be hollow."""
 LABEL_ALL_UP_TO = 40
 """Plots label every point by its filter up to this many points, else the front only."""
 
@@ -99,23 +101,32 @@ def family_color(family: str) -> str:
 
 def tap_marker(taps: int | None) -> Any:
     """The matplotlib marker of a tap count (Fig. 5: number of sides = number of taps):
-    a regular polygon with ``taps`` sides from 3 to 12 taps, a bar for 2, a star for 1
-    (the baseline; a circle would look like a 7-gon), a cross otherwise.
+    a regular polygon with ``taps`` sides from 3 to 12 taps, a narrow bar for 2, a star
+    for 1 (the baseline; a circle would look like a 7-gon), a cross otherwise. Every one
+    can be drawn filled or hollow (the augmentation encoding).
 
-    >>> tap_marker(1), tap_marker(2), tap_marker(4)
-    ('*', '|', (4, 0, 0))
+    >>> tap_marker(1), tap_marker(4), tap_marker(None)
+    ('*', (4, 0, 0), 'X')
+    >>> tap_marker(2).shape  # the bar's vertices
+    (5, 2)
     """
     if taps is None or taps < 1 or taps > 12:
         return "X"
     if taps == 1:
         return "*"
     if taps == 2:
-        return "|"
+        return _BAR
     return (taps, 0, 0)
 
 
-def _tap_symbol(taps: int | None) -> str:
-    return _PLOTLY_SYMBOLS.get(taps or 0, "circle-open")
+def _tap_symbol(taps: int | None, augmented: bool = False) -> str:
+    """The plotly symbol: as :func:`tap_marker`, ``-open`` when augmented."""
+    return _PLOTLY_SYMBOLS.get(taps or 0, "x") + ("-open" if augmented else "")
+
+
+AUGMENTATION_LEGEND = ("filled: no augmentation", "hollow: augmented")
+"""How the plots encode training augmentation (the paper's Fig. 5 left and right panels
+in one plot)."""
 
 
 def filter_label(record: TrialRecord, limit: int = 28) -> str:
@@ -204,9 +215,7 @@ def write_csv(studies: Sequence[StudyTrials], out: Path, trials_csv: bool = True
     return paths
 
 
-def write_json(
-    studies: Sequence[StudyTrials], path: Path, reference: Sequence[float] | None = None
-) -> Path:
+def write_json(studies: Sequence[StudyTrials], path: Path, reference: Reference = None) -> Path:
     """``pareto.json``: objectives, and per study the front rows, its size, the number of
     complete trials, the reference point and the hypervolume."""
     document = {
@@ -260,55 +269,30 @@ def _title(studies: Sequence[StudyTrials]) -> str:
     return title
 
 
-def figure(studies: Sequence[StudyTrials], reference: Sequence[float] | None = None) -> Any:
+def figure(studies: Sequence[StudyTrials], reference: Reference = None) -> Any:
     """The front plot as a matplotlib ``Figure``, the paper's Fig. 5 encoding: x = first
     objective, y = second (with one objective: y against completion order); colour =
-    filter family, marker = tap count (sides = taps); every complete trial, the front
-    in bold and joined by a step line (2 objectives), one line style per study; points
-    labelled by filter (all up to :data:`LABEL_ALL_UP_TO` points, else the front). The
-    legend gives each study's hypervolume against ``reference`` (default: the rule of
-    :func:`study.pareto.front.default_reference`)."""
+    filter family, marker = tap count (sides = taps), filled = trained without
+    augmentation, hollow = with (Fig. 5's two panels in one plot); every complete trial,
+    the front larger and joined by a step line (2 objectives), one line style per study;
+    points labelled by filter (all up to :data:`LABEL_ALL_UP_TO` points, else the front).
+    The legend, outside the axes, gives each study's hypervolume against ``reference``
+    (see :meth:`StudyTrials.reference`) and explains the encoding."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     fig = Figure(figsize=(10, 6), dpi=120, layout="constrained")
     ax = fig.add_subplot()
     total = sum(len(t.records) for t in studies)
-    families: dict[str, None] = {}
-    taps_seen: dict[int | None, None] = {}
+    sides = _better_sides(studies[0]) if studies else (1.0, 1.0)
     study_handles = []
     for index, trials in enumerate(studies):
         x, y, xlabel, ylabel = _axes_values(trials)
         mask = fr.front_mask(trials.values(), trials.directions)
+        _scatter(ax, trials, x, y, mask)
         for i, record in enumerate(trials.records):
-            families[record.family] = None
-            taps_seen[record.taps] = None
-            marker = tap_marker(record.taps)
-            color = family_color(record.family)
-            on = bool(mask[i])
-            filled = marker != "|"
-            ax.plot(
-                [x[i]],
-                [y[i]],
-                linestyle="",
-                marker=marker,
-                markersize=11 if on else 7,
-                markerfacecolor=color,
-                markeredgecolor=("black" if on else color) if filled else color,
-                markeredgewidth=(1.4 if on else 0.5) if filled else (3.0 if on else 2.0),
-                alpha=1.0 if on else 0.55,
-                zorder=3 if on else 2,
-            )
             if mask[i] or total <= LABEL_ALL_UP_TO:
-                ax.annotate(
-                    filter_label(record),
-                    (x[i], y[i]),
-                    xytext=(5, 4),
-                    textcoords="offset points",
-                    fontsize=7,
-                    fontweight="bold" if mask[i] else "normal",
-                    color="black" if mask[i] else "dimgray",
-                )
+                _label(ax, filter_label(record), x[i], y[i], bool(mask[i]), sides)
         style = _LINESTYLES[index % len(_LINESTYLES)]
         if len(trials.names) == 2:
             steps = fr.staircase(trials.values()[mask], trials.directions)
@@ -316,62 +300,137 @@ def figure(studies: Sequence[StudyTrials], reference: Sequence[float] | None = N
         elif len(trials.names) == 1:
             best = np.maximum if trials.directions[0] == "max" else np.minimum
             ax.plot(x, best.accumulate(y), linestyle=style, color="black", lw=1.2, zorder=1)
-        hv = trials.hypervolume(reference)
+        ref = trials.reference(reference)
+        hv = fr.hypervolume(trials.values(), trials.directions, ref)
         study_handles.append(
             Line2D(
                 [],
                 [],
                 color="black",
                 linestyle=style,
-                label=f"{trials.study}: front {int(mask.sum())} of {len(mask)}, HV {hv:.4g}",
+                label=f"{trials.study}: front {int(mask.sum())} of {len(mask)}, HV {hv:.4g}\n"
+                f"  from ({', '.join(f'{v:.4g}' for v in ref)})"
+                + (" = delta / none" if isinstance(reference, str) else ""),
             )
         )
         ax.set_xlabel(f"{xlabel} ({trials.directions[0]})" if len(trials.names) >= 2 else xlabel)
         ax.set_ylabel(f"{ylabel} ({trials.directions[-1 if len(trials.names) == 1 else 1]})")
-    family_handles = [
-        Line2D(
-            [], [], marker="s", linestyle="", color=family_color(f), label=FAMILY_LABELS.get(f, f)
-        )
-        for f in sorted(families, key=_family_key)
-    ]
-    tap_handles = [
-        Line2D(
-            [],
-            [],
-            marker=tap_marker(t),
-            linestyle="",
-            color="gray",
-            markeredgewidth=2 if t == 2 else 1,
-            label=f"{t} taps" if t != 1 else "1 tap",
-        )
-        for t in sorted(taps_seen, key=lambda t: -1 if t is None else t)
-    ]
-
-    def header(text: str) -> Line2D:
-        return Line2D([], [], linestyle="", marker="", label=text)
-
     ax.legend(
-        handles=[
-            *study_handles,
-            header("filter family"),
-            *family_handles,
-            header("taps (sides)"),
-            *tap_handles,
-        ],
+        handles=[*study_handles, *_encoding_handles(studies)],
         loc="upper left",
         bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0.0,
         fontsize=7,
         frameon=False,
     )
     ax.margins(0.06)
+    _room_for_labels(ax, sides)
     ax.grid(alpha=0.3)
     ax.set_title(_title(studies), fontsize=10)
     return fig
 
 
-def write_image(
-    studies: Sequence[StudyTrials], path: Path, reference: Sequence[float] | None = None
-) -> Path:
+def _scatter(ax: Any, trials: StudyTrials, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> None:
+    """One scatter per (family, taps, augmented, on the front): face = family colour, or
+    none (hollow) for augmented trials; front points larger, filled ones edged black."""
+    groups: dict[tuple[str, int | None, bool, bool], list[int]] = {}
+    for i, record in enumerate(trials.records):
+        key = (record.family, record.taps, record.augmented, bool(mask[i]))
+        groups.setdefault(key, []).append(i)
+    for (family, taps, augmented, on), members in groups.items():
+        color = family_color(family)
+        ax.scatter(
+            x[members],
+            y[members],
+            s=(11 if on else 7) ** 2,
+            marker=tap_marker(taps),
+            facecolors="none" if augmented else color,
+            edgecolors=color if augmented or not on else "black",
+            linewidths=(2.2 if on else 1.4) if augmented else (1.4 if on else 0.5),
+            alpha=1.0 if on else 0.6,
+            zorder=3 if on else 2,
+        )
+
+
+def _better_sides(trials: StudyTrials) -> tuple[float, float]:
+    """The plot's directions of improvement, +1 or -1 along x and y: the side of a front
+    where no trial lies, so the front's labels go there."""
+    signs = [1.0 if d == "max" else -1.0 for d in trials.directions]
+    return (signs[0], signs[1]) if len(signs) >= 2 else (1.0, signs[0])
+
+
+def _label(ax: Any, text: str, x: float, y: float, on: bool, sides: tuple[float, float]) -> None:
+    """A point's filter label, on the better side in x; front points bold, on the better
+    side in y too (beyond the front no point lies), others grey, on the worse side."""
+    sx, sy = sides if on else (sides[0], -sides[1])
+    ax.annotate(
+        text,
+        (x, y),
+        xytext=(5 * sx, 4 * sy),
+        textcoords="offset points",
+        ha="left" if sx > 0 else "right",
+        va="bottom" if sy > 0 else "top",
+        fontsize=7,
+        fontweight="bold" if on else "normal",
+        color="black" if on else "dimgray",
+    )
+
+
+def _room_for_labels(ax: Any, sides: tuple[float, float]) -> None:
+    """Widen the axes on the labels' side, so the outermost front labels stay inside the
+    axes (clear of the legend beside them)."""
+    for get, set_, side, extra in (
+        (ax.get_xlim, ax.set_xlim, sides[0], 0.09),
+        (ax.get_ylim, ax.set_ylim, sides[1], 0.03),
+    ):
+        low, high = get()
+        pad = extra * (high - low)
+        if side > 0:
+            set_(low, high + pad)
+        else:
+            set_(low - pad, high)
+
+
+def _encoding_handles(studies: Sequence[StudyTrials]) -> list[Any]:
+    """Legend entries for the encoding: colour = family, sides = taps, fill = augmentation."""
+    from matplotlib.lines import Line2D
+
+    records = [record for trials in studies for record in trials.records]
+    families = sorted({r.family for r in records}, key=_family_key)
+    taps_seen = sorted({r.taps for r in records}, key=lambda t: -1 if t is None else t)
+    kinds = sorted({r.augment for r in records if r.augmented})
+
+    def header(text: str) -> Line2D:
+        return Line2D([], [], linestyle="", marker="", label=text)
+
+    def swatch(label: str, color: str = "gray", marker: Any = "s", hollow: bool = False) -> Line2D:
+        return Line2D(
+            [],
+            [],
+            marker=marker,
+            linestyle="",
+            markerfacecolor="none" if hollow else color,
+            markeredgecolor=color,
+            markeredgewidth=1.4 if hollow else 0.5,
+            label=label,
+        )
+
+    augmentation = (
+        [swatch("no augmentation (filled)")] if any(not r.augmented for r in records) else []
+    )
+    if kinds:
+        augmentation.append(swatch(f"augmented (hollow): {', '.join(kinds)}", hollow=True))
+    return [
+        header("filter family (colour)"),
+        *(swatch(FAMILY_LABELS.get(f, f), family_color(f)) for f in families),
+        header("taps (sides)"),
+        *(swatch("1 tap" if t == 1 else f"{t} taps", marker=tap_marker(t)) for t in taps_seen),
+        header("training augmentation (fill)"),
+        *augmentation,
+    ]
+
+
+def write_image(studies: Sequence[StudyTrials], path: Path, reference: Reference = None) -> Path:
     """``pareto.png`` or ``pareto.svg`` (by the suffix) of :func:`figure`."""
     figure(studies, reference).savefig(path)
     return path
@@ -387,10 +446,12 @@ def write_html(studies: Sequence[StudyTrials], path: Path) -> Path:
         x, y, xlabel, ylabel = _axes_values(trials)
         mask = fr.front_mask(trials.values(), trials.directions)
         ranks = trials.ranks()
-        groups: dict[tuple[str, int | None], list[int]] = {}
+        groups: dict[tuple[str, int | None, bool], list[int]] = {}
         for i, record in enumerate(trials.records):
-            groups.setdefault((record.family, record.taps), []).append(i)
-        for (family, taps), members in sorted(groups.items(), key=lambda g: _family_key(g[0][0])):
+            groups.setdefault((record.family, record.taps, record.augmented), []).append(i)
+        for (family, taps, augmented), members in sorted(
+            groups.items(), key=lambda g: (*_family_key(g[0][0]), g[0][1] or 0, g[0][2])
+        ):
             records = [trials.records[i] for i in members]
             hover = [
                 "<br>".join(
@@ -412,20 +473,14 @@ def write_html(studies: Sequence[StudyTrials], path: Path) -> Path:
                     y=y[members],
                     mode="markers",
                     name=f"{trials.study}: {FAMILY_LABELS.get(family, family)} "
-                    f"({taps} tap{'' if taps == 1 else 's'})",
+                    f"({taps} tap{'' if taps == 1 else 's'}), "
+                    + ("augmented" if augmented else "no augmentation"),
                     legendgroup=trials.study,
                     text=hover,
                     hovertemplate="%{text}<extra></extra>",
-                    marker={
-                        "symbol": _tap_symbol(taps),
-                        "color": family_color(family),
-                        "size": [14 if mask[i] else 9 for i in members],
-                        "opacity": 0.9,
-                        "line": {
-                            "width": [2 if mask[i] else 0 for i in members],
-                            "color": "black",
-                        },
-                    },
+                    marker=_plotly_marker(
+                        family, taps, augmented, [bool(mask[i]) for i in members]
+                    ),
                 )
             )
         if len(trials.names) == 2 and mask.any():
@@ -451,9 +506,32 @@ def write_html(studies: Sequence[StudyTrials], path: Path) -> Path:
         else:
             ylabel = f"{ylabel} ({trials.directions[0]})"
         fig.update_layout(xaxis_title=xlabel, yaxis_title=ylabel)
-    fig.update_layout(title=_title(studies), template="plotly_white", hovermode="closest")
+    fig.update_layout(
+        title=_title(studies),
+        template="plotly_white",
+        hovermode="closest",
+        legend_title_text="colour: family, sides: taps<br>" + "<br>".join(AUGMENTATION_LEGEND),
+    )
     fig.write_html(str(path), include_plotlyjs=True, full_html=True)
     return path
+
+
+def _plotly_marker(
+    family: str, taps: int | None, augmented: bool, on_front: list[bool]
+) -> dict[str, Any]:
+    """Plotly's marker for one group: symbol by taps, ``-open`` (hollow) when augmented;
+    front points larger, filled ones edged black, hollow ones with a thicker outline."""
+    color = family_color(family)
+    return {
+        "symbol": _tap_symbol(taps, augmented),
+        "color": color,
+        "size": [14 if on else 9 for on in on_front],
+        "opacity": 0.9,
+        "line": {
+            "width": [(2.5 if on else 1.5) if augmented else (2 if on else 0) for on in on_front],
+            "color": color if augmented else "black",
+        },
+    }
 
 
 def _family_key(family: str) -> tuple[int, str]:
@@ -551,7 +629,7 @@ def export(
     studies: Sequence[StudyTrials],
     out: Path,
     formats: Sequence[str] = FORMATS,
-    reference: Sequence[float] | None = None,
+    reference: Reference = None,
 ) -> list[Path]:
     """Write ``formats`` for ``studies`` into ``out`` (created); returns the files."""
     out.mkdir(parents=True, exist_ok=True)

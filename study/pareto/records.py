@@ -15,6 +15,17 @@ import numpy as np
 
 from study.pareto import front as fr
 
+BASELINE = ("delta", "none")
+"""The paper's baseline trial: no blur (filter ``delta``), no augmentation (``none``)."""
+
+DELTA_REFERENCE = "delta"
+"""The reference keyword (``--reference delta``): the hypervolume is measured from the
+study's :data:`BASELINE` trial, so it is the region gained over the unblurred network."""
+
+Reference = Sequence[float] | str | None
+"""A hypervolume reference: numbers (one per objective), :data:`DELTA_REFERENCE`, or
+``None`` for :func:`study.pareto.front.default_reference`."""
+
 
 @dataclass(frozen=True)
 class TrialRecord:
@@ -37,6 +48,11 @@ class TrialRecord:
     metrics: dict[str, float]
     params: dict[str, str]
     end_time: int = 0
+
+    @property
+    def augmented(self) -> bool:
+        """Trained with augmentation: ``augment`` is neither ``none`` nor unknown (``-``)."""
+        return self.augment not in ("none", "-", "")
 
 
 @dataclass
@@ -77,12 +93,34 @@ class StudyTrials:
         mask = fr.front_mask(self.values(), self.directions)
         return [record for record, on in zip(self.records, mask, strict=True) if on]
 
-    def reference(self, reference: Sequence[float] | None = None) -> np.ndarray:
-        """``reference`` if given, else :func:`study.pareto.front.default_reference`."""
+    def baseline(self) -> np.ndarray:
+        """Objective values of the study's :data:`BASELINE` trial (filter ``delta``,
+        augmentation ``none``), shape ``(n_objectives,)``; the mean over such trials when
+        there are several. Raises ``ValueError("reference: ...")`` when there is none."""
+        rows = [
+            [record.objectives[name] for name in self.objectives]
+            for record in self.records
+            if (record.filter, record.augment) == BASELINE
+        ]
+        if not rows:
+            raise ValueError(
+                f"reference: study {self.study!r} has no complete {BASELINE[0]} / "
+                f"{BASELINE[1]} trial (unblurred, no augmentation) to measure from; "
+                "give numbers or leave the default"
+            )
+        return np.asarray(rows, dtype=np.float64).mean(axis=0)
+
+    def reference(self, reference: Reference = None) -> np.ndarray:
+        """The hypervolume reference point: ``reference`` if numbers, :meth:`baseline` for
+        :data:`DELTA_REFERENCE`, else :func:`study.pareto.front.default_reference`."""
+        if isinstance(reference, str):
+            if reference != DELTA_REFERENCE:
+                raise ValueError(f"reference: {reference!r}; use numbers or {DELTA_REFERENCE}")
+            return self.baseline()
         if reference is not None:
             return np.asarray(reference, dtype=np.float64)
         return fr.default_reference(self.values(), self.directions, self.names)
 
-    def hypervolume(self, reference: Sequence[float] | None = None) -> float:
+    def hypervolume(self, reference: Reference = None) -> float:
         """Hypervolume of the front against :meth:`reference`."""
         return fr.hypervolume(self.values(), self.directions, self.reference(reference))
