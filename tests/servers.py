@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -65,10 +65,41 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.5):
     raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f} s")
 
 
+def basic_auth_env(
+    folder: Path, database_uri: str, username: str, password: str, ini: str | None = None
+) -> dict[str, str]:
+    """The environment that turns on ``mlflow server --app-name basic-auth``: an auth
+    config file in ``folder`` (``ini``'s ``[mlflow]`` settings, if given, with the user
+    store at ``database_uri``) and the admin account to create in a new user store."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    if ini is not None:
+        config.read_string(ini)
+    else:
+        config["mlflow"] = {"default_permission": "READ"}
+    config["mlflow"]["database_uri"] = database_uri
+    path = folder / "basic_auth.ini"
+    with open(path, "w") as file:
+        config.write(file)
+    return {
+        "MLFLOW_AUTH_CONFIG_PATH": str(path),
+        "MLFLOW_AUTH_ADMIN_USERNAME": username,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+    }
+
+
 @contextlib.contextmanager
-def mlflow_server(backend: str, folder: Path) -> Iterator[str]:
+def mlflow_server(
+    backend: str,
+    folder: Path,
+    app_name: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[str]:
     """``mlflow server`` on a free loopback port with ``backend`` as its store and
-    artifacts served by the server; yields its http URL."""
+    artifacts served by the server; yields its http URL. ``app_name`` (e.g.
+    ``basic-auth``, with ``env`` from :func:`basic_auth_env`) picks MLflow's app."""
     port = free_port()
     log = open(folder / "mlflow-server.log", "w")  # noqa: SIM115 (closed below)
     process = subprocess.Popen(
@@ -85,12 +116,13 @@ def mlflow_server(backend: str, folder: Path) -> Iterator[str]:
             str(port),
             "--workers",
             "1",
+            *(["--app-name", app_name] if app_name else []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
         # No job runner: its huey workers would outlive the server.
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        env={**os.environ, **(env or {}), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     url = f"http://127.0.0.1:{port}"
 

@@ -40,7 +40,7 @@ WORKER_SCRIPT = ROOT / "docker" / "ray-worker.sh"
 CLUSTERS = sorted((ROOT / "cluster").glob("*.yaml"))
 COMPOSE_SCHEMA = Path(__file__).resolve().parent / "data" / "compose-spec.json"
 
-SECRETS = ("POSTGRES_PASSWORD", "RAY_AUTH_TOKEN")
+SECRETS = ("POSTGRES_PASSWORD", "RAY_AUTH_TOKEN", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_SECRET_KEY")
 SECRET_KEY = re.compile(r"PASSWORD|TOKEN|SECRET|CREDENTIAL|ACCESS_KEY", re.IGNORECASE)
 
 
@@ -185,7 +185,7 @@ def test_compose_schema_check_catches_mistakes(compose: dict[str, Any]) -> None:
 
 def test_compose_file_without_secrets_does_not_start(compose_raw: dict[str, Any]) -> None:
     """Without .env, Compose stops at the first required secret, naming it."""
-    with pytest.raises(MissingVariable, match=r"(POSTGRES_PASSWORD|RAY_AUTH_TOKEN): set .*\.env"):
+    with pytest.raises(MissingVariable, match=rf"({'|'.join(SECRETS)}): set .*\.env"):
         interpolate_tree(compose_raw, {})
     for name in SECRETS:
         env = _with_secrets()
@@ -290,6 +290,25 @@ def test_ray_nodes_use_token_authentication(compose: dict[str, Any]) -> None:
         assert environment["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
         assert environment["STUDY_OPTUNA_STORAGE"].startswith("postgresql+psycopg://study:")
         assert environment["RAY_API_SERVER_ADDRESS"] == "http://ray-head:8265"
+        # Jobs and trials log in to MLflow with the admin account of .env.
+        assert environment["MLFLOW_TRACKING_USERNAME"] == "admin"
+        assert environment["MLFLOW_TRACKING_PASSWORD"] == "change-me-mlflow-admin-password"
+
+
+def test_mlflow_asks_for_a_login(compose: dict[str, Any]) -> None:
+    mlflow = compose["services"]["mlflow"]
+    assert "--app-name=basic-auth" in mlflow["command"]
+    environment = mlflow["environment"]
+    assert environment["MLFLOW_AUTH_ADMIN_PASSWORD"] == "change-me-mlflow-admin-password"
+    assert environment["MLFLOW_FLASK_SERVER_SECRET_KEY"] == "change-me-mlflow-secret-key"
+    (config,) = mlflow["configs"]
+    assert config["target"] == environment["MLFLOW_AUTH_CONFIG_PATH"]
+    settings = compose["configs"][config["source"]]["content"]
+    assert (
+        "database_uri = postgresql+psycopg://study:change-me-postgres-password@postgres:5432/mlflow_auth"
+        in settings
+    )
+    assert "CREATE DATABASE mlflow_auth;" in compose["configs"]["postgres-init"]["content"]
 
 
 def test_compose_file_holds_no_literal_secrets(compose_raw: dict[str, Any]) -> None:
@@ -412,28 +431,43 @@ def test_docker_compose_accepts_the_file() -> None:
 # --- docker/Dockerfile -----------------------------------------------------------------
 
 
-def _dockerfile_base_image() -> str:
-    """The first FROM of the Dockerfile with its ARG defaults substituted."""
+def _dockerfile_base_image(build_args: Mapping[str, str] | None = None) -> str:
+    """The first FROM of the Dockerfile with its ARG defaults (or ``build_args``)
+    substituted, as the builder does: an ARG's default may use earlier ARGs."""
     args: dict[str, str] = {}
+
+    def expand(text: str) -> str:
+        return re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], text)
+
     for line in DOCKERFILE.read_text().splitlines():
         words = line.split()
         if not words or words[0].startswith("#"):
             continue
         if words[0].upper() == "ARG" and "=" in words[1]:
             name, _, default = words[1].partition("=")
-            args[name] = default
+            args[name] = (build_args or {}).get(name, expand(default))
         if words[0].upper() == "FROM":
-            return re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], words[1])
+            return expand(words[1])
     raise AssertionError("docker/Dockerfile has no FROM")
 
 
 def test_dockerfile_base_image_matches_the_installed_ray() -> None:
     image = _dockerfile_base_image()
     assert image == f"rayproject/ray:{_ray_version()}-py311-gpu"
+    assert _dockerfile_base_image({"RAY_PLATFORM": "cu128"}).endswith("-py311-cu128")
+    assert _dockerfile_base_image({"BASE_IMAGE": "study-test/python-base"}) == (
+        "study-test/python-base"
+    )
     text = DOCKERFILE.read_text()
-    # Ray stays the base image's version when the project's dependencies install.
-    assert text.count('"ray[default,tune]==${RAY_VERSION}"') == 2
-    assert re.search(r'pip install "ray\[default,tune\]==\$\{RAY_VERSION\}" \.', text)
+    flat = re.sub(r"\\\n\s*", "", text)  # continuation lines joined
+    # Ray stays the base image's version wherever pip resolves: downloads and installs,
+    # of the heavy dependencies and of the project.
+    pips = re.findall(r"pip (?:download|install) [^&\n]*", flat)
+    assert len(pips) == 4, pips
+    assert all('"ray[default,tune]==${RAY_VERSION}"' in pip for pip in pips), pips
+    assert re.search(r'pip install --no-index .*"ray\[default,tune\]==\$\{RAY_VERSION\}" \.', flat)
+    # A `# syntax=` line would make every build pull docker/dockerfile from Docker Hub.
+    assert not text.startswith("# syntax=")
     assert "COPY --chmod=0755 docker/ray-worker.sh /usr/local/bin/study-ray-worker" in text
 
 

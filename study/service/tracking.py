@@ -20,6 +20,14 @@ DEFAULT_DB = "mlflow.db"
 TRIAL_TAG = "study.trial_id"
 STUDY_TAG = "study.name"
 STUDY_DOCUMENT = "study.yaml"
+# An MLflow server with logins (`mlflow server --app-name basic-auth`) that refused the
+# request, by MLflow's error code: what to tell the user.
+LOGIN_REFUSED = {
+    "UNAUTHENTICATED": "asks for a login (401): set MLFLOW_TRACKING_USERNAME and "
+    "MLFLOW_TRACKING_PASSWORD (or check them)",
+    "PERMISSION_DENIED": "refused the user MLFLOW_TRACKING_USERNAME (403): it lacks a "
+    "permission on this server",
+}
 
 
 def tracking_uri(configured: str | None = None) -> str:
@@ -86,6 +94,9 @@ def connect(uri: str, create: bool = False, field: str = "tracking_uri"):
             client = mlflow.MlflowClient(uri)
             client.search_experiments(max_results=1)
     except Exception as error:
+        refused = LOGIN_REFUSED.get(getattr(error, "error_code", ""))
+        if refused:
+            raise ValueError(f"{field}: {uri} {refused}") from None
         raise ValueError(f"{field}: cannot reach {uri} ({error_gist(error)})") from None
     return client
 
