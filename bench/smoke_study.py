@@ -42,7 +42,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, Python {platform.python_version()}"
+    python = platform.python_version()
+    return f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, Python {python}"
 
 
 def run_variant(name: str, overrides: list[str], folder: Path) -> dict:
@@ -63,7 +64,9 @@ def run_variant(name: str, overrides: list[str], folder: Path) -> dict:
     )
     wall = time.perf_counter() - started
     if result.returncode != 0:
-        raise SystemExit(f"{name}: study run failed\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        raise SystemExit(
+            f"{name}: study run failed\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name(f"bench-{name}")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
@@ -74,12 +77,12 @@ def run_variant(name: str, overrides: list[str], folder: Path) -> dict:
     for run in trials:
         m = run.data.metrics
         seconds = (run.info.end_time - run.info.start_time) / 1000
-        work = m["final.train_seconds"] + m["final.val_seconds"] + m["final.test_seconds"]
+        work = m["final.train_seconds"] + m["final.validation_seconds"] + m["final.test_seconds"]
         rows.append(
             {
                 "trial": seconds,
                 "train": m["final.train_seconds"],
-                "val": m["final.val_seconds"],
+                "val": m["final.validation_seconds"],
                 "test": m["final.test_seconds"],
                 "other": seconds - work,
                 "figures": m.get("final.figures_seconds", float("nan")),
@@ -109,8 +112,9 @@ def main() -> None:
             results[name] = run_variant(name, args.overrides, Path(folder))
         res = results[name]
         rows = res["rows"]
+        exported = ", ".join(f"{k}={v}" for k, v in VARIANTS[name].items()) or "nothing exported"
         print(
-            f"\n{name} ({', '.join(f'{k}={v}' for k, v in VARIANTS[name].items()) or 'nothing exported'}): "
+            f"\n{name} ({exported}): "
             f"study {res['wall']:.1f} s for {sum(r['trial'] for r in rows):.1f} s of trials at "
             f"{res['concurrent']} concurrent; perfect packing {res['packing']:.1f} s, "
             f"ratio {res['wall'] / res['packing']:.2f}x"

@@ -238,7 +238,7 @@ class _Training:
             "lr": self.optimizer.param_groups[0]["lr"],
             **scores,
             "epoch_seconds": seconds,
-            "val_seconds": time.perf_counter() - validating,
+            "validation_seconds": time.perf_counter() - validating,
             "images_per_second": count / seconds,
         }
 
@@ -332,7 +332,7 @@ class _Training:
             "train_loss": last.get("train_loss"),
             "epochs": self.epoch,
             "train_seconds": sum(row["epoch_seconds"] for row in self.history),
-            "val_seconds": sum(row.get("val_seconds", 0.0) for row in self.history),
+            "validation_seconds": sum(row.get("validation_seconds", 0.0) for row in self.history),
             "eval_images": result["images"],
             "eval_shifts": result["shifts"],
             "eval_method": result["shift_method"],
