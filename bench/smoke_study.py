@@ -54,7 +54,7 @@ def run_variant(name: str, overrides: list[str], folder: Path) -> dict:
     env.update(VARIANTS[name])
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
     sets = [item for text in overrides for item in ("--set", text)]
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     result = subprocess.run(
         [sys.executable, "-m", "study", "run", str(SMOKE), "--name", f"bench-{name}", *sets],
         cwd=folder,
@@ -63,6 +63,7 @@ def run_variant(name: str, overrides: list[str], folder: Path) -> dict:
         text=True,
     )
     wall = time.perf_counter() - started
+    ended_at = time.time()
     if result.returncode != 0:
         raise SystemExit(
             f"{name}: study run failed\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
@@ -92,7 +93,20 @@ def run_variant(name: str, overrides: list[str], folder: Path) -> dict:
             }
         )
     summed = sum(r["trial"] for r in rows)
-    return {"wall": wall, "packing": summed / concurrent, "rows": rows, "concurrent": concurrent}
+    first_start = min(run.info.start_time for run in trials) / 1000
+    last_end = max(run.info.end_time for run in trials) / 1000
+    timeline = {
+        "startup": first_start - started_at,  # study process start -> first trial logging
+        "trials span": last_end - first_start,
+        "shutdown": ended_at - last_end,  # last trial done -> study process exit
+    }
+    return {
+        "wall": wall,
+        "packing": summed / concurrent,
+        "rows": rows,
+        "concurrent": concurrent,
+        "timeline": timeline,
+    }
 
 
 def main() -> None:
@@ -126,6 +140,7 @@ def main() -> None:
                 f"min {min(values):6.2f}  max {max(values):6.2f}"
             )
         print(f"  threads per trial: {sorted({int(r['threads']) for r in rows})}")
+        print("  timeline: " + ", ".join(f"{k} {v:.1f} s" for k, v in res["timeline"].items()))
     if len(results) == 2:
         a, b = (results[n]["wall"] for n in names)
         print(f"\n{names[1]} / {names[0]} study wall time: {b / a:.2f}x")
