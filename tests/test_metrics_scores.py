@@ -542,3 +542,52 @@ def test_invalid_method_and_batch_size_name_the_field():
         shift_probabilities(model, images, batch_size=0)
     with pytest.raises(ValueError, match=r"^batch_size:"):
         shift_probabilities(model, images, method="naive", batch_size=-2)
+
+
+def test_shifted_scores_match_their_definition():
+    """acc at no shift, acc at the first random shift, agreement of the two shifts: the
+    same numbers as computed by hand from the same seeded draws."""
+    from study.data import random_circular_shifts
+    from study.metrics import shifted_scores
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 8 * 8, 5),
+    ).eval()
+    images, labels = torch.randn(37, 3, 8, 8), torch.randint(0, 5, (37,))
+    scores = shifted_scores(model, images, labels, max_shift=4, seed=7, batch_size=10)
+    generator = torch.Generator().manual_seed(7)
+    first = random_circular_shifts(37, (8, 8), 4, generator)
+    second = random_circular_shifts(37, (8, 8), 4, generator)
+    with torch.no_grad():
+        plain = model(images).argmax(1)
+        a = torch.stack(
+            [model(shift(x[None], *s.tolist()))[0] for x, s in zip(images, first, strict=True)]
+        )
+        b = torch.stack(
+            [model(shift(x[None], *s.tolist()))[0] for x, s in zip(images, second, strict=True)]
+        )
+    assert scores["acc"] == (plain == labels).sum().item() / 37
+    assert scores["acc_shift"] == (a.argmax(1) == labels).sum().item() / 37
+    assert scores["consistency"] == (a.argmax(1) == b.argmax(1)).sum().item() / 37
+    assert 0 < scores["consistency"] < 1  # the test can fail: the model is not invariant
+
+
+def test_shifted_scores_of_a_shift_invariant_model():
+    from study.metrics import shifted_scores
+
+    class Mean(torch.nn.Module):
+        def forward(self, x):
+            m = x.mean((1, 2, 3))
+            return torch.stack([m, -m], 1)
+
+    images = torch.randn(20, 3, 8, 8)
+    labels = (images.mean((1, 2, 3)) < 0).long()
+    assert shifted_scores(Mean(), images, labels, 4) == {
+        "acc": 1.0,
+        "acc_shift": 1.0,
+        "consistency": 1.0,
+    }

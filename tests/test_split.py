@@ -74,3 +74,34 @@ def test_shift_draws_are_uniform_over_all_circular_shifts():
     counts = torch.bincount(shifts[:, 0] % 32, minlength=32).double() / len(shifts)
     assert counts.min() > 0.028 and counts.max() < 0.035
     assert abs(counts[16].item() - 1 / 32) < 0.003
+
+
+def test_datasets_are_made_once_per_process_and_machine(tmp_path, monkeypatch):
+    """The same arguments give the same dataset from memory; a new process finds the
+    built-in images on disk instead of generating them again; other arguments or
+    another generator give another dataset."""
+    import study.data.dataset as dataset
+
+    monkeypatch.setenv("STUDY_CACHE_DIR", str(tmp_path))
+    dataset._MEMORY.clear()
+    first = load_dataset("shapes", 64, 16, seed=5, validation=8)
+    assert load_dataset("shapes", 64, 16, seed=5, validation=8) is first
+    files = list((tmp_path / "splits").glob("*.pt"))
+    assert len(files) == 1
+    dataset._MEMORY.clear()  # as a new process would start
+    again = load_dataset("shapes", 64, 16, seed=5, validation=8)
+    assert again is not first
+    for name in ("train_images", "train_labels", "val_images", "test_images", "test_labels"):
+        assert torch.equal(getattr(again, name), getattr(first, name)), name
+    assert (again.mean, again.classes, again.description) == (
+        first.mean,
+        first.classes,
+        first.description,
+    )
+    other = load_dataset("shapes", 64, 16, seed=5, validation=9)
+    assert len(other.val_images) == 9 and len(list((tmp_path / "splits").glob("*.pt"))) == 2
+    files[0].write_bytes(b"not a tensor file")  # a broken cache file is made again
+    dataset._MEMORY.clear()
+    assert torch.equal(
+        load_dataset("shapes", 64, 16, seed=5, validation=8).val_images, first.val_images
+    )

@@ -135,6 +135,16 @@ def test_exact_validation_consistency_is_the_all_shift_consistency(tmp_path):
     assert final["val_consistency"] == pytest.approx(consistency(probs), abs=1e-9)
 
 
+@pytest.mark.parametrize(
+    ("figures", "expected"),
+    [("essential", {"training", "shift_heatmap"}), ("none", set())],
+)
+def test_figures_can_be_cut_to_the_essential_or_none(tmp_path, figures, expected):
+    final = run_trial(tiny("train.epochs=1", f"eval.figures={figures}"), tmp_path, progress=False)
+    assert {p.stem for p in (tmp_path / "figures").glob("*.png")} == expected
+    assert final["figures_seconds"] >= 0 and final["setup_seconds"] > 0
+
+
 def test_a_trial_uses_the_threads_it_is_given(tmp_path):
     before = torch.get_num_threads()
     try:

@@ -13,12 +13,17 @@ of them is ever trained on.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from study.data.sources import load_split
+from study.data import synthetic
+from study.data.sources import cache_dir, load_split
 from study.data.synthetic import shapes
 
 BUILTIN = "shapes"
@@ -66,6 +71,10 @@ _TENSORS = (
 )
 
 
+_MEMORY: OrderedDict[str, Dataset] = OrderedDict()
+_MEMORY_SIZE = 2
+
+
 def load_dataset(
     source: str,
     train_images: int | None = None,
@@ -78,7 +87,66 @@ def load_dataset(
     held out (:func:`holdout`), then each split cut to a seeded random subset of the
     given size (``None``: all; the built-in set generates 5,000 training images plus
     the validation ones, and 1,000 test images). ``seed`` fixes all of it.
+
+    Made once per process and node: the last datasets loaded stay in memory (a Ray
+    worker reused for the next trial of a study skips the work), and the built-in
+    images are generated once per machine into ``<cache>/splits/`` (written
+    atomically, so concurrent trials never read half a file). Either copy is keyed by
+    every argument and the generator's source, so a change to either makes a new one.
     """
+    key = _key(source, train_images, test_images, seed, validation)
+    if key in _MEMORY:
+        _MEMORY.move_to_end(key)
+        return _MEMORY[key]
+    path = cache_dir() / "splits" / f"{key}.pt"
+    data = _read_cached(path) if source == BUILTIN else None
+    if data is None:
+        data = _build(source, train_images, test_images, seed, validation)
+        if source == BUILTIN:
+            _write_cached(path, data)
+    _MEMORY[key] = data
+    while len(_MEMORY) > _MEMORY_SIZE:
+        _MEMORY.popitem(last=False)
+    return data
+
+
+def _key(source: str, *counts: int | None) -> str:
+    """A name for one dataset: its arguments and what the data is made from (the
+    generator's code for the built-in set, the file's size and time for a path)."""
+    if source == BUILTIN:
+        origin = hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()
+    else:
+        path = Path(source).expanduser()
+        stat = path.stat() if path.exists() else None
+        origin = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}" if stat else source
+    text = json.dumps([source, origin, *counts])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _read_cached(path: Path) -> Dataset | None:
+    try:
+        return Dataset(**torch.load(path, weights_only=True))
+    except Exception:  # missing, half-written by a killed process, or another format
+        return None
+
+
+def _write_cached(path: Path, data: Dataset) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{id(data)}.partial")
+        torch.save(dict(data.__dict__), partial)
+        partial.replace(path)  # atomic: a reader sees the whole file or none
+    except OSError:
+        pass  # a read-only cache only costs the time to generate again
+
+
+def _build(
+    source: str,
+    train_images: int | None,
+    test_images: int | None,
+    seed: int,
+    validation: int,
+) -> Dataset:
     if source == BUILTIN:
         (x_train, y_train), (x_test, y_test), classes = shapes(
             (train_images or 5000) + validation, test_images or 1000, seed=seed

@@ -25,6 +25,7 @@ from study.metrics.scores import (
     consistency_per_image,
     correct_map,
     sampled_consistency,
+    shifted_scores,
     variation,
 )
 from study.metrics.shifts import crop_shift, shift
@@ -50,6 +51,7 @@ __all__ = [
     "shift",
     "shift_probabilities",
     "shift_probabilities_by",
+    "shifted_scores",
     "structural_blockers",
     "summary",
     "total_variation",

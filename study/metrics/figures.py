@@ -149,9 +149,17 @@ def tv_by_layer(tvs: Mapping[str, Mapping[str, float]]) -> Figure:
     return fig
 
 
-def report_figures(results: Mapping[str, Mapping]) -> dict[str, Figure]:
-    """All the figures for a report: ``results[label]`` is a result of
-    :func:`study.metrics.evaluate` (a figure whose entries are missing is skipped)."""
+#: The figures a study draws for every trial when told ``essential``: what a reader
+#: looks at first. ``study report CHECKPOINT`` draws them all for any trial later.
+ESSENTIAL = ("shift_heatmap",)
+
+
+def report_figures(
+    results: Mapping[str, Mapping], only: Sequence[str] | None = None
+) -> dict[str, Figure]:
+    """The figures for a report: ``results[label]`` is a result of
+    :func:`study.metrics.evaluate` (a figure whose entries are missing is skipped);
+    ``only`` names the figures to draw (default: all)."""
 
     def having(key: str) -> dict:
         return {label: r[key] for label, r in results.items() if r.get(key) is not None}
@@ -164,10 +172,13 @@ def report_figures(results: Mapping[str, Mapping]) -> dict[str, Figure]:
         "distance_grid": (distance_grid, having("feature_distance")),
         "tv_by_layer": (tv_by_layer, having("total_variation")),
     }
+    if only is not None:
+        makers = {name: maker for name, maker in makers.items() if name in only}
     return {name: make(data) for name, (make, data) in makers.items() if data}
 
 
 __all__ = [
+    "ESSENTIAL",
     "adversarial_curve",
     "diagonal_curve",
     "distance_grid",

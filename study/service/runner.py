@@ -157,6 +157,9 @@ def _new_tuner(space: SearchSpace, study_plan: StudyPlan, trainable, parent: str
             search_alg=ConcurrencyLimiter(search, max_concurrent=settings.concurrent),
             num_samples=study_plan.trials,
             trial_dirname_creator=_trial_dirname,
+            # A finished trial's worker runs the next one: no new process, no second
+            # import of torch, and the dataset it loaded is still in memory.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=study_plan.name,

@@ -311,20 +311,41 @@ class TrialLogger:
         self.run_id = run_id
 
     def params(self, flat: Mapping[str, Any]) -> None:
+        """Log the params the run does not hold yet (a retry logs none twice), in
+        batches of MLflow's limit."""
+        from mlflow.entities import Param
+
         logged = self.client.get_run(self.run_id).data.params
-        for key, value in flat.items():
-            if key not in logged:
-                self.client.log_param(self.run_id, key, "None" if value is None else value)
+        new = [
+            Param(key, "None" if value is None else str(value))
+            for key, value in flat.items()
+            if key not in logged
+        ]
+        for start in range(0, len(new), 100):
+            self.client.log_batch(self.run_id, params=new[start : start + 100])
 
     def tags(self, tags: Mapping[str, str]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, value)
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def epoch(self, row: Mapping[str, Any]) -> None:
-        step = int(row["epoch"])
-        for key, value in row.items():
-            if isinstance(value, int | float) and not isinstance(value, bool) and key != "epoch":
-                self.client.log_metric(self.run_id, key, float(value), step=step)
+        """One epoch's numeric metrics (step = epoch) in one request."""
+        self._metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+
+    def _metrics(self, values: Mapping[str, Any], step: int = 0, prefix: str = "") -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(f"{prefix}{key}", float(value), now, step)
+            for key, value in values.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        ]
+        for start in range(0, len(metrics), 1000):
+            self.client.log_batch(self.run_id, metrics=metrics[start : start + 1000])
 
     def backfill(self, rows: list[Mapping[str, Any]]) -> None:
         """Log the epochs of ``rows`` (a checkpoint's history) that the run lacks."""
@@ -334,9 +355,7 @@ class TrialLogger:
                 self.epoch(row)
 
     def final(self, metrics: Mapping[str, Any], out: Path) -> None:
-        for key, value in metrics.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                self.client.log_metric(self.run_id, f"final.{key}", float(value))
+        self._metrics(metrics, prefix="final.")
         for name in ("metrics.json", "history.json"):
             if (out / name).is_file():
                 self.client.log_artifact(self.run_id, str(out / name))

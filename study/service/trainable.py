@@ -100,8 +100,8 @@ def trainable(params: dict[str, Any]) -> None:
         if complete:
             logger.final(row, work)  # before Tune hears of the end, which may stop us
         metrics = {k: v for k, v in row.items() if isinstance(v, int | float | str | bool)}
-        with tempfile.TemporaryDirectory() as folder:
-            shutil.copy(work / CHECKPOINT, Path(folder) / CHECKPOINT)
+        with tempfile.TemporaryDirectory(dir=work.parent) as folder:
+            _link_or_copy(work / CHECKPOINT, Path(folder) / CHECKPOINT)
             tune.report(
                 {**metrics, "complete": complete}, checkpoint=Checkpoint.from_directory(folder)
             )
@@ -117,6 +117,14 @@ def trainable(params: dict[str, Any]) -> None:
     except TrialFailed as error:
         logger.tags({"study.last_error": error.reason[:500]})  # Tune may retry it
         raise
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link where the file system allows one (no bytes copied), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy(source, target)
 
 
 def _param_key(name: str) -> str:

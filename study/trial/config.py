@@ -43,6 +43,7 @@ AUGMENTATIONS = ("none", "flip", "crop", "shift", "flip+crop", "flip+shift")
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
 METHODS = ("auto", "naive", "polyphase")
 VAL_METHODS = ("sampled", "exact")
+FIGURES = ("all", "essential", "none")
 BUILTIN_SOURCES = ("shapes",)
 
 
@@ -167,7 +168,9 @@ class EvalConfig:
     (0 skips them). After every epoch, on the validation split (``data.validation``):
     accuracy and consistency on up to ``val_images`` images (``0``: all), the consistency
     ``sampled`` (one random pair of circular shifts per image, within
-    ``consistency_max_shift``) or ``exact`` (all shifts, like the test set's)."""
+    ``consistency_max_shift``) or ``exact`` (all shifts, like the test set's).
+    ``figures``: ``all`` of them, ``essential`` (training curves and the accuracy by
+    shift; about 0.3 s instead of 1.5 s of CPU) or ``none``."""
 
     images: int = 1000
     method: str = "auto"
@@ -176,6 +179,7 @@ class EvalConfig:
     feature_shifts: int | None = None
     val_images: int = 0
     val_method: str = "sampled"
+    figures: str = "all"
 
     def check(self, at: str) -> None:
         _range(f"{at}.images", self.images, 0, 10_000_000)
@@ -184,6 +188,8 @@ class EvalConfig:
             _fail(f"{at}.method", repr(self.method), METHODS)
         if self.val_method not in VAL_METHODS:
             _fail(f"{at}.val_method", repr(self.val_method), VAL_METHODS)
+        if self.figures not in FIGURES:
+            _fail(f"{at}.figures", repr(self.figures), FIGURES)
         _range(f"{at}.consistency_max_shift", self.consistency_max_shift, 0, 512)
         if self.feature_images == 1:
             raise ConfigError(f"{at}.feature_images", "1 is not allowed; use 0 (skip) or >= 2")

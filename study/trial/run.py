@@ -35,13 +35,13 @@ from tqdm import tqdm
 
 from study import models
 from study.data import to_float
-from study.data.augment import augment, random_circular_shifts, shift_at
+from study.data.augment import augment
 from study.data.dataset import Dataset, load_dataset
 from study.layers import filter_parameters
-from study.metrics import evaluate, sampled_consistency, summary
-from study.metrics.figures import report_figures
+from study.metrics import evaluate, summary
+from study.metrics.figures import ESSENTIAL, report_figures
 from study.metrics.probabilities import shift_probabilities_by
-from study.metrics.scores import accuracy, consistency
+from study.metrics.scores import accuracy, consistency, shifted_scores
 from study.trial.checkpoint import load_checkpoint, save_checkpoint
 from study.trial.config import ConfigError, TrialConfig
 
@@ -114,6 +114,7 @@ def run_trial(
     service passes the CPUs Ray reserved for the trial). Raises :class:`TrialFailed` when
     the loss stops being finite.
     """
+    setup_started = time.perf_counter()
     threads = pin_threads(threads if threads is not None else machine_cpus())
     device = resolve_device(config.device)
     out = Path(out) if out is not None else None
@@ -124,13 +125,16 @@ def run_trial(
     if out is not None and (out / CHECKPOINT).is_file():
         run.resume(out / CHECKPOINT)
     started = time.perf_counter()
+    run.seconds["setup"] = started - setup_started
     epochs = range(run.epoch, config.train.epochs)
     bar = tqdm(epochs, desc="epochs", unit="epoch", disable=None if progress else True)
     for epoch in bar:
         row = run.train_epoch(epoch)
         run.history.append(row)
         if out is not None:
+            saving = time.perf_counter()
             run.save(out / CHECKPOINT)
+            run.seconds["checkpoint"] += time.perf_counter() - saving
         line = f"epoch {epoch + 1}/{config.train.epochs}  loss {row['train_loss']:.4f}  "
         if "val_acc" in row:
             line += (
@@ -179,6 +183,8 @@ class _Training:
         self.generator = torch.Generator().manual_seed(config.seed)  # order and augmentation
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
+        #: Where this run's time went outside training (seconds, this process only).
+        self.seconds = {"setup": 0.0, "checkpoint": 0.0, "test": 0.0, "figures": 0.0}
         self.test_float = to_float(data.test_images, data.mean, data.std)
         count = config.eval.val_images or len(data.val_images)
         self.val_float = to_float(data.val_images[:count], data.mean, data.std)
@@ -224,12 +230,15 @@ class _Training:
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - started
         self.epoch = epoch + 1
+        validating = time.perf_counter()
+        scores = self.validate()
         return {
             "epoch": epoch + 1,
             "train_loss": total.item() / count,
             "lr": self.optimizer.param_groups[0]["lr"],
-            **self.validate(),
+            **scores,
             "epoch_seconds": seconds,
+            "validation_seconds": time.perf_counter() - validating,
             "images_per_second": count / seconds,
         }
 
@@ -237,8 +246,9 @@ class _Training:
     def validate(self) -> dict[str, float]:
         """Per-epoch metrics on the validation split (none without one): accuracy
         unshifted and at one seeded random circular shift per image, and the
-        consistency, sampled (Section 4.2 protocol, one pair of shifts per image) or
-        exact over all shifts (``eval.val_method``)."""
+        consistency, sampled (:func:`study.metrics.shifted_scores`: Section 4.2's
+        protocol, one pair of shifts per image) or exact over all shifts
+        (``eval.val_method``)."""
         images, labels = self.val_float, self.val_labels
         if not len(images):
             return {}
@@ -252,22 +262,12 @@ class _Training:
                 "val_acc_shift": scores["acc_shift_random"],
                 "val_consistency": consistency(probs),
             }
-        generator = torch.Generator().manual_seed(seed)
-        size = tuple(images.shape[-2:])
-        shifts = random_circular_shifts(len(images), size, max(size), generator).to(self.device)
-        correct = correct_shifted = 0
-        for start in range(0, len(images), 500):
-            chunk, truth = images[start : start + 500], labels[start : start + 500]
-            correct += (self.model(chunk).argmax(1) == truth).sum().item()
-            moved = shift_at(chunk, shifts[start : start + 500])
-            correct_shifted += (self.model(moved).argmax(1) == truth).sum().item()
-        max_shift = min(self.config.eval.consistency_max_shift, max(size) // 2)
+        max_shift = min(self.config.eval.consistency_max_shift, max(images.shape[-2:]) // 2)
+        scores = shifted_scores(self.model, images, labels, max_shift, seed=seed, batch_size=500)
         return {
-            "val_acc": correct / len(images),
-            "val_acc_shift": correct_shifted / len(images),
-            "val_consistency": sampled_consistency(
-                self.model, images, max_shift, seed=self.config.seed, batch_size=500
-            ),
+            "val_acc": scores["acc"],
+            "val_acc_shift": scores["acc_shift"],
+            "val_consistency": scores["consistency"],
         }
 
     # -- checkpoints ------------------------------------------------------------
@@ -310,6 +310,7 @@ class _Training:
         config = self.config.eval
         count = config.images or len(self.test_float)
         images, labels = self.test_float[:count], self.data.test_labels[:count].cpu()
+        testing = time.perf_counter()
         result = evaluate(
             self.model,
             images,
@@ -319,6 +320,7 @@ class _Training:
             feature_max_shift=config.feature_shifts,
             seed=self.config.seed,
         )
+        self.seconds["test"] = time.perf_counter() - testing
         last = self.history[-1] if self.history else {}
         final = {
             **{name: last[name] for name in VAL_METRICS if name in last},
@@ -330,6 +332,7 @@ class _Training:
             "train_loss": last.get("train_loss"),
             "epochs": self.epoch,
             "train_seconds": sum(row["epoch_seconds"] for row in self.history),
+            "validation_seconds": sum(row.get("validation_seconds", 0.0) for row in self.history),
             "eval_images": result["images"],
             "eval_shifts": result["shifts"],
             "eval_method": result["shift_method"],
@@ -345,9 +348,18 @@ class _Training:
             figures = out / "figures"
             figures.mkdir(exist_ok=True)
             label = f"{self.config.model.name} {self.config.model.filter}"
-            drawn = {**report_figures({label: result}), "training": _training_figure(self.history)}
+            drawing = time.perf_counter()
+            drawn = {}
+            if config.figures != "none":
+                only = ESSENTIAL if config.figures == "essential" else None
+                drawn = {
+                    **report_figures({label: result}, only),
+                    "training": _training_figure(self.history),
+                }
             for name, figure in drawn.items():
                 figure.savefig(figures / f"{name}.png", dpi=110)
+            self.seconds["figures"] = time.perf_counter() - drawing
+        final.update({f"{stage}_seconds": value for stage, value in self.seconds.items()})
         return final
 
 
