@@ -184,6 +184,8 @@ def test_bad_space_files_exit_2_with_one_line(tmp_path):
         ("study.cpus=4096", "study.cpus: a trial asks for 4096 CPU"),
         ("study.tracking_uri=http://127.0.0.1:9", "study.tracking_uri: cannot reach"),
         ("study.storage_path=s3://bucket/x", "study.optuna_storage: storage_path s3://bucket/x"),
+        ("data.source=no/such/data.tar.gz", "data.source: /"),
+        ("data.source=.", "data.source: /"),
     ],
 )
 def test_impossible_studies_exit_2_and_start_nothing(tmp_path, override, message):
@@ -236,3 +238,14 @@ def test_relative_sqlite_and_journal_paths_become_absolute(tmp_path, monkeypatch
     assert resolved.tracking_uri == f"sqlite:///{tmp_path}/mlflow.db"
     assert resolved.optuna_storage == str(tmp_path / "o" / "journal.log")
     assert resolved.storage_path == str(tmp_path / "ray_results")
+
+
+def test_relative_dataset_paths_become_absolute(tmp_path, monkeypatch):
+    """Trials run in their own folders: a relative data.source must not name nothing
+    there."""
+    monkeypatch.chdir(tmp_path)
+    space = SearchSpace.load(SPACES / "smoke.yaml", ["data.source=data/cifar.tar.gz"])
+    assert space.raw["data"]["source"] == str(tmp_path / "data" / "cifar.tar.gz")
+    space = SearchSpace.load(SPACES / "smoke.yaml", ["data.source={choice: [shapes, d.tgz]}"])
+    assert space.raw["data"]["source"] == {"choice": ["shapes", str(tmp_path / "d.tgz")]}
+    assert SearchSpace.load(SPACES / "smoke.yaml").raw["data"]["source"] == "shapes"

@@ -48,6 +48,7 @@ def plan(space: SearchSpace, space_file: Path, address: str | None = None) -> St
     settings = space.settings
     if not (address or os.environ.get("RAY_ADDRESS")):
         check_local_resources(settings.cpus, settings.gpus)
+        check_local_data(space)
     storage_path = settings.storage_path or os.environ.get("STUDY_STORAGE_PATH") or "ray_results"
     if "://" not in storage_path:
         storage_path = str((default_root() / Path(storage_path).expanduser()).resolve())
@@ -102,6 +103,22 @@ def check_local_resources(cpus: float, gpus: float) -> None:
         raise ConfigError(
             "study.cpus", f"a trial asks for {cpus:g} CPU but this machine has {have_cpus}"
         )
+
+
+def check_local_data(space: SearchSpace) -> None:
+    """Every dataset path the space names exists here and is a dataset (trials on a
+    local Ray instance read it from this machine; a cluster's nodes may have their own
+    copy, so this is checked only without one)."""
+    from study.data.dataset import BUILTIN
+    from study.data.sources import DOWNLOADABLE, describe_source
+
+    for source in sorted(space.data_sources()):
+        if source in (BUILTIN, *DOWNLOADABLE):
+            continue
+        try:
+            describe_source(Path(source).expanduser())
+        except ValueError as error:
+            raise ConfigError("data.source", str(error).removeprefix("data: ")) from None
 
 
 def check_resources(cpus: float, gpus: float) -> None:

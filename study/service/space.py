@@ -120,6 +120,7 @@ class SearchSpace:
         raw = read_yaml(path)
         for override in overrides:
             apply_override(raw, override)
+        _absolute_data_paths(raw)
         return cls.parse(raw, default_name=Path(path).stem, name=name)
 
     @classmethod
@@ -174,6 +175,10 @@ class SearchSpace:
                 )
         return grid
 
+    def data_sources(self) -> set[str]:
+        """Every ``data.source`` a trial of this space may read (each alternative once)."""
+        return {from_mapping(self.sample(trial)).data.source for trial in _corners(self)}
+
     def grid_size(self) -> int:
         """How many trials ``grid`` runs: the product of the dimensions' sizes."""
         return math.prod(len(values) for values in self.grid().values())
@@ -221,6 +226,33 @@ class SearchSpace:
             "it selects by the test set; hold out data.validation: N and optimise val_acc, "
             "val_consistency instead"
         )
+
+
+def _absolute_data_paths(raw: dict[str, Any]) -> None:
+    """A relative dataset path in ``data.source`` (or in its choices) made absolute
+    against the folder ``study`` runs in: trials run in folders of their own, often on
+    other machines, where a relative path would name nothing."""
+    from study.data.dataset import BUILTIN
+    from study.data.sources import DOWNLOADABLE
+    from study.service.paths import default_root
+
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return
+
+    def absolute(value: Any) -> Any:
+        if not isinstance(value, str) or value in (BUILTIN, *DOWNLOADABLE):
+            return value
+        path = Path(value).expanduser()
+        return value if path.is_absolute() else str((default_root() / path).resolve())
+
+    source = data.get("source")
+    if _is_dimension(source) and next(iter(source)) == "choice":
+        choices = source["choice"]
+        if isinstance(choices, list):
+            source["choice"] = [absolute(v) for v in choices]
+    elif "source" in data:
+        data["source"] = absolute(source)
 
 
 def _settings(raw: Mapping[str, Any]) -> StudySettings:
