@@ -64,7 +64,7 @@ def test_study_section_is_left_for_the_study_service():
     ("override", "message"),
     [
         ("train.lr=0", r"^train\.lr: 0\.0 is outside \(0, 100\]$"),
-        ("train.lrr=0.1", r"^train\.lrr: unknown key; did you mean 'lr'\? allowed: epochs"),
+        ("train.lrr=0.1", r"^train\.lrr: unknown key; did you mean 'lr'\?; allowed: epochs"),
         ("train.epochs=2.5", r"^train\.epochs: expected a whole number, got 2\.5$"),
         ("train.nesterov=yes please", r"^train\.nesterov: expected true or false"),
         ("train.milestones=[5, 2]", r"^train\.milestones: \[5, 2\] must be increasing"),
@@ -98,7 +98,7 @@ def test_bad_values_name_their_field(override, message):
 
 
 def test_yaml_file_errors(tmp_path):
-    with pytest.raises(ConfigError, match=r"^config: .* is not a file$"):
+    with pytest.raises(ConfigError, match=r"^config: .* is not a file; give a YAML file$"):
         read_yaml(tmp_path / "missing.yaml")
     broken = tmp_path / "broken.yaml"
     broken.write_text("model:\n  name: [vgg\n")

@@ -268,20 +268,28 @@ def _settings(raw: Mapping[str, Any]) -> StudySettings:
         raise ConfigError(
             "study.name", f"{settings.name!r}: use letters, digits, '_', '-', '.' (max 100)"
         )
-    if not isinstance(settings.objectives, Mapping) or not settings.objectives:
+    if (
+        not isinstance(settings.objectives, Mapping)
+        or not settings.objectives
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in _items(settings))
+    ):
         raise ConfigError("study.objectives", "give a mapping metric: max|min, e.g. test_acc: max")
-    if settings.sampler not in SAMPLERS:
+    if not isinstance(settings.sampler, str) or settings.sampler not in SAMPLERS:
         raise ConfigError(
             "study.sampler", f"{settings.sampler!r} is not allowed; allowed: {', '.join(SAMPLERS)}"
         )
-    _whole("study.seed", settings.seed, 0)
-    _whole("study.trials", settings.trials, 1)
-    _whole("study.concurrent", settings.concurrent, 1)
-    _whole("study.retries", settings.retries, 0)
-    for name in ("cpus", "gpus"):
+    _whole("study.seed", settings.seed, 0, 2**32 - 1)
+    _whole("study.trials", settings.trials, 1, 10_000_000)
+    _whole("study.concurrent", settings.concurrent, 1, 100_000)
+    _whole("study.retries", settings.retries, 0, 1000)
+    for name, most in (("cpus", 10_000), ("gpus", 1_000)):
         value = getattr(settings, name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(f"study.{name}", f"{value!r} must be a number >= 0")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 <= value <= most  # False for NaN too
+        ):
+            raise ConfigError(f"study.{name}", f"{value!r} must be a number in [0, {most}]")
     if settings.cpus == 0 and settings.gpus == 0:
         raise ConfigError("study.cpus", "a trial needs some resource: cpus or gpus > 0")
     for name in ("tracking_uri", "experiment", "optuna_storage", "storage_path"):
@@ -291,9 +299,13 @@ def _settings(raw: Mapping[str, Any]) -> StudySettings:
     return settings
 
 
-def _whole(at: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(at, f"{value!r} must be a whole number >= {low}")
+def _items(settings: StudySettings) -> list[tuple[Any, Any]]:
+    return list(settings.objectives.items())
+
+
+def _whole(at: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(at, f"{value!r} must be a whole number in [{low}, {high}]")
 
 
 def _is_dimension(value: Any) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -48,11 +49,28 @@ BUILTIN_SOURCES = ("shapes",)
 
 
 class ConfigError(ValueError):
-    """A config value that is not allowed: ``"<field>: <problem; what is allowed>"``."""
+    """A config value that is not allowed: ``"<field>: <problem; what is allowed>"``,
+    always one line (control characters in names and values are escaped)."""
 
     def __init__(self, field: str, problem: str) -> None:
+        field, problem = _one_line(field) or "''", _one_line(problem)
         super().__init__(f"{field}: {problem}")
         self.field = field
+
+
+def _one_line(text: str) -> str:
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+#: Limits on what a config file may hold: a YAML file is data, so anchors and aliases
+#: that expand into billions of nodes, or nesting deeper than any config needs, are
+#: refused rather than walked.
+MAX_NODES = 100_000
+MAX_DEPTH = 32
+MAX_BYTES = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -257,13 +275,24 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML file's top-level mapping; a :class:`ConfigError` naming the problem."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError("config", f"{path} is not a file")
+        kind = "a folder" if path.is_dir() else "not a file"
+        raise ConfigError("config", f"{path} is {kind}; give a YAML file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        if path.stat().st_size > MAX_BYTES:
+            raise ConfigError("config", f"{path} is over {MAX_BYTES // 1_000_000} MB")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise ConfigError("config", f"cannot read {path} ({reason})") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError("config", f"{path} is not valid YAML{where}") from None
+    except RecursionError:
+        raise ConfigError("config", f"{path} is nested too deeply") from None
+    check_size(raw, str(path))
     if raw is None:
         raise ConfigError(
             "config", f"{path} is empty (or only comments); it must hold a YAML mapping"
@@ -273,6 +302,28 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+def check_size(value: Any, where: str) -> None:
+    """Refuse data with more than :data:`MAX_NODES` values (counting each use of a YAML
+    alias again: that is what walking it costs) or nested deeper than :data:`MAX_DEPTH`."""
+    budget = [MAX_NODES]
+
+    def walk(item: Any, depth: int) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ConfigError("config", f"{where} holds over {MAX_NODES} values")
+        if depth > MAX_DEPTH:
+            raise ConfigError("config", f"{where} is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(item, dict):
+            for key, child in item.items():
+                walk(key, depth + 1)
+                walk(child, depth + 1)
+        elif isinstance(item, list):
+            for child in item:
+                walk(child, depth + 1)
+
+    walk(value, 0)
+
+
 def apply_override(raw: dict[str, Any], override: str) -> None:
     """Apply one ``dotted.key=value`` (value read as YAML) to ``raw`` in place."""
     key, sep, text = override.partition("=")
@@ -280,9 +331,12 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
         raise ConfigError("--set", f"{override!r} must look like key=value, e.g. train.lr=0.05")
     try:
         value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         raise ConfigError(f"--set {key}", f"{text!r} is not a YAML value") from None
+    check_size(value, f"--set {key}")
     parts = key.strip().split(".")
+    if any(not part for part in parts):
+        raise ConfigError("--set", f"{key!r} has an empty part; e.g. train.lr=0.05")
     target = raw
     for depth, part in enumerate(parts[:-1]):
         child = target.setdefault(part, {})
@@ -303,7 +357,7 @@ def _build(cls: type, raw: Any, at: str):
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(name, f"unknown key{hint} allowed: {', '.join(fields)}")
+            raise ConfigError(name, f"unknown key{hint}; allowed: {', '.join(fields)}")
         _no_search(value, name)
         values[key] = _convert(hints[key], value, name)
     config = cls(**values)
@@ -361,6 +415,8 @@ def _convert(hint: Any, value: Any, at: str) -> Any:
 
 
 def _range(at: str, value: float, low: float, high: float, low_open=False, high_open=False) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(at, f"{value} is not a finite number")
     below = value <= low if low_open else value < low
     above = value >= high if high_open else value > high
     if below or above:
