@@ -216,6 +216,11 @@ def _optuna_study_exists(study_plan: StudyPlan) -> bool:
 def _connect(address: str | None) -> None:
     import ray
 
+    if not address:  # a local instance: first end what a killed study left running
+        from study.service.cleanup import reap_orphaned_ray_processes
+
+        for leftover in reap_orphaned_ray_processes():
+            print(f"study: ended {leftover}, left by a killed Ray instance", flush=True)
     try:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
