@@ -4,7 +4,6 @@ tarballs (decoded once into a cache), and the real CIFAR-10 JPEG copy where pres
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import tarfile
 from pathlib import Path
@@ -13,14 +12,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from shared_data import require_cifar10_jpeg
 
 from study.data import DataSourceError, describe_source, load_split, to_float
-
-CIFAR_JPEG = Path(
-    os.environ.get(
-        "STUDY_CIFAR10_JPEG", Path(__file__).parents[1] / "../shared/data/cifar10-jpeg.tar.gz"
-    )
-)
 
 
 @pytest.fixture(autouse=True)
@@ -193,9 +187,7 @@ def test_to_float_standardises_per_channel():
 
 
 def test_real_cifar10_jpeg_copy(tmp_path):
-    if not CIFAR_JPEG.is_file():
-        pytest.skip(f"CIFAR-10 JPEG copy not found at {CIFAR_JPEG} (set STUDY_CIFAR10_JPEG)")
-    images, labels, classes = load_split(CIFAR_JPEG, "test")
+    images, labels, classes = load_split(require_cifar10_jpeg(), "test")
     assert images.shape == (10_000, 3, 32, 32)
     assert labels.bincount().tolist() == [1000] * 10
     assert classes[0] == "airplane" and classes[-1] == "truck"

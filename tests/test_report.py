@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from shared_data import require_cifar10_jpeg
 
 from study import models
 from study.cli import main
 from study.layers import filter_parameters
 from study.trial.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
-SHARED_COPY = Path(__file__).parents[1] / "../shared/data/cifar10-jpeg.tar.gz"
-CIFAR_JPEG = Path(os.environ.get("STUDY_CIFAR10_JPEG", SHARED_COPY))
 FIGURES = {
     "variation_histogram.png",
     "shift_heatmap.png",
@@ -133,10 +131,9 @@ def test_report_rejects_a_file_that_is_no_checkpoint(tmp_path):
 
 
 def test_report_on_real_cifar10(tmp_path, checkpoint):
-    if not CIFAR_JPEG.is_file():
-        pytest.skip(f"CIFAR-10 JPEG copy not found at {CIFAR_JPEG} (set STUDY_CIFAR10_JPEG)")
+    cifar = require_cifar10_jpeg()
     out = tmp_path / "report"
-    args = ["--data", str(CIFAR_JPEG), "--images", "40", "--feature-images", "0"]
+    args = ["--data", str(cifar), "--images", "40", "--feature-images", "0"]
     result = study("report", str(checkpoint), "--out", str(out), *args)
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
