@@ -184,6 +184,10 @@ def test_bad_space_files_exit_2_with_one_line(tmp_path):
         ("study.cpus=4096", "study.cpus: a trial asks for 4096 CPU"),
         ("study.tracking_uri=http://127.0.0.1:9", "study.tracking_uri: cannot reach"),
         ("study.storage_path=s3://bucket/x", "study.optuna_storage: storage_path s3://bucket/x"),
+        (
+            "study.scheduler={metrics: [test_acc, test_consistency]}",
+            "study.scheduler.metrics.test_acc: is measured once, at the end of a trial",
+        ),
     ],
 )
 def test_impossible_studies_exit_2_and_start_nothing(tmp_path, override, message):

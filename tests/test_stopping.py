@@ -215,6 +215,14 @@ def test_stopped_trials_are_pruned_in_optuna_with_their_rung_decision(storage_ur
     searcher.on_trial_complete(trials[0].trial_id, result=final)
     searcher.on_trial_complete(trials[2].trial_id, error=True)
 
+    def states() -> list[TrialState]:
+        study = optuna.load_study(study_name="stopping", storage=optuna_storage(storage_url))
+        return [t.state for t in study.trials]
+
+    # The stop reaches Optuna with Tune's next experiment snapshot (get_state), once the
+    # snapshot on disk holds it; until then the Optuna trial is RUNNING.
+    assert states() == [TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL]
+    assert searcher.get_state() == {"numbers": {t.trial_id: i for i, t in enumerate(trials)}}
     study = optuna.load_study(study_name="stopping", storage=optuna_storage(storage_url))
     kept, stopped, failed = study.trials
     assert [t.state for t in study.trials] == [
@@ -238,10 +246,12 @@ def test_stopped_trials_are_pruned_in_optuna_with_their_rung_decision(storage_ur
     }
     assert kept.user_attrs == {} and failed.user_attrs == {}
     assert [t.number for t in study.best_trials] == [0]  # the front holds no pruned trial
-    # A completion replayed after a restore changes nothing (Optuna refuses finished trials).
+    # A stop replayed after a restore changes nothing (Optuna refuses finished trials).
     searcher.on_trial_complete(trials[1].trial_id, result=rung(1, 0.4, 0.4))
+    assert searcher.flush() == ["stop_00001"]
     again = optuna.load_study(study_name="stopping", storage=optuna_storage(storage_url))
     assert again.trials[1].state == TrialState.PRUNED
+    assert again.trials[1].user_attrs == stopped.user_attrs
 
 
 def test_the_searcher_state_goes_through_tunes_save_and_restore(tmp_path):
@@ -267,6 +277,7 @@ def test_the_searcher_state_goes_through_tunes_save_and_restore(tmp_path):
     other.decide("save_00000", 1, (0.5, 0.5))
     other.decide("save_00001", 1, (0.1, 0.1))
     second.on_trial_complete("save_00001", result=rung(1, 0.1, 0.1))
+    second.save_to_dir(str(tmp_path), session_str="s")  # a snapshot tells Optuna
     study = optuna.load_study(study_name="stopping", storage=optuna_storage(url))
     assert study.trials[1].state == TrialState.PRUNED
     assert study.trials[1].user_attrs["rung_decision"]["rank"] == 1
@@ -371,3 +382,96 @@ def test_pareto_and_the_live_front_leave_pruned_trials_out(tracked_study):
     )
     assert summary.complete == 1
     assert summary.front_run_ids == (tracked_study["runs"]["t0"],)
+
+
+def test_a_pruned_run_tune_forgot_is_orphaned_not_counted(tracked_study):
+    """A driver killed after stopping a trial but before Tune's next snapshot: the
+    resumed experiment does not know that trial (its configuration runs again as a new
+    trial), so its pruned child run is retagged orphaned and no reader counts it."""
+    from study.service.status import print_status
+    from study.service.tracking import close_unfinished, trial_state
+
+    uri, parent, runs = tracked_study["uri"], tracked_study["parent"], tracked_study["runs"]
+    assert close_unfinished(uri, parent, {"t0", "t1", "t2"}, set()) == []  # known: kept
+    assert close_unfinished(uri, parent, {"t0", "t2"}, set()) == [runs["t1"]]
+    run = tracked_study["client"].get_run(runs["t1"])
+    assert trial_state(run) == "KILLED" and run.data.tags["study.orphaned"] == "true"
+    assert not any(tag.startswith(("study.pruned", "study.rung")) for tag in run.data.tags)
+    counts = print_status(uri, "stopping", io.StringIO())
+    assert (counts["stopped"], counts["killed"]) == (0, 1)
+
+
+# --- resume: orphans of a killed driver ---------------------------------------------------------
+
+
+def grid_plan(tmp_path, name: str = "orphans"):
+    from study.service.plan import StudyPlan
+
+    return StudyPlan(
+        name=name,
+        space_file=tmp_path / "space.yaml",
+        storage_path=str(tmp_path),
+        optuna_storage=str(tmp_path / "optuna.journal"),
+        tracking_uri="",
+        experiment=name,
+        metrics=list(METRICS),
+        modes=list(METRICS.values()),
+        trials=4,
+    )
+
+
+def grid_study(plan):
+    grid = {"model.filter": ["delta", "binomial-3"], "train.lr": [0.05, 0.01]}
+    return optuna.create_study(
+        study_name=plan.name,
+        storage=optuna_storage(plan.optuna_storage),
+        directions=["maximize", "maximize"],
+        sampler=optuna.samplers.GridSampler(grid, seed=0),
+        load_if_exists=True,
+    )
+
+
+def ask(study) -> tuple[int, tuple]:
+    trial = study.ask()
+    params = (
+        trial.suggest_categorical("model.filter", ["delta", "binomial-3"]),
+        trial.suggest_categorical("train.lr", [0.05, 0.01]),
+    )
+    return trial.number, params
+
+
+def test_a_grid_studys_orphans_are_requeued_in_place(tmp_path):
+    """The killed driver asked for trial 2 after Tune's last snapshot: requeued, the next
+    ask gets it back (number and point), and the grid goes on in its own order: the
+    order an uninterrupted study has, so a scheduler sees the same rung populations."""
+    from study.service.repair import fail_requeued_trials, repair_orphaned_trials
+
+    uninterrupted = grid_study(grid_plan(tmp_path / "a"))
+    order = [ask(uninterrupted) for _ in range(4)]
+
+    plan = grid_plan(tmp_path / "b")
+    study = grid_study(plan)
+    first, second, orphan = ask(study), ask(study), ask(study)
+    study.tell(first[0], [0.5, 0.5])
+    study.tell(second[0], state=TrialState.PRUNED)
+    assert repair_orphaned_trials(plan, {first[0], second[0]}, requeue=True) == [2]
+    resumed = grid_study(plan)  # load_if_exists: the restored searcher's study
+    assert [ask(resumed) for _ in range(2)] == [orphan, order[3]]
+    assert [first, second, orphan, order[3]] == order
+    assert fail_requeued_trials(plan) == []  # taken: nothing left to fail
+
+
+def test_orphans_of_other_samplers_fail_and_leftover_requeued_ones_too(tmp_path):
+    from study.service.repair import fail_requeued_trials, repair_orphaned_trials
+
+    plan = grid_plan(tmp_path)
+    study = grid_study(plan)
+    ask(study), ask(study)
+    assert repair_orphaned_trials(plan, {0}, requeue=False) == [1]
+    failed = study.trials[1]
+    assert failed.state == TrialState.FAIL and failed.system_attrs["study.orphaned"]
+    assert failed.system_attrs["grid_id"] == -1  # the grid offers the point again
+    ask(study)
+    assert repair_orphaned_trials(plan, {0}, requeue=True) == [2]
+    assert fail_requeued_trials(plan) == [2]  # the run ended before any trial took it
+    assert [t.state for t in grid_study(plan).trials][2] == TrialState.FAIL

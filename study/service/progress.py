@@ -129,10 +129,12 @@ class StudyProgress(Callback):
                 self.results[trial.trial_id] = (describe_trial(trial.config), values)
             elif self.scheduler is not None and self.scheduler.stopped(trial.trial_id):
                 self.stopped.add(trial.trial_id)
-        if self.results or self.stopped:
+        restored = len(self.scheduler.decisions) if self.scheduler is not None else 0
+        if self.results or self.stopped or restored:
             stopped = f" ({len(self.stopped)} stopped early)" if self.stopped else ""
             done = len(self.results) + len(self.stopped)
-            self.line(f"resuming: {done} of {self.planned} trials done before{stopped}")
+            decisions = f"; {restored} rung decisions restored" if restored else ""
+            self.line(f"resuming: {done} of {self.planned} trials done before{stopped}{decisions}")
             if self.bar is not None:
                 self.bar.n = done
                 self.bar.refresh()

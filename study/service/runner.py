@@ -28,7 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 from study.service.paths import leave_ray_working_dir
 from study.service.plan import StudyPlan, check_resources
-from study.service.repair import fail_orphaned_trials, known_optuna_trials
+from study.service.repair import (
+    fail_requeued_trials,
+    known_optuna_trials,
+    repair_orphaned_trials,
+)
 from study.service.samplers import optuna_storage, sampler
 from study.service.space import SearchSpace, StudySettings
 from study.service.stopping import build_scheduler
@@ -128,7 +132,8 @@ def run_study(
         set_parent_status(study_plan.tracking_uri, parent, "RUNNING", {})
         tuner = tune.Tuner.restore(study_plan.experiment_path, resourced, resume_errored=True)
         scheduler = _use_progress(tuner, progress)
-        fail_orphaned_trials(study_plan, known_optuna_trials(study_plan.experiment_path))
+        known = known_optuna_trials(study_plan.experiment_path)
+        repair_orphaned_trials(study_plan, known, requeue=settings.sampler == "grid")
     else:
         scheduler = (
             build_scheduler(settings.scheduler, space.budget()) if settings.scheduler else None
@@ -142,6 +147,8 @@ def run_study(
         raise
     stopped = {_trial_id(r) for r in results if scheduler and scheduler.stopped(_trial_id(r))}
     outcome = _outcome(results, study_plan.trials, stopped)
+    if resume and not outcome.unfinished:  # interrupted: the queue waits for the next resume
+        fail_requeued_trials(study_plan)
     close_unfinished(
         study_plan.tracking_uri,
         parent,

@@ -319,16 +319,25 @@ def close_unfinished(
     """After ``Tuner.fit`` returned, close child runs still RUNNING: ``KILLED`` with tag
     ``study.interrupted`` when their trial was stopped (Ctrl-C; ``study resume`` goes
     on with it), ``KILLED`` with tag ``study.orphaned`` when Tune does not know their
-    trial at all (a killed driver started it after Tune's last snapshot). Returns the
-    run ids closed."""
+    trial at all (a killed driver started it after Tune's last snapshot). A run marked
+    pruned whose trial Tune does not know (a killed driver stopped it after Tune's last
+    snapshot, and the study ran that configuration again) loses its pruned tags and is
+    tagged ``study.orphaned`` too, so no reader counts it. Returns the run ids closed."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
     closed = []
     for run in child_runs(uri, parent_id):
+        trial_id = run.data.tags.get(TRIAL_TAG)
+        if trial_state(run) == "PRUNED" and trial_id not in known_trials:
+            for tag in (PRUNED_TAG, STOPPED_TAG, *(_rung_tag(f) for f in RUNG_FIELDS)):
+                if tag in run.data.tags:
+                    client.delete_tag(run.info.run_id, tag)
+            client.set_tag(run.info.run_id, "study.orphaned", "true")
+            closed.append(run.info.run_id)
+            continue
         if run.info.status != "RUNNING":
             continue
-        trial_id = run.data.tags.get(TRIAL_TAG)
         if trial_id in known_trials and trial_id not in unfinished_trials:
             continue  # ended in Tune; its own logger or the failure callback closes it
         tag = "study.interrupted" if trial_id in unfinished_trials else "study.orphaned"
