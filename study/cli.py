@@ -401,6 +401,7 @@ def _run_study(space, study_plan, address: str | None, resume: bool) -> int:
     name = study_plan.name
     print(
         f"study {name}: {outcome.complete} of {outcome.planned} trials complete"
+        + (f", {outcome.stopped} stopped early" if outcome.stopped else "")
         + (f", {outcome.failed} failed" if outcome.failed else "")
         + (f", {outcome.unfinished} not finished" if outcome.unfinished else "")
     )
@@ -413,7 +414,7 @@ def _run_study(space, study_plan, address: str | None, resume: bool) -> int:
     if outcome.unfinished:
         print(f"  interrupted: continue with `study resume {name}`")
         return 130
-    return 0 if outcome.complete == outcome.planned else 1
+    return 0 if outcome.done else 1
 
 
 def _status(args: argparse.Namespace) -> int:

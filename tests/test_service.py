@@ -9,6 +9,7 @@ The smoke space is shrunk with ``--set`` so each study takes tens of seconds on 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -398,3 +399,177 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tracking, cluster, tmp_path):
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     _, children = assert_complete_study(tracking["uri"], name, trials=2, epochs=4)
     assert not any("study.interrupted" in c.data.tags for c in children)
+
+
+# --- early stopping: MO-ASHA through the real service ------------------------------------------
+
+# A grid of 2 filters x 3 learning rates, one trial at a time (so the rung populations,
+# and with them the decisions, do not depend on timing), 4 epochs: rungs at epochs 1 and
+# 2 (grace 1, eta 2). The smallest learning rates barely move in 4 epochs: dominated at
+# a rung, stopped. Training is deterministic given the config, so two runs of this study
+# decide the same.
+MO_ASHA = [
+    *TINY,
+    "--set",
+    "data.train_images=512",
+    "--set",
+    "data.validation=128",
+    "--set",
+    "train.epochs=4",
+    "--set",
+    "train.lr={choice: [0.05, 0.002, 0.0005]}",
+    "--set",
+    "study.objectives={val_acc: max, val_consistency: max}",
+    "--set",
+    "study.scheduler={kind: mo-asha, grace: 1, eta: 2}",
+    "--set",
+    "study.concurrent=1",
+]
+
+
+def decisions_of(uri: str, name: str) -> list[dict]:
+    """The parent's scheduler/decisions.json, each trial id replaced by its config."""
+    import json
+
+    parent, children = study_runs(uri, name)
+    path = mlflow.artifacts.download_artifacts(
+        run_id=parent.info.run_id, artifact_path="scheduler/decisions.json", tracking_uri=uri
+    )
+    configs = {
+        c.data.tags["study.trial_id"]: (c.data.params["model.filter"], c.data.params["train.lr"])
+        for c in children
+    }
+    log = json.loads(Path(path).read_text())
+    assert log["settings"]["grace"] == 1 and log["settings"]["eta"] == 2
+    return [{**d, "trial_id": configs[d["trial_id"]]} for d in log["decisions"]]
+
+
+def journal_trials(folder: Path, name: str) -> list:
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = folder / "ray_results" / name / "optuna.journal"
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    return optuna.load_study(study_name=name, storage=storage).trials
+
+
+@pytest.fixture(scope="module")
+def scheduled(tracking, cluster, tmp_path_factory):
+    """One uninterrupted study with MO-ASHA."""
+    folder = tmp_path_factory.mktemp("moasha")
+    env = environment(tracking["uri"], cluster)
+    name = "moasha-full"
+    args = [*MO_ASHA, "--name", name, "--address", cluster["address"]]
+    result = study("run", str(SMOKE), *args, cwd=folder, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return {"name": name, "folder": folder, "stdout": result.stdout, "env": env}
+
+
+def test_early_stopped_trials_are_pruned_in_optuna_mlflow_pareto_and_status(tracking, scheduled):
+    uri, name, folder = tracking["uri"], scheduled["name"], scheduled["folder"]
+    decisions = decisions_of(uri, name)
+    stopped = {d["trial_id"]: d for d in decisions if not d["kept"]}
+    assert 1 <= len(stopped) < 6, decisions  # some stopped, some went the whole way
+    complete = 6 - len(stopped)
+    assert f"{complete} of 6 trials complete, {len(stopped)} stopped early" in scheduled["stdout"]
+    # one progress line per decision: trial, rung, kept/stopped, rank
+    lines = [line for line in scheduled["stdout"].splitlines() if line.startswith("rung ")]
+    assert len(lines) == len(decisions)
+    assert sum(" stopped (rank " in line for line in lines) == len(stopped)
+
+    parent, children = study_runs(uri, name)
+    assert parent.info.status == "FINISHED"  # every planned trial complete or pruned
+    assert parent.data.metrics["trials_complete"] == complete
+    assert parent.data.metrics["trials_stopped"] == len(stopped)
+    client = mlflow.MlflowClient(uri)
+    for child in children:
+        config = (child.data.params["model.filter"], child.data.params["train.lr"])
+        epochs = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
+        if config in stopped:
+            decision = stopped[config]
+            assert child.info.status == "KILLED"
+            assert child.data.tags["study.pruned"] == "true"
+            assert child.data.tags["study.stopped_at_epoch"] == str(decision["rung"])
+            assert child.data.tags["study.rung_rank"] == str(decision["rank"])
+            assert child.data.metrics["rung.val_acc"] == decision["values"][0]
+            assert sorted(epochs) == list(range(1, decision["rung"] + 1))
+            assert not any(k.startswith("final.") for k in child.data.metrics)
+        else:
+            assert child.info.status == "FINISHED" and "study.pruned" not in child.data.tags
+            assert sorted(epochs) == [1, 2, 3, 4]
+
+    trials = journal_trials(folder, name)
+    states = sorted(t.state.name for t in trials)
+    assert states == sorted(["COMPLETE"] * complete + ["PRUNED"] * len(stopped)), states
+    for trial in trials:
+        if trial.state.name == "PRUNED":
+            assert trial.values is None
+            decision = stopped[(trial.params["model.filter"], str(trial.params["train.lr"]))]
+            assert trial.user_attrs["rung"] == decision["rung"]
+            assert trial.user_attrs["rung_decision"]["rank"] == decision["rank"]
+
+    status = study("status", name, cwd=folder, env=scheduled["env"])
+    assert status.returncode == 0, status.stderr
+    assert f"{complete} of 6 trials complete, {len(stopped)} stopped early" in status.stdout
+    pareto = study(
+        "pareto", name, "--out", str(folder / "pareto"), cwd=folder, env=scheduled["env"]
+    )
+    assert pareto.returncode == 0, pareto.stderr
+    assert f"({len(stopped)} stopped early, left out)" in pareto.stdout
+    import json
+
+    exported = json.loads((folder / "pareto" / "pareto.json").read_text())["studies"][0]
+    assert exported["complete_trials"] == complete
+    pruned_runs = {c.info.run_id for c in children if c.info.status == "KILLED"}
+    assert not pruned_runs & {row["run_id"] for row in exported["front"]}
+    assert not any(run in (folder / "pareto" / "trials.csv").read_text() for run in pruned_runs)
+
+
+def test_a_killed_driver_resumes_with_the_same_decisions(tracking, cluster, scheduled, tmp_path):
+    """SIGKILL the driver once a trial has been stopped at a rung; `study resume` restores
+    the scheduler's decisions with Tune's experiment and decides the rest exactly as the
+    uninterrupted study did."""
+    uri, env, name = tracking["uri"], scheduled["env"], "moasha-resume"
+    driver = start_driver(
+        [*MO_ASHA, "--name", name, "--address", cluster["address"]], tmp_path, env
+    )
+    client = mlflow.MlflowClient(uri)
+
+    def one_trial_pruned() -> bool:
+        if driver.poll() is not None:
+            raise AssertionError(f"driver ended early:\n{finish_driver(driver, tmp_path)}")
+        return bool(trial_runs(client, name, "tags.`study.pruned` = 'true'"))
+
+    wait_for(one_trial_pruned, 300, "the first stopped trial")
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    _, children = study_runs(uri, name)
+    ended = [c for c in children if c.info.status == "FINISHED" or "study.pruned" in c.data.tags]
+    assert len(ended) < 6, "killed too late to test"
+
+    resumed = study("resume", name, "--address", cluster["address"], cwd=tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    expected = decisions_of(uri, scheduled["name"])
+    assert decisions_of(uri, name) == expected
+    stopped = sum(not d["kept"] for d in expected)
+    assert f"{6 - stopped} of 6 trials complete, {stopped} stopped early" in resumed.stdout
+    restored = re.search(r"; (\d+) rung decisions restored", resumed.stdout)
+    assert restored and int(restored.group(1)) >= 1, resumed.stdout[-3000:]
+    # decisions are printed once: the restored ones by the killed driver, the rest now
+    printed = [line for line in resumed.stdout.splitlines() if line.startswith("rung ")]
+    assert len(printed) == len(expected) - int(restored.group(1))
+
+    parent, children = study_runs(uri, name)
+    assert parent.info.status == "FINISHED"
+    fates = {
+        (c.data.params["model.filter"], c.data.params["train.lr"]): c.info.status
+        for c in children
+        if not c.data.tags.get("study.orphaned")
+    }
+    _, uninterrupted = study_runs(uri, scheduled["name"])
+    assert fates == {
+        (c.data.params["model.filter"], c.data.params["train.lr"]): c.info.status
+        for c in uninterrupted
+    }
+    states = [t.state.name for t in journal_trials(tmp_path, name)]
+    assert states.count("PRUNED") == stopped and states.count("COMPLETE") == 6 - stopped
+    assert "RUNNING" not in states, states

@@ -186,6 +186,10 @@ def test_bad_space_files_exit_2_with_one_line(tmp_path):
         ("study.storage_path=s3://bucket/x", "study.optuna_storage: storage_path s3://bucket/x"),
         ("data.source=no/such/data.tar.gz", "data.source: /"),
         ("data.source=.", "data.source: /"),
+        (
+            "study.scheduler={metrics: [test_acc, test_consistency]}",
+            "study.scheduler.metrics.test_acc: is measured once, at the end of a trial",
+        ),
     ],
 )
 def test_impossible_studies_exit_2_and_start_nothing(tmp_path, override, message):

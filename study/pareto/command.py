@@ -185,9 +185,11 @@ def _quiet() -> None:
 def _summary(trials: Any, reference: list[float] | str | None) -> list[str]:
     ref = trials.reference(reference)
     front = trials.front()
-    failed = sum(n for status, n in trials.statuses.items() if status != "FINISHED")
+    stopped = trials.statuses.get("PRUNED", 0)
+    failed = sum(n for state, n in trials.statuses.items() if state not in ("FINISHED", "PRUNED"))
     lines = [
         f"{trials.study}: {len(trials.records)} complete trials"
+        + (f" ({stopped} stopped early, left out)" if stopped else "")
         + (f" ({failed} not finished)" if failed else "")
         + (f" ({trials.missing} finished without the objectives)" if trials.missing else "")
         + f", front of {len(front)}, hypervolume {trials.hypervolume(ref):.6g} "

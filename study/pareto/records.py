@@ -65,7 +65,7 @@ class StudyTrials:
     objectives: dict[str, str]
     records: list[TrialRecord]
     statuses: dict[str, int] = field(default_factory=dict)
-    """Child runs by status (FINISHED, FAILED, RUNNING, ...)."""
+    """Child runs by state (FINISHED, PRUNED = stopped early, FAILED, RUNNING, ...)."""
     missing: int = 0
     """FINISHED children left out: an objective not logged or not finite."""
 

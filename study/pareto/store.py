@@ -2,7 +2,9 @@
 
 Layout (written by :mod:`study.service.tracking`): one parent run per study, tagged
 ``study.name=NAME`` and ``study.role=parent``; one child run per trial, tagged
-``mlflow.parentRunId``; a child whose status is ``FINISHED`` is a complete trial. Its
+``mlflow.parentRunId``; a child whose status is ``FINISHED`` is a complete trial (a
+trial stopped early by the scheduler is ``KILLED`` with tag ``study.pruned`` and never
+counts: :func:`study.service.tracking.trial_state`). Its
 params hold the flattened trial config (``model.filter``, ``augment.kind``, ...,
 ``filter.family``, ``filter.taps``) and the searched values as ``optuna.<name>``; its
 final metrics are ``final.<name>``, and an objective ``NAME:max|min`` reads
@@ -153,8 +155,8 @@ def load_children(
     children = tracking.search_all_runs(
         client, [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
     )
-    statuses = Counter(run.info.status for run in children)
-    finished = [run for run in children if run.info.status == "FINISHED"]
+    statuses = Counter(tracking.trial_state(run) for run in children)
+    finished = [run for run in children if tracking.trial_state(run) == "FINISHED"]
     logged = sorted(
         {key for run in finished for key in run.data.metrics if key.startswith(FINAL_PREFIX)}
     )

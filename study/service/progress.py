@@ -2,20 +2,61 @@
 
 :class:`StudyProgress` is a Ray Tune callback on the driver. As trials finish it
 prints one line each (the trial's filter, augmentation and objectives, then done /
-running / failed counts and the current Pareto front), advances a progress bar over
-the planned trials, refreshes the parent run's front (``hypervolume``, ``front_size``
-and the ``pareto/`` artifacts) and marks the child runs of failed trials as failed.
+stopped / running / failed counts and the current Pareto front), advances a progress
+bar over the planned trials, refreshes the parent run's front (``hypervolume``,
+``front_size`` and the ``pareto/`` artifacts) and marks the child runs of failed
+trials as failed. With an early-stopping scheduler it also prints each rung decision
+(through :class:`~study.service.scheduler.SchedulerState`), closes the child runs of
+stopped trials as pruned and keeps the parent's ``scheduler/decisions.json`` current.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from study.service.scheduler import MultiObjectiveASHA
+
+#: The decision log is rewritten at most this often (seconds) while a study runs.
+DECISIONS_EVERY_S = 5.0
+#: Result keys Tune adds to what a trial reports.
+_TUNE_KEYS = frozenset(
+    {
+        "done",
+        "complete",
+        "trial_id",
+        "experiment_tag",
+        "should_checkpoint",
+        "checkpoint_dir_name",
+        "training_iteration",
+        "time_this_iter_s",
+        "time_total_s",
+        "time_since_restore",
+        "iterations_since_restore",
+        "timesteps_total",
+        "timesteps_since_restore",
+        "episodes_total",
+        "timestamp",
+        "pid",
+        "date",
+        "hostname",
+        "node_ip",
+        "experiment_id",
+        "config",
+    }
+)
+
+
+def epoch_row(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The epoch's own metrics in a Tune result (Tune's bookkeeping keys left out)."""
+    return {k: v for k, v in result.items() if k not in _TUNE_KEYS and "/" not in k}
 
 
 def describe_trial(config: dict[str, Any]) -> str:
@@ -52,15 +93,19 @@ class StudyProgress(Callback):
         objectives: dict[str, str],
         tracking_uri: str,
         parent_run_id: str,
+        scheduler: MultiObjectiveASHA | None = None,
     ) -> None:
         self.planned = planned
         self.objectives = dict(objectives)
         self.tracking_uri = tracking_uri
         self.parent_run_id = parent_run_id
+        self.scheduler = scheduler
         self.results: dict[str, tuple[str, list[float]]] = {}
         self.failed: set[str] = set()
+        self.stopped: set[str] = set()
         self.bar: tqdm | None = None
         self.seeded = False
+        self._logged, self._logged_at = 0, 0.0  # decisions in the parent's decisions.json
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "bar": None, "seeded": False}
@@ -77,17 +122,35 @@ class StudyProgress(Callback):
         self.seeded = True
         for trial in trials:
             result = trial.last_result or {}
-            if trial.status == "TERMINATED" and result.get("complete"):
+            if trial.status != "TERMINATED":
+                continue
+            if result.get("complete"):
                 values = [float(result[metric]) for metric in self.objectives]
                 self.results[trial.trial_id] = (describe_trial(trial.config), values)
-        if self.results:
-            self._line(f"resuming: {len(self.results)} of {self.planned} trials done before")
+            elif self.scheduler is not None and self.scheduler.stopped(trial.trial_id):
+                self.stopped.add(trial.trial_id)
+        restored = len(self.scheduler.decisions) if self.scheduler is not None else 0
+        if self.results or self.stopped or restored:
+            stopped = f" ({len(self.stopped)} stopped early)" if self.stopped else ""
+            done = len(self.results) + len(self.stopped)
+            decisions = f"; {restored} rung decisions restored" if restored else ""
+            self.line(f"resuming: {done} of {self.planned} trials done before{stopped}{decisions}")
             if self.bar is not None:
-                self.bar.n = len(self.results)
+                self.bar.n = done
                 self.bar.refresh()
+
+    def on_trial_result(self, iteration: int, trials: Sequence, trial, result: dict, **info):
+        """Keep the parent's decision log current (at most every few seconds)."""
+        if self.scheduler is None or len(self.scheduler.decisions) <= self._logged:
+            return
+        if time.monotonic() - self._logged_at >= DECISIONS_EVERY_S:
+            self._log_decisions()
 
     def on_trial_complete(self, iteration: int, trials: Sequence, trial, **info) -> None:
         result = trial.last_result or {}
+        if self.scheduler is not None and self.scheduler.stopped(trial.trial_id):
+            self._stopped(trials, trial, result)
+            return
         if not result.get("complete"):
             return
         values = [float(result[metric]) for metric in self.objectives]
@@ -96,14 +159,14 @@ class StudyProgress(Callback):
         reported = [m for m in ("test_acc", "test_consistency") if m not in self.objectives]
         if reported and all(m in result for m in reported):
             scores += "  | " + "  ".join(f"{m} {float(result[m]):.4f}" for m in reported)
-        self._line(f"trial {trial.trial_id} done: {self.results[trial.trial_id][0]}  {scores}")
+        self.line(f"trial {trial.trial_id} done: {self.results[trial.trial_id][0]}  {scores}")
         self._status(trials, trial)
         self._refresh_parent()
 
     def on_trial_error(self, iteration: int, trials: Sequence, trial, **info) -> None:
         self.failed.add(trial.trial_id)
         reason = failure_reason(trial)
-        self._line(f"trial {trial.trial_id} failed: {describe_trial(trial.config)}: {reason}")
+        self.line(f"trial {trial.trial_id} failed: {describe_trial(trial.config)}: {reason}")
         from study.service.tracking import mark_failed
 
         try:
@@ -113,8 +176,60 @@ class StudyProgress(Callback):
         self._status(trials, trial)
 
     def on_experiment_end(self, trials: Sequence, **info) -> None:
+        if self.scheduler is not None and len(self.scheduler.decisions) > self._logged:
+            self._log_decisions()
         if self.bar is not None:
             self.bar.close()
+
+    def line(self, text: str) -> None:
+        """Print one progress line (above the bar)."""
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stdout)
+        else:
+            print(text, flush=True)
+
+    def _stopped(self, trials: Sequence, trial, result: Mapping[str, Any]) -> None:
+        """A trial the scheduler stopped at a rung: its child run closed as pruned."""
+        from study.service.tracking import mark_pruned
+
+        self.stopped.add(trial.trial_id)
+        decision = self.scheduler.stopped_by(trial.trial_id)
+        epoch = result.get("epoch", decision.rung)
+        self.line(
+            f"trial {trial.trial_id} stopped at epoch {epoch}: {describe_trial(trial.config)}"
+        )
+        try:
+            mark_pruned(
+                self.tracking_uri,
+                self.parent_run_id,
+                trial.trial_id,
+                decision.as_dict(),
+                list(self.scheduler.metrics),
+                epoch_row(result),
+            )
+            from mlflow import MlflowClient
+
+            MlflowClient(self.tracking_uri).log_metric(
+                self.parent_run_id, "trials_stopped", len(self.stopped), step=len(self.stopped)
+            )
+        except Exception as error:  # the study goes on; `study status` shows it RUNNING
+            warnings.warn(f"could not mark trial {trial.trial_id} pruned: {error}", stacklevel=1)
+        self._status(trials, trial)
+
+    def _log_decisions(self) -> None:
+        from study.service.tracking import log_decisions
+
+        state = self.scheduler.get_state()
+        try:
+            log_decisions(
+                self.tracking_uri,
+                self.parent_run_id,
+                {"settings": state["settings"], "decisions": state["decisions"]},
+            )
+        except Exception as error:  # the study goes on; the log is rewritten next time
+            warnings.warn(f"could not log the scheduler's decisions: {error}", stacklevel=1)
+            return
+        self._logged, self._logged_at = len(state["decisions"]), time.monotonic()
 
     def front(self) -> list[tuple[str, list[float]]]:
         """The non-dominated complete trials so far: (filter / augmentation, values)."""
@@ -130,16 +245,19 @@ class StudyProgress(Callback):
 
     def _status(self, trials: Sequence, ended) -> None:
         running = sum(1 for t in trials if t.status == "RUNNING" and t is not ended)
-        done = len(self.results)
+        done, stopped = len(self.results), len(self.stopped)
         if self.bar is not None:
-            self.bar.n = done + len(self.failed)
-            self.bar.set_postfix(done=done, running=running, failed=len(self.failed))
+            self.bar.n = done + stopped + len(self.failed)
+            self.bar.set_postfix(
+                done=done, stopped=stopped, running=running, failed=len(self.failed)
+            )
         front = "; ".join(
             f"{label} ({', '.join(f'{v:.3f}' for v in values)})" for label, values in self.front()
         )
-        self._line(
-            f"  {done} done, {running} running, {len(self.failed)} failed of {self.planned}"
-            + (f" | front: {front}" if front else "")
+        early = f"{stopped} stopped early, " if self.scheduler is not None else ""
+        self.line(
+            f"  {done} done, {early}{running} running, {len(self.failed)} failed of "
+            f"{self.planned}" + (f" | front: {front}" if front else "")
         )
 
     def _refresh_parent(self) -> None:
@@ -149,9 +267,3 @@ class StudyProgress(Callback):
             update_parent_front(self.tracking_uri, self.parent_run_id, self.objectives)
         except Exception as error:  # the study goes on; the front is refreshed next time
             warnings.warn(f"could not refresh the parent run's front: {error}", stacklevel=1)
-
-    def _line(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stdout)
-        else:
-            print(text, flush=True)

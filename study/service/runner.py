@@ -6,8 +6,16 @@ define-by-run, multi-objective through lists of metrics and modes, a seeded samp
 and a persistent Optuna storage under a unique study name), ``tune.with_resources``,
 a concurrency limit and ``FailureConfig`` retries. Each trial runs
 :func:`study.trial.run_trial` in its own folder and reports every epoch with a
-checkpoint, so a retried trial resumes from its last epoch. No early-stopping
-scheduler is used: only complete trials reach Optuna and the Pareto front.
+checkpoint, so a retried trial resumes from its last epoch.
+
+With ``study.scheduler`` set, MO-ASHA (:mod:`~study.service.scheduler`) judges trials at
+rungs on per-epoch validation metrics and stops some early. A stopped trial reaches
+Optuna as PRUNED (:class:`~study.service.pruning.PruningSearcher`), its MLflow child run
+ends ``KILLED`` with tag ``study.pruned`` (:func:`~study.service.tracking.mark_pruned`),
+and it never enters a front. The scheduler's state travels with Tune's experiment
+snapshots (:class:`~study.service.scheduler.SchedulerState`), so ``study resume``
+carries on with the decisions taken so far. Callback order is fixed: ``[StudyProgress,
+SchedulerState]`` (Tune matches restored callback states by position).
 """
 
 from __future__ import annotations
@@ -16,13 +24,18 @@ import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from study.service.paths import leave_ray_working_dir
 from study.service.plan import StudyPlan, check_resources
-from study.service.repair import fail_orphaned_trials, known_optuna_trials
+from study.service.repair import (
+    fail_requeued_trials,
+    known_optuna_trials,
+    repair_orphaned_trials,
+)
 from study.service.samplers import optuna_storage, sampler
 from study.service.space import SearchSpace, StudySettings
+from study.service.stopping import build_scheduler
 from study.service.tracking import (
     close_unfinished,
     error_gist,
@@ -32,6 +45,9 @@ from study.service.tracking import (
 )
 from study.service.trainable import DefineByRun, trainable
 from study.trial.config import ConfigError
+
+if TYPE_CHECKING:
+    from study.service.scheduler import MultiObjectiveASHA
 
 
 def _warn_if_tracking_is_local(uri: str) -> None:
@@ -63,6 +79,12 @@ class StudyOutcome:
     complete: int
     failed: int
     unfinished: int  # stopped by Ctrl-C / SIGTERM: `study resume` continues them
+    stopped: int = 0  # stopped early at a rung by the scheduler (pruned): done with
+
+    @property
+    def done(self) -> bool:
+        """Every planned trial complete or stopped early."""
+        return self.complete + self.stopped == self.planned
 
 
 def run_study(
@@ -109,34 +131,68 @@ def run_study(
     if resume:
         set_parent_status(study_plan.tracking_uri, parent, "RUNNING", {})
         tuner = tune.Tuner.restore(study_plan.experiment_path, resourced, resume_errored=True)
-        # Tuner.restore takes no callbacks; the run config it restored holds the old
-        # driver's (unpicklable state dropped), so give this driver's progress instead.
-        tuner._local_tuner.get_run_config().callbacks = [progress]
-        fail_orphaned_trials(study_plan, known_optuna_trials(study_plan.experiment_path))
+        scheduler = _use_progress(tuner, progress)
+        known = known_optuna_trials(study_plan.experiment_path)
+        repair_orphaned_trials(study_plan, known, requeue=settings.sampler == "grid")
     else:
-        tuner = _new_tuner(space, study_plan, resourced, parent, progress)
+        scheduler = (
+            build_scheduler(settings.scheduler, space.budget()) if settings.scheduler else None
+        )
+        progress.scheduler = scheduler
+        tuner = _new_tuner(space, study_plan, resourced, parent, progress, scheduler)
     try:
         results = tuner.fit()
     except BaseException:
         set_parent_status(study_plan.tracking_uri, parent, "FAILED", {})
         raise
-    outcome = _outcome(results, study_plan.trials)
+    stopped = {_trial_id(r) for r in results if scheduler and scheduler.stopped(_trial_id(r))}
+    outcome = _outcome(results, study_plan.trials, stopped)
+    if resume and not outcome.unfinished:  # interrupted: the queue waits for the next resume
+        fail_requeued_trials(study_plan)
     close_unfinished(
         study_plan.tracking_uri,
         parent,
         {_trial_id(r) for r in results},
-        {_trial_id(r) for r in results if _unfinished(r)},
+        {_trial_id(r) for r in results if _unfinished(r, stopped)},
     )
-    if outcome.complete == outcome.planned:
-        status = "FINISHED"
-    else:
-        status = "KILLED" if outcome.unfinished else "FAILED"
+    status = "FINISHED" if outcome.done else "KILLED" if outcome.unfinished else "FAILED"
     counts = {"complete": outcome.complete, "failed": outcome.failed}
+    if scheduler is not None:
+        counts["stopped"] = outcome.stopped
     set_parent_status(study_plan.tracking_uri, parent, status, counts)
     return outcome
 
 
-def _new_tuner(space: SearchSpace, study_plan: StudyPlan, trainable, parent: str, progress):
+def _use_progress(tuner, progress) -> MultiObjectiveASHA | None:
+    """Give a restored tuner this driver's progress callback, in place of the old
+    driver's (``Tuner.restore`` takes no callbacks), keeping every callback where it was:
+    the restored ``SchedulerState`` (if any) gets its state back by position and now
+    prints through ``progress``. Returns the restored scheduler (the one Tune will use)."""
+    from study.service.progress import StudyProgress
+    from study.service.scheduler import SchedulerState, restored_callbacks
+
+    callbacks = restored_callbacks(tuner)
+    old = [i for i, c in enumerate(callbacks) if isinstance(c, StudyProgress)]
+    if old:
+        callbacks[old[0]] = progress
+    else:
+        callbacks.insert(0, progress)
+    state = next((c for c in callbacks if isinstance(c, SchedulerState)), None)
+    if state is None:
+        return None
+    state.report = progress.line
+    progress.scheduler = state.scheduler
+    return state.scheduler
+
+
+def _new_tuner(
+    space: SearchSpace,
+    study_plan: StudyPlan,
+    trainable,
+    parent: str,
+    progress,
+    scheduler: MultiObjectiveASHA | None = None,
+):
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
@@ -151,10 +207,19 @@ def _new_tuner(space: SearchSpace, study_plan: StudyPlan, trainable, parent: str
         study_name=study_plan.name,
         storage=optuna_storage(study_plan.optuna_storage),
     )
+    callbacks = [progress]
+    if scheduler is not None:
+        from study.service.pruning import PruningSearcher
+        from study.service.scheduler import SchedulerState
+
+        # Stopped trials reach Optuna as PRUNED, not COMPLETE with half-trained values.
+        search = PruningSearcher(search, scheduler, study_plan.optuna_storage, study_plan.name)
+        callbacks.append(SchedulerState(scheduler, report=progress.line))
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(search, max_concurrent=settings.concurrent),
+            scheduler=scheduler,
             num_samples=study_plan.trials,
             trial_dirname_creator=_trial_dirname,
             # A finished trial's worker runs the next one: no new process, no second
@@ -169,7 +234,7 @@ def _new_tuner(space: SearchSpace, study_plan: StudyPlan, trainable, parent: str
             # checkpoint when a newer one is registered; a driver killed right then
             # must find it on resume.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[progress],
+            callbacks=callbacks,  # order fixed: restored states are matched by position
             verbose=0,
         ),
     )
@@ -234,22 +299,31 @@ def _trial_id(result) -> str:
     return Path(result.path).name.removeprefix("trial_")
 
 
-def _unfinished(result) -> bool:
-    return result.error is None and not result.metrics.get("complete")
+def _unfinished(result, stopped: set[str]) -> bool:
+    """Neither complete, failed nor stopped early: interrupted (``study resume``)."""
+    return (
+        result.error is None
+        and not result.metrics.get("complete")
+        and _trial_id(result) not in stopped
+    )
 
 
-def _outcome(results, planned: int) -> StudyOutcome:
+def _outcome(results, planned: int, stopped: set[str]) -> StudyOutcome:
+    unfinished = sum(1 for r in results if _unfinished(r, stopped))
     return StudyOutcome(
         planned=planned,
         complete=sum(1 for r in results if r.error is None and r.metrics.get("complete")),
         failed=sum(1 for r in results if r.error is not None),
-        unfinished=sum(1 for r in results if _unfinished(r)) + max(0, planned - len(results)),
+        unfinished=unfinished + max(0, planned - len(results)),
+        stopped=len(stopped),
     )
 
 
 def _parent_params(space: SearchSpace, study_plan: StudyPlan) -> dict[str, Any]:
     settings = asdict(space.settings)
     settings["objectives"] = ",".join(f"{m}:{d}" for m, d in space.settings.objectives.items())
+    scheduler = space.settings.scheduler
+    settings["scheduler"] = scheduler.describe() if scheduler else None
     settings["trials"] = study_plan.trials
     settings.update(
         tracking_uri=study_plan.tracking_uri,

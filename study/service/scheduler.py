@@ -298,6 +298,12 @@ class MultiObjectiveASHA(FIFOScheduler):
         """Whether this scheduler stopped the trial at a rung."""
         return trial_id in self._stopped
 
+    def stopped_by(self, trial_id: str) -> RungDecision | None:
+        """The decision that stopped ``trial_id``, or None if it was not stopped."""
+        if trial_id not in self._stopped:
+            return None
+        return next(d for d in reversed(self._decisions) if d.trial_id == trial_id and not d.kept)
+
     def rung_epochs(self, bracket: int = 0) -> list[int]:
         """The rungs of ``bracket`` below the budget (the first 10 when unbounded)."""
         rungs, rung = [], self._grace * self._eta**bracket

@@ -35,11 +35,12 @@ import copy
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from study.service.samplers import ADAPTIVE, SAMPLERS
+from study.service.stopping import SchedulerSettings, check_budget, parse_scheduler
 from study.trial.config import (
     SEARCH_KEYS,
     ConfigError,
@@ -68,6 +69,9 @@ class StudySettings:
     - ``trials``: how many trials in all; ``concurrent``: at most this many at once.
     - ``cpus``, ``gpus``: resources per trial (fractions allowed).
     - ``retries``: how often a failed trial is retried (it resumes from its checkpoint).
+    - ``scheduler``: early stopping (:mod:`~study.service.stopping`), e.g. ``{kind:
+      mo-asha, grace: 2, eta: 3, metrics: [val_acc, val_consistency]}``; None: every
+      trial runs all ``train.epochs``.
     - ``tracking_uri``: MLflow (default ``$MLFLOW_TRACKING_URI``, else
       ``sqlite:///mlflow.db``); ``experiment``: default the study name.
     - ``optuna_storage``: an RDB URL or a journal file path (default
@@ -87,6 +91,7 @@ class StudySettings:
     cpus: float = 1.0
     gpus: float = 0.0
     retries: int = 1
+    scheduler: SchedulerSettings | None = None
     tracking_uri: str | None = None
     experiment: str | None = None
     optuna_storage: str | None = None
@@ -142,6 +147,8 @@ class SearchSpace:
         reads back (:meth:`parse` of it gives an equal space)."""
         settings = asdict(self.settings)
         settings["objectives"] = dict(settings["objectives"])
+        if settings["scheduler"] is not None:
+            settings["scheduler"]["metrics"] = dict(settings["scheduler"]["metrics"])
         return {"study": settings, **copy.deepcopy(self.raw)}
 
     def sample(self, trial) -> dict[str, Any]:
@@ -183,6 +190,27 @@ class SearchSpace:
         """How many trials ``grid`` runs: the product of the dimensions' sizes."""
         return math.prod(len(values) for values in self.grid().values())
 
+    def budget(self) -> int:
+        """``train.epochs``, one value for every trial: the early-stopping budget. A
+        searched ``train.epochs`` (or alternatives with different ones) is refused while
+        ``study.scheduler`` is set: rungs compare trials at the same epochs."""
+        for dimension in self.dimensions:
+            if re.sub(r"\[[^\]]*\]", "", dimension.name) == "train.epochs":
+                raise ConfigError(
+                    "study.scheduler",
+                    f"train.epochs is searched ({dimension.name}); early stopping compares "
+                    "trials at the same epochs and needs one budget per study: fix "
+                    "train.epochs, or set study.scheduler: none",
+                )
+        epochs = sorted({from_mapping(self.sample(c)).train.epochs for c in _corners(self)})
+        if len(epochs) > 1:
+            raise ConfigError(
+                "study.scheduler",
+                f"train.epochs differs between alternatives ({epochs}); early stopping "
+                "needs one budget per study",
+            )
+        return epochs[0]
+
     def _check(self) -> None:
         settings = self.settings
         for metric, direction in settings.objectives.items():
@@ -201,7 +229,13 @@ class SearchSpace:
                 "shrink the choices or use random, tpe, nsga2 or gp",
             )
         # Every alternative must make a valid trial: sample each corner once.
-        on_validation = [m for m in settings.objectives if m in VAL_METRICS]
+        on_validation = [f"study.objectives.{m}" for m in settings.objectives if m in VAL_METRICS]
+        if settings.scheduler is not None:
+            on_validation += [
+                f"study.scheduler.metrics.{m}"
+                for m in settings.scheduler.metrics
+                if m in VAL_METRICS
+            ]
         for trial in _corners(self):
             try:
                 config = from_mapping(self.sample(trial))
@@ -209,10 +243,12 @@ class SearchSpace:
                 raise ConfigError(error.field, f"{_problem(error)} (in a sampled trial)") from None
             if on_validation and config.data.validation == 0:
                 raise ConfigError(
-                    f"study.objectives.{on_validation[0]}",
+                    on_validation[0],
                     "is measured on the validation split, but data.validation is 0; hold "
                     "out training images with data.validation: N",
                 )
+        if settings.scheduler is not None:
+            check_budget(settings.scheduler, self.budget())
 
     def protocol_warning(self) -> str | None:
         """One line when an adaptive sampler chooses by test-set metrics (its front is
@@ -263,6 +299,7 @@ def _settings(raw: Mapping[str, Any]) -> StudySettings:
         if key not in known:
             raise ConfigError(at, f"unknown key; allowed: {', '.join(known)}")
         values[key] = value
+    scheduler = values.pop("scheduler", None)
     settings = StudySettings(**values)
     if not isinstance(settings.name, str) or not _NAME.match(settings.name):
         raise ConfigError(
@@ -296,7 +333,7 @@ def _settings(raw: Mapping[str, Any]) -> StudySettings:
         value = getattr(settings, name)
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"study.{name}", f"expected text, got {value!r}")
-    return settings
+    return replace(settings, scheduler=parse_scheduler(scheduler, settings.objectives))
 
 
 def _items(settings: StudySettings) -> list[tuple[Any, Any]]:

@@ -10,12 +10,14 @@ import sys
 from collections import Counter
 from typing import TextIO
 
-from study.service.tracking import child_runs
+from study.service.tracking import child_runs, trial_state
 
 
 def print_status(uri: str, name: str, stream: TextIO | None = None) -> dict[str, int]:
-    """Print trial counts (planned, complete, running, failed) and the current front
-    of study ``name``; return the counts."""
+    """Print trial counts (planned, complete, stopped early, running, failed, killed)
+    and the current front of study ``name``; return the counts. A trial stopped early
+    by the scheduler (:func:`~study.service.tracking.trial_state` ``PRUNED``) is counted
+    apart and never enters the front."""
     from study.pareto.export import REPORTED_TEST
     from study.pareto.front import front_mask
     from study.pareto.store import connect, find_parent, study_objectives
@@ -25,24 +27,27 @@ def print_status(uri: str, name: str, stream: TextIO | None = None) -> dict[str,
     params = parent.data.params
     objectives = study_objectives(parent)
     children = child_runs(uri, parent.info.run_id)
-    states = Counter(run.info.status for run in children)
+    states = Counter(trial_state(run) for run in children)
     counts = {
         "planned": int(params.get("study.trials", 0)),
         "complete": states["FINISHED"],
+        "stopped": states["PRUNED"],
         "running": states["RUNNING"],
         "failed": states["FAILED"],
         "killed": states["KILLED"],
     }
     print(
         f"study {name} ({parent.info.status.lower()}): {counts['complete']} of "
-        f"{counts['planned']} trials complete, {counts['running']} running, "
-        f"{counts['failed']} failed" + (f", {counts['killed']} killed" if counts["killed"] else ""),
+        f"{counts['planned']} trials complete"
+        + (f", {counts['stopped']} stopped early" if counts["stopped"] else "")
+        + f", {counts['running']} running, {counts['failed']} failed"
+        + (f", {counts['killed']} killed" if counts["killed"] else ""),
         file=stream,
     )
     complete = [
         run
         for run in children
-        if run.info.status == "FINISHED"
+        if trial_state(run) == "FINISHED"
         and all(f"final.{m}" in run.data.metrics for m in objectives)
     ]
     if complete:

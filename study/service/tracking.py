@@ -28,6 +28,12 @@ LOGIN_REFUSED = {
     "PERMISSION_DENIED": "refused the user MLFLOW_TRACKING_USERNAME (403): it lacks a "
     "permission on this server",
 }
+#: A trial stopped early by the scheduler: child run ``KILLED`` with these tags.
+PRUNED_TAG = "study.pruned"
+STOPPED_TAG = "study.stopped_at_epoch"
+#: Decision fields as tags of the stopped child run: ``study.rung`` (its epoch), ...
+RUNG_FIELDS = ("rung", "rank", "population", "quota", "front", "bracket")
+DECISIONS = "scheduler/decisions.json"
 
 
 def tracking_uri(configured: str | None = None) -> str:
@@ -180,7 +186,8 @@ def trial_run(uri: str, parent_id: str, trial_id: str, name: str) -> str:
         run = found[0]
         if run.info.status != "RUNNING":
             client.update_run(run.info.run_id, status="RUNNING")
-        for tag in ("study.failure", "study.orphaned", "study.interrupted"):
+        stale = ("study.failure", "study.orphaned", "study.interrupted", PRUNED_TAG, STOPPED_TAG)
+        for tag in (*stale, *(_rung_tag(f) for f in RUNG_FIELDS)):
             if tag in run.data.tags:
                 client.delete_tag(run.info.run_id, tag)
         return run.info.run_id
@@ -240,6 +247,72 @@ def child_runs(uri: str, parent_id: str) -> list:
     return search_all_runs(client, [experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
 
 
+def trial_state(run) -> str:
+    """How a child run's trial ended, as every reader counts it: ``PRUNED`` (stopped
+    early by the scheduler: status ``KILLED`` with tag ``study.pruned``), else the run's
+    status (``FINISHED`` = complete, ``FAILED``, ``RUNNING``, ``KILLED`` = interrupted
+    or orphaned)."""
+    if run.data.tags.get(PRUNED_TAG) == "true":
+        return "PRUNED"
+    return run.info.status
+
+
+def mark_pruned(
+    uri: str,
+    parent_id: str,
+    trial_id: str,
+    decision: Mapping[str, Any],
+    metrics: list[str],
+    row: Mapping[str, Any],
+) -> str | None:
+    """Close the child run of a trial the scheduler stopped: the rung epoch's metrics
+    (``row``: the worker is stopped before it logs them), the decision as tags
+    (``study.rung``, ``study.rung_rank``, ...) and metrics (``rung.<metric>``), tags
+    ``study.pruned=true`` and ``study.stopped_at_epoch``, status ``KILLED``. Returns the
+    run id (None if the trial has no child run)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    run = _child(client, parent_id, trial_id)
+    if run is None:
+        return None
+    run_id = run.info.run_id
+    if "epoch" in row:
+        TrialLogger(uri, run_id).backfill([row])
+    epoch = int(row.get("epoch", decision["rung"]))
+    tags = {_rung_tag(f): str(decision[f]) for f in RUNG_FIELDS}
+    tags.update({PRUNED_TAG: "true", STOPPED_TAG: str(epoch)})
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    for name, value in zip(metrics, decision["values"], strict=True):
+        client.log_metric(run_id, f"rung.{name}", float(value), step=int(decision["rung"]))
+    client.set_terminated(run_id, "KILLED")
+    return run_id
+
+
+def log_decisions(uri: str, parent_id: str, document: Mapping[str, Any]) -> None:
+    """The scheduler's decision log as the parent's ``scheduler/decisions.json``."""
+    import mlflow
+
+    mlflow.MlflowClient(uri).log_dict(parent_id, dict(document), DECISIONS)
+
+
+def _rung_tag(field: str) -> str:
+    return "study.rung" if field == "rung" else f"study.rung_{field}"
+
+
+def _child(client, parent_id: str, trial_id: str):
+    """The child run of ``trial_id`` under ``parent_id``, or None."""
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
+        f"tags.`mlflow.parentRunId` = '{parent_id}'",
+        max_results=1,
+    )
+    return found[0] if found else None
+
+
 def mark_failed(uri: str, parent_id: str, trial_id: str, reason: str) -> None:
     """Mark the child run of ``trial_id`` failed (Ray gave up on the trial)."""
     import mlflow
@@ -257,16 +330,25 @@ def close_unfinished(
     """After ``Tuner.fit`` returned, close child runs still RUNNING: ``KILLED`` with tag
     ``study.interrupted`` when their trial was stopped (Ctrl-C; ``study resume`` goes
     on with it), ``KILLED`` with tag ``study.orphaned`` when Tune does not know their
-    trial at all (a killed driver started it after Tune's last snapshot). Returns the
-    run ids closed."""
+    trial at all (a killed driver started it after Tune's last snapshot). A run marked
+    pruned whose trial Tune does not know (a killed driver stopped it after Tune's last
+    snapshot, and the study ran that configuration again) loses its pruned tags and is
+    tagged ``study.orphaned`` too, so no reader counts it. Returns the run ids closed."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
     closed = []
     for run in child_runs(uri, parent_id):
+        trial_id = run.data.tags.get(TRIAL_TAG)
+        if trial_state(run) == "PRUNED" and trial_id not in known_trials:
+            for tag in (PRUNED_TAG, STOPPED_TAG, *(_rung_tag(f) for f in RUNG_FIELDS)):
+                if tag in run.data.tags:
+                    client.delete_tag(run.info.run_id, tag)
+            client.set_tag(run.info.run_id, "study.orphaned", "true")
+            closed.append(run.info.run_id)
+            continue
         if run.info.status != "RUNNING":
             continue
-        trial_id = run.data.tags.get(TRIAL_TAG)
         if trial_id in known_trials and trial_id not in unfinished_trials:
             continue  # ended in Tune; its own logger or the failure callback closes it
         tag = "study.interrupted" if trial_id in unfinished_trials else "study.orphaned"

@@ -86,7 +86,14 @@ def trainable(params: dict[str, Any]) -> None:
     if resuming:
         from study.trial.checkpoint import load_checkpoint
 
-        logger.backfill(load_checkpoint(work / CHECKPOINT)[1]["history"])
+        history = load_checkpoint(work / CHECKPOINT)[1]["history"]
+        logger.backfill(history)
+        if restored is None and history:
+            # Newer than anything Tune holds (a driver killed before Tune's snapshot took
+            # this trial's checkpoint): report its epochs, so that an early-stopping
+            # scheduler judges every rung once, as in an uninterrupted run. It may stop
+            # the trial right here.
+            _replay(history, work)
 
     resumed: list = []
 
@@ -125,6 +132,24 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy(source, target)
+
+
+def _replay(history: list[dict[str, Any]], work: Path) -> None:
+    """Report to Tune the epochs of a checkpoint Tune never saw, the last one with it."""
+    from ray import tune
+    from ray.tune import Checkpoint
+
+    from study.trial.run import CHECKPOINT
+
+    for index, row in enumerate(history):
+        metrics = {k: v for k, v in row.items() if isinstance(v, int | float | str | bool)}
+        metrics["complete"] = False
+        if index < len(history) - 1:
+            tune.report(metrics)
+            continue
+        with tempfile.TemporaryDirectory() as folder:
+            shutil.copy(work / CHECKPOINT, Path(folder) / CHECKPOINT)
+            tune.report(metrics, checkpoint=Checkpoint.from_directory(folder))
 
 
 def _param_key(name: str) -> str:

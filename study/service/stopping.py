@@ -1,0 +1,174 @@
+"""Early stopping in a study: the ``study.scheduler`` settings and the scheduler they build.
+
+A space file turns multi-objective successive halving on with::
+
+    study:
+      objectives: {val_acc: max, val_consistency: max}
+      scheduler: {kind: mo-asha, grace: 2, eta: 3, metrics: [val_acc, val_consistency]}
+
+``metrics`` are per-epoch metrics (the validation split's ``val_acc``,
+``val_acc_shift``, ``val_consistency``, or ``train_loss``): a list takes each metric's
+direction from ``study.objectives`` (else its natural one: ``max`` for ``val_*``,
+``min`` for ``train_loss``), a mapping ``{metric: max|min}`` says it. Without
+``metrics`` the objectives are used, which must then be per-epoch metrics. Test-set
+metrics are refused: a trial measures them once, at the end, so a rung never sees them,
+and stopping trials by them would select by the test set.
+
+The budget is the space's ``train.epochs``, one value for the whole study (a searched
+``train.epochs`` is refused by :meth:`~study.service.space.SearchSpace.budget`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from study.trial.config import ConfigError
+from study.trial.run import TEST_METRICS, VAL_METRICS
+
+if TYPE_CHECKING:
+    from study.service.scheduler import MultiObjectiveASHA
+
+#: Metrics every epoch reports, with their natural direction.
+PER_EPOCH: dict[str, str] = {**dict.fromkeys(VAL_METRICS, "max"), "train_loss": "min"}
+#: ``study.scheduler`` keys and their defaults (``metrics``: the objectives).
+DEFAULTS: dict[str, Any] = {"kind": "mo-asha", "metrics": None, "grace": 1, "eta": 3, "brackets": 1}
+AT = "study.scheduler"
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """A study's early-stopping scheduler: ``kind`` (``mo-asha``), the rung ``metrics``
+    (name -> ``max``/``min``, in order), ``grace`` (epochs before the first rung),
+    ``eta`` (reduction factor: rungs at ``grace * eta**k``, about one trial in ``eta``
+    goes on) and HyperBand-style ``brackets``."""
+
+    kind: str = "mo-asha"
+    metrics: Mapping[str, str] = field(default_factory=dict)
+    grace: int = 1
+    eta: int = 3
+    brackets: int = 1
+
+    def describe(self) -> str:
+        """One line, e.g. ``mo-asha grace=2 eta=3 brackets=1 val_acc:max,val_consistency:max``."""
+        metrics = ",".join(f"{m}:{d}" for m, d in self.metrics.items())
+        return f"{self.kind} grace={self.grace} eta={self.eta} brackets={self.brackets} {metrics}"
+
+    def rungs(self, budget: int) -> list[int]:
+        """The rung epochs of bracket 0 below ``budget``."""
+        rungs, rung = [], self.grace
+        while rung < budget:
+            rungs.append(rung)
+            rung *= self.eta
+        return rungs
+
+
+def parse_scheduler(raw: Any, objectives: Mapping[str, str]) -> SchedulerSettings | None:
+    """``study.scheduler`` as written (None, ``none``, ``mo-asha`` or a mapping) ->
+    settings, or None for no early stopping. One-line :class:`ConfigError` otherwise."""
+    if raw is None or raw is False or raw == "none":
+        return None
+    if isinstance(raw, str):
+        raw = {"kind": raw}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            AT, f"{raw!r}: give a mapping such as {{kind: mo-asha, grace: 2, eta: 3}}, or none"
+        )
+    unknown = [key for key in raw if key not in DEFAULTS]
+    if unknown:
+        raise ConfigError(f"{AT}.{unknown[0]}", f"unknown key; allowed: {', '.join(DEFAULTS)}")
+    values = {**DEFAULTS, **raw}
+    if values["kind"] not in SCHEDULERS:
+        raise ConfigError(
+            f"{AT}.kind", f"{values['kind']!r} is not allowed; allowed: {', '.join(SCHEDULERS)}"
+        )
+    for key, low in (("grace", 1), ("eta", 2), ("brackets", 1)):
+        value = values[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{AT}.{key}", f"{value!r} must be a whole number >= {low}")
+    return SchedulerSettings(
+        kind=values["kind"],
+        metrics=_metrics(values["metrics"], objectives),
+        grace=values["grace"],
+        eta=values["eta"],
+        brackets=values["brackets"],
+    )
+
+
+def _metrics(raw: Any, objectives: Mapping[str, str]) -> dict[str, str]:
+    """Rung metric -> direction; per-epoch metrics only."""
+    if raw is None:
+        not_per_epoch = [m for m in objectives if m not in PER_EPOCH]
+        if not_per_epoch:
+            raise ConfigError(
+                f"{AT}.metrics",
+                f"not given, and the objectives {', '.join(not_per_epoch)} are not measured "
+                "every epoch; say which per-epoch metrics rank trials at a rung, e.g. "
+                "metrics: [val_acc, val_consistency] (with data.validation: N)",
+            )
+        raw = list(objectives)
+    if isinstance(raw, str):
+        raw = [raw]
+    if isinstance(raw, Mapping):
+        metrics = {str(m): d for m, d in raw.items()}
+    elif isinstance(raw, list) and all(isinstance(m, str) for m in raw):
+        metrics = {m: objectives.get(m, PER_EPOCH.get(m, "max")) for m in raw}
+    else:
+        raise ConfigError(
+            f"{AT}.metrics", f"{raw!r}: give a list [val_acc, ...] or a mapping {{val_acc: max}}"
+        )
+    if not metrics:
+        raise ConfigError(f"{AT}.metrics", "empty; e.g. [val_acc, val_consistency]")
+    for metric, direction in metrics.items():
+        if metric in TEST_METRICS:
+            raise ConfigError(
+                f"{AT}.metrics.{metric}",
+                "is measured once, at the end of a trial, on the test set: a rung never sees "
+                "it, and stopping by it would select by the test set; use the validation "
+                f"split's per-epoch metrics ({', '.join(PER_EPOCH)})",
+            )
+        if metric not in PER_EPOCH:
+            raise ConfigError(
+                f"{AT}.metrics.{metric}",
+                f"not a per-epoch metric; allowed: {', '.join(PER_EPOCH)}",
+            )
+        if direction not in ("max", "min"):
+            raise ConfigError(f"{AT}.metrics.{metric}", f"{direction!r}; use max or min")
+    return metrics
+
+
+def check_budget(settings: SchedulerSettings, budget: int) -> None:
+    """Every bracket needs a rung strictly below the budget (a rung at the last epoch
+    would save nothing): one-line error naming ``grace`` otherwise."""
+    last = settings.grace * settings.eta ** (settings.brackets - 1)
+    if last >= budget:
+        bracket = f" of bracket {settings.brackets - 1}" if settings.brackets > 1 else ""
+        raise ConfigError(
+            f"{AT}.grace",
+            f"the first rung{bracket} is epoch {last}, not below train.epochs = {budget}: "
+            "lower grace (or eta, brackets), or train longer",
+        )
+
+
+def _mo_asha(settings: SchedulerSettings, budget: int) -> MultiObjectiveASHA:
+    from study.service.scheduler import MultiObjectiveASHA
+
+    return MultiObjectiveASHA(
+        metrics=dict(settings.metrics),
+        grace=settings.grace,
+        eta=settings.eta,
+        budget=budget,
+        brackets=settings.brackets,
+        time_attr="epoch",
+    )
+
+
+#: ``study.scheduler.kind`` -> factory ``(settings, budget) -> Tune scheduler``.
+SCHEDULERS: dict[str, Callable[[SchedulerSettings, int], Any]] = {"mo-asha": _mo_asha}
+
+
+def build_scheduler(settings: SchedulerSettings, budget: int) -> MultiObjectiveASHA:
+    """The Tune scheduler ``settings`` name, for trials of ``budget`` epochs."""
+    check_budget(settings, budget)
+    return SCHEDULERS[settings.kind](settings, budget)
