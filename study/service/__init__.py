@@ -4,6 +4,10 @@
 trainable on a worker (:mod:`~study.service.trainable`), everything recorded in MLflow
 (:mod:`~study.service.tracking`), progress on the driver
 (:mod:`~study.service.progress`) and ``study status`` (:mod:`~study.service.status`).
+Early stopping: MO-ASHA (:mod:`~study.service.scheduler`) configured by
+``study.scheduler`` (:mod:`~study.service.stopping`), stopped trials PRUNED in Optuna
+(:mod:`~study.service.pruning`); repairs after a killed driver in
+:mod:`~study.service.repair`.
 """
 
 from study.service.plan import StudyPlan, plan

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
+from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 from tqdm import tqdm
 
 if TYPE_CHECKING:
@@ -26,31 +27,9 @@ if TYPE_CHECKING:
 
 #: The decision log is rewritten at most this often (seconds) while a study runs.
 DECISIONS_EVERY_S = 5.0
-#: Result keys Tune adds to what a trial reports.
+#: Result keys Tune adds to what a trial reports (and ``complete``, the trainable's).
 _TUNE_KEYS = frozenset(
-    {
-        "done",
-        "complete",
-        "trial_id",
-        "experiment_tag",
-        "should_checkpoint",
-        "checkpoint_dir_name",
-        "training_iteration",
-        "time_this_iter_s",
-        "time_total_s",
-        "time_since_restore",
-        "iterations_since_restore",
-        "timesteps_total",
-        "timesteps_since_restore",
-        "episodes_total",
-        "timestamp",
-        "pid",
-        "date",
-        "hostname",
-        "node_ip",
-        "experiment_id",
-        "config",
-    }
+    {*AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "complete", "experiment_tag", "should_checkpoint"}
 )
 
 
