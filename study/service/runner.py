@@ -105,6 +105,8 @@ def run_study(
     # A checkpoint every epoch forces a snapshot of the experiment each time; that is
     # intended (a resumed study loses at most one epoch), so don't warn about it.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if has_secret(study_plan.optuna_storage):  # pickled storages reveal it from here
+        os.environ["STUDY_OPTUNA_STORAGE"] = study_plan.optuna_storage
     _check_new_or_resumable(study_plan, resume)
     leave_ray_working_dir()  # every path is absolute by now
     _connect(address or os.environ.get("RAY_ADDRESS"), study_plan.tracking_uri)

@@ -51,15 +51,11 @@ def tracking_uri(configured: str | None = None) -> str:
 
 
 @contextlib.contextmanager
-def fail_fast() -> Iterator[None]:
-    """No retries and a short timeout for MLflow's HTTP client (default: 7 retries with
-    backoff, minutes on a dead host)."""
-    saved = {
-        key: os.environ.get(key)
-        for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
-    }
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of a block (MLflow reads its settings
+    from the environment on every call)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
     try:
         yield
     finally:
@@ -68,6 +64,14 @@ def fail_fast() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextlib.contextmanager
+def fail_fast() -> Iterator[None]:
+    """No retries and a short timeout for MLflow's HTTP client (default: 7 retries with
+    backoff, minutes on a dead host)."""
+    with _environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
+        yield
 
 
 def error_gist(error: BaseException) -> str:
@@ -170,9 +174,8 @@ def study_document(uri: str, study_name: str) -> dict[str, Any]:
     parent = find_parent(uri, study_name)
     if parent is None:
         raise ValueError(f"name: no study named {study_name!r} at {redact(uri)}")
-    path = mlflow.artifacts.download_artifacts(
-        run_id=parent.info.run_id, artifact_path=STUDY_DOCUMENT, tracking_uri=uri
-    )
+    with _environment(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):  # one small file
+        path = mlflow.MlflowClient(uri).download_artifacts(parent.info.run_id, STUDY_DOCUMENT)
     return yaml.safe_load(Path(path).read_text())
 
 
