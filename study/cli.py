@@ -158,6 +158,12 @@ def _build_parser() -> argparse.ArgumentParser:
     resume.add_argument("name", metavar="NAME", help="the study's name")
     _tracking_flag(resume)
     _address_flag(resume)
+    resume.add_argument(
+        "--optuna-storage",
+        metavar="URL",
+        help="the Optuna storage URL with its password, for a study recorded with it "
+        "redacted (default: $STUDY_OPTUNA_STORAGE; better: PGPASSWORD or ~/.pgpass)",
+    )
 
     status = command(
         "status",
@@ -385,7 +391,8 @@ def _resume(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / "study.yaml"
         copy.write_text(yaml.safe_dump(document, sort_keys=False))
-        return _run_study(space, plan(space, copy, args.address), args.address, resume=True)
+        study_plan = plan(space, copy, args.address, args.optuna_storage)
+        return _run_study(space, study_plan, args.address, resume=True)
 
 
 def _run_study(space, study_plan, address: str | None, resume: bool) -> int:
@@ -398,6 +405,8 @@ def _run_study(space, study_plan, address: str | None, resume: bool) -> int:
         raise
     except ValueError as error:  # raised while running: a failure, not a usage error
         raise RuntimeError(str(error)) from error
+    from study.service.secrets import redact
+
     name = study_plan.name
     print(
         f"study {name}: {outcome.complete} of {outcome.planned} trials complete"
@@ -405,7 +414,7 @@ def _run_study(space, study_plan, address: str | None, resume: bool) -> int:
         + (f", {outcome.failed} failed" if outcome.failed else "")
         + (f", {outcome.unfinished} not finished" if outcome.unfinished else "")
     )
-    print(f"  MLflow:  {study_plan.tracking_uri}  (experiment {study_plan.experiment!r})")
+    print(f"  MLflow:  {redact(study_plan.tracking_uri)}  (experiment {study_plan.experiment!r})")
     if study_plan.tracking_uri.startswith("sqlite:"):
         print(f"  browse:  mlflow ui --backend-store-uri {study_plan.tracking_uri}")
     print(f"  results: {study_plan.experiment_path}")

@@ -54,11 +54,12 @@ def tracking(tmp_path_factory):
     reason = postgres_reason()
     if reason is None:
         with postgres_database("study_mlflow") as url, mlflow_server(url, folder) as server:
-            yield {"uri": server, "backend": "postgresql"}
+            yield {"uri": server, "backend": "postgresql", "store": url, "folder": folder}
     else:
         print(f"\nmlflow server on SQLite, not PostgreSQL: {reason}")
-        with mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder) as server:
-            yield {"uri": server, "backend": "sqlite"}
+        store = f"sqlite:///{folder / 'mlflow.db'}"
+        with mlflow_server(store, folder) as server:
+            yield {"uri": server, "backend": "sqlite", "store": store, "folder": folder}
 
 
 @pytest.fixture(scope="module")
@@ -573,3 +574,61 @@ def test_a_killed_driver_resumes_with_the_same_decisions(tracking, cluster, sche
     states = [t.state.name for t in journal_trials(tmp_path, name)]
     assert states.count("PRUNED") == stopped and states.count("COMPLETE") == 6 - stopped
     assert "RUNNING" not in states, states
+
+
+def _files_holding(secret: bytes, folder: Path) -> list[str]:
+    """Every file under ``folder`` whose bytes hold ``secret``."""
+    found = []
+    for path in folder.rglob("*"):
+        if path.is_file():
+            try:
+                if secret in path.read_bytes():
+                    found.append(str(path))
+            except OSError:
+                continue
+    return found
+
+
+def test_no_password_is_written_down(tracking, tmp_path):
+    """An Optuna storage URL with a password (as the compose stack's
+    STUDY_OPTUNA_STORAGE has): after a study, the password is in none of the MLflow
+    store (params, tags, artifacts: the server's whole database and artifact folder),
+    Ray's results folder (trial configs, the searcher's and Tune's pickles) or the
+    command's output. Resume takes it back from the environment, and says so in one
+    line when it is not there."""
+    reason = postgres_reason()
+    if reason is not None:
+        pytest.skip(f"needs PostgreSQL for a storage URL with a password: {reason}")
+    password = "Zq9-never-write-me-down"
+    env = environment(tracking["uri"])
+    with postgres_database("study_secret") as url:
+        _, rest = url.split("://", 1)
+        user, host = rest.split("@", 1)
+        secret_url = f"postgresql+psycopg://{user}:{password}@{host}"
+        env["STUDY_OPTUNA_STORAGE"] = secret_url  # trust auth here: the password is unused
+        name = "smoke-secret"
+        result = study("run", str(SMOKE), *TINY, "--name", name, cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert password not in result.stdout + result.stderr
+        assert _files_holding(password.encode(), tmp_path / "ray_results") == []
+        assert _files_holding(password.encode(), tracking["folder"]) == []
+        if tracking["backend"] == "postgresql":
+            dump = subprocess.run(
+                ["pg_dump", "--data-only", tracking["store"]], capture_output=True, text=True
+            )
+            assert dump.returncode == 0, dump.stderr
+            assert "Zq9" not in dump.stdout and "postgres:***@" in dump.stdout
+        parent, _ = study_runs(tracking["uri"], name)
+        assert parent.data.params["study.optuna_storage"].startswith("postgresql+psycopg://")
+        assert ":***@" in parent.data.params["study.optuna_storage"]
+
+        without = {k: v for k, v in env.items() if k != "STUDY_OPTUNA_STORAGE"}
+        refused = study("resume", name, cwd=tmp_path, env=without)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert refused.stderr.startswith("study: error: study.optuna_storage: ")
+        assert "recorded without its password" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+        given = study("resume", name, "--optuna-storage", secret_url, cwd=tmp_path, env=without)
+        assert given.returncode == 0, given.stdout[-3000:] + given.stderr[-3000:]
+        assert "2 of 2 trials complete" in given.stdout
+        assert password not in given.stdout + given.stderr

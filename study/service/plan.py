@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from study.service.paths import absolute_sqlite, default_root
+from study.service.secrets import reveal
 from study.service.space import SearchSpace
 from study.service.tracking import check_experiment, check_tracking, tracking_uri
 from study.trial.config import ConfigError
@@ -41,10 +42,18 @@ class StudyPlan:
         return f"{self.storage_path.rstrip('/')}/{self.name}"
 
 
-def plan(space: SearchSpace, space_file: Path, address: str | None = None) -> StudyPlan:
+def plan(
+    space: SearchSpace,
+    space_file: Path,
+    address: str | None = None,
+    optuna_storage: str | None = None,
+) -> StudyPlan:
     """Resolve storage locations, tracking URI and objectives; check that a local Ray
     instance could hold a trial (when no cluster ``address`` or ``RAY_ADDRESS`` is
-    given) and that the tracking store answers. One-line errors, nothing started."""
+    given) and that the tracking store answers. One-line errors, nothing started.
+
+    ``optuna_storage`` (``study resume --optuna-storage``) is the storage URL whole, for
+    a study recorded with its password redacted (:mod:`study.service.secrets`)."""
     settings = space.settings
     if not (address or os.environ.get("RAY_ADDRESS")):
         check_local_resources(settings.cpus, settings.gpus)
@@ -57,7 +66,9 @@ def plan(space: SearchSpace, space_file: Path, address: str | None = None) -> St
             "study.storage_path",
             f"{storage_path}: use a folder or a URI with scheme {', '.join(STORAGE_SCHEMES)}",
         )
-    optuna_url = settings.optuna_storage or os.environ.get("STUDY_OPTUNA_STORAGE")
+    optuna_url = settings.optuna_storage or optuna_storage or os.environ.get("STUDY_OPTUNA_STORAGE")
+    if optuna_url:  # a password recorded as *** comes back from the flag or environment
+        optuna_url = reveal(optuna_url, "study.optuna_storage", given=[optuna_storage])
     if optuna_url and "://" not in optuna_url:  # a journal file
         optuna_url = str((default_root() / Path(optuna_url).expanduser()).resolve())
     elif optuna_url:

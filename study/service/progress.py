@@ -87,7 +87,12 @@ class StudyProgress(Callback):
         self._logged, self._logged_at = 0, 0.0  # decisions in the parent's decisions.json
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "bar": None, "seeded": False}
+        # Pickled into Tune's tuner.pkl: no password there (a resumed study gets a new
+        # progress callback with the real URI, see runner._use_progress).
+        from study.service.secrets import redact
+
+        state = {**self.__dict__, "bar": None, "seeded": False}
+        return {**state, "tracking_uri": redact(self.tracking_uri)}
 
     def setup(self, **info) -> None:
         self.bar = tqdm(

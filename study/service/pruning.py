@@ -149,7 +149,9 @@ class PruningSearcher(Searcher):
         if number is None:
             raise LookupError("no Optuna trial number for it")
         if self._optuna is None:
-            self._optuna = optuna_storage(self.storage)
+            from study.service.secrets import reveal
+
+            self._optuna = optuna_storage(reveal(self.storage, "study.optuna_storage"))
         storage = self._optuna
         study_id = storage.get_study_id_from_name(self.study_name)
         optuna_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)

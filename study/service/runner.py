@@ -34,6 +34,7 @@ from study.service.repair import (
     repair_orphaned_trials,
 )
 from study.service.samplers import optuna_storage, sampler
+from study.service.secrets import has_secret, redact
 from study.service.space import SearchSpace, StudySettings
 from study.service.stopping import build_scheduler
 from study.service.tracking import (
@@ -59,7 +60,7 @@ def _warn_if_tracking_is_local(uri: str) -> None:
     local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
     if len(machines) > 1 and local:
         warnings.warn(
-            f"the cluster spans {len(machines)} machines but the tracking URI {uri} is "
+            f"the cluster spans {len(machines)} machines but the tracking URI {redact(uri)} is "
             "local to this one: trials elsewhere will log to their own copy. Use an "
             "MLflow server (MLFLOW_TRACKING_URI=http://...), see docs/deploy.md",
             stacklevel=2,
@@ -104,16 +105,18 @@ def run_study(
     # A checkpoint every epoch forces a snapshot of the experiment each time; that is
     # intended (a resumed study loses at most one epoch), so don't warn about it.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if has_secret(study_plan.optuna_storage):  # pickled storages reveal it from here
+        os.environ["STUDY_OPTUNA_STORAGE"] = study_plan.optuna_storage
     _check_new_or_resumable(study_plan, resume)
     leave_ray_working_dir()  # every path is absolute by now
-    _connect(address or os.environ.get("RAY_ADDRESS"))
+    _connect(address or os.environ.get("RAY_ADDRESS"), study_plan.tracking_uri)
     check_resources(settings.cpus, settings.gpus)
     _warn_if_tracking_is_local(study_plan.tracking_uri)
     document = space.document()
-    document["study"].update(
+    document["study"].update(  # written down: credentials redacted (study.service.secrets)
         storage_path=study_plan.storage_path,
-        optuna_storage=study_plan.optuna_storage,
-        tracking_uri=study_plan.tracking_uri,
+        optuna_storage=redact(study_plan.optuna_storage),
+        tracking_uri=redact(study_plan.tracking_uri),
         experiment=study_plan.experiment,
     )
     parent = start_parent(
@@ -198,7 +201,9 @@ def _new_tuner(
     from ray.tune.search.optuna import OptunaSearch
 
     settings = space.settings
-    constants = {"tracking": {"uri": study_plan.tracking_uri, "parent": parent}}
+    # Trial configs are saved by Tune and shown by Ray: the URI goes redacted, a worker
+    # takes the real one from its environment (secrets.reveal).
+    constants = {"tracking": {"uri": redact(study_plan.tracking_uri), "parent": parent}}
     search = OptunaSearch(
         space=DefineByRun(space, constants),
         metric=study_plan.metrics,
@@ -213,7 +218,9 @@ def _new_tuner(
         from study.service.scheduler import SchedulerState
 
         # Stopped trials reach Optuna as PRUNED, not COMPLETE with half-trained values.
-        search = PruningSearcher(search, scheduler, study_plan.optuna_storage, study_plan.name)
+        search = PruningSearcher(
+            search, scheduler, redact(study_plan.optuna_storage), study_plan.name
+        )
         callbacks.append(SchedulerState(scheduler, report=progress.line))
     return tune.Tuner(
         trainable,
@@ -278,7 +285,7 @@ def _optuna_study_exists(study_plan: StudyPlan) -> bool:
     return study_plan.name in names
 
 
-def _connect(address: str | None) -> None:
+def _connect(address: str | None, tracking_uri: str) -> None:
     import ray
 
     if not address:  # a local instance: first end what a killed study left running
@@ -286,6 +293,8 @@ def _connect(address: str | None) -> None:
 
         for leftover in reap_orphaned_ray_processes():
             print(f"study: ended {leftover}, left by a killed Ray instance", flush=True)
+        if has_secret(tracking_uri):  # the local workers inherit it, and reveal it there
+            os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     try:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
@@ -326,8 +335,8 @@ def _parent_params(space: SearchSpace, study_plan: StudyPlan) -> dict[str, Any]:
     settings["scheduler"] = scheduler.describe() if scheduler else None
     settings["trials"] = study_plan.trials
     settings.update(
-        tracking_uri=study_plan.tracking_uri,
-        optuna_storage=study_plan.optuna_storage,
+        tracking_uri=redact(study_plan.tracking_uri),
+        optuna_storage=redact(study_plan.optuna_storage),
         storage_path=study_plan.storage_path,
     )
     return {f"study.{k}": v for k, v in settings.items()}

@@ -61,11 +61,16 @@ def sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
 
 
 def optuna_storage(url: str) -> optuna.storages.BaseStorage:
-    """An RDB URL (``postgresql://``, ``sqlite:///``, ...) or a journal file path."""
+    """An RDB URL (``postgresql://``, ``sqlite:///``, ...) or a journal file path. An RDB
+    storage pickles (Tune saves the searcher with every snapshot) with its password
+    redacted, and gets it back from the environment when unpickled
+    (:func:`study.service.secrets.reveal`)."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
     if "://" in url:
-        return optuna.storages.RDBStorage(url)
+        from study.service.storage import RedactingRDBStorage
+
+        return RedactingRDBStorage(url)
     Path(url).parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(url))

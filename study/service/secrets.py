@@ -51,6 +51,22 @@ def redact(url: str) -> str:
     return _QUERY.sub(lambda m: f"{m['key']}{MASK}" if m["secret"] else m[0], url)
 
 
+_IN_TEXT = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:@/?#\s'\"]*):(?P<secret>[^@/?#\s'\"]+)@"
+)
+
+
+def redact_text(text: str) -> str:
+    """Every URL login's password in a whole text (a space file as written, a log line)
+    replaced by ``***``, and password-like query values too.
+
+    >>> redact_text("optuna_storage: postgresql://study:pw@db/optuna  # prod")
+    'optuna_storage: postgresql://study:***@db/optuna  # prod'
+    """
+    text = _IN_TEXT.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    return _QUERY.sub(lambda m: f"{m['key']}{MASK}" if m["secret"] else m[0], text)
+
+
 def is_redacted(url: str) -> bool:
     """Whether ``url`` is a redacted form (its secret has to come from elsewhere)."""
     return redact(url) == url and MASK in url and has_secret(url.replace(MASK, "x"))
@@ -80,4 +96,13 @@ def reveal(recorded: str, field: str, given: Iterable[str | None] = ()) -> str:
     )
 
 
-__all__ = ["MASK", "SOURCES", "SecretMissing", "has_secret", "is_redacted", "redact", "reveal"]
+__all__ = [
+    "MASK",
+    "SOURCES",
+    "SecretMissing",
+    "has_secret",
+    "is_redacted",
+    "redact",
+    "redact_text",
+    "reveal",
+]

@@ -116,6 +116,21 @@ class SearchSpace:
         self.dimensions = list(_dimensions(self.raw, ""))
         self._check()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled by Tune with the searcher: storage URLs go with their passwords
+        redacted (a trial never needs them; see :mod:`study.service.secrets`)."""
+        from dataclasses import replace
+
+        from study.service.secrets import redact
+
+        settings = self.settings
+        hidden = {
+            name: redact(value)
+            for name in ("optuna_storage", "tracking_uri")
+            if isinstance(value := getattr(settings, name), str)
+        }
+        return {**self.__dict__, "settings": replace(settings, **hidden)}
+
     @classmethod
     def load(
         cls, path: str | Path, overrides: Sequence[str] = (), name: str | None = None

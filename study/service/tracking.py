@@ -16,6 +16,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from study.service.secrets import redact, redact_text
+
 DEFAULT_DB = "mlflow.db"
 TRIAL_TAG = "study.trial_id"
 STUDY_TAG = "study.name"
@@ -49,15 +51,11 @@ def tracking_uri(configured: str | None = None) -> str:
 
 
 @contextlib.contextmanager
-def fail_fast() -> Iterator[None]:
-    """No retries and a short timeout for MLflow's HTTP client (default: 7 retries with
-    backoff, minutes on a dead host)."""
-    saved = {
-        key: os.environ.get(key)
-        for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
-    }
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of a block (MLflow reads its settings
+    from the environment on every call)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
     try:
         yield
     finally:
@@ -66,6 +64,14 @@ def fail_fast() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextlib.contextmanager
+def fail_fast() -> Iterator[None]:
+    """No retries and a short timeout for MLflow's HTTP client (default: 7 retries with
+    backoff, minutes on a dead host)."""
+    with _environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
+        yield
 
 
 def error_gist(error: BaseException) -> str:
@@ -94,7 +100,7 @@ def connect(uri: str, create: bool = False, field: str = "tracking_uri"):
     if uri.startswith("sqlite:///") and not create:
         path = uri[len("sqlite:///") :].split("?", 1)[0]
         if path and path != ":memory:" and not Path(path).is_file():
-            raise ValueError(f"{field}: no MLflow database at {path} ({uri})")
+            raise ValueError(f"{field}: no MLflow database at {path} ({redact(uri)})")
     try:
         with fail_fast():
             client = mlflow.MlflowClient(uri)
@@ -102,8 +108,8 @@ def connect(uri: str, create: bool = False, field: str = "tracking_uri"):
     except Exception as error:
         refused = LOGIN_REFUSED.get(getattr(error, "error_code", ""))
         if refused:
-            raise ValueError(f"{field}: {uri} {refused}") from None
-        raise ValueError(f"{field}: cannot reach {uri} ({error_gist(error)})") from None
+            raise ValueError(f"{field}: {redact(uri)} {refused}") from None
+        raise ValueError(f"{field}: cannot reach {redact(uri)} ({error_gist(error)})") from None
     return client
 
 
@@ -153,7 +159,9 @@ def start_parent(
     )
     for key, value in params.items():
         client.log_param(run.info.run_id, key, "None" if value is None else value)
-    client.log_artifact(run.info.run_id, str(space_file), "space")
+    # The space file as written, but with any password in it redacted.
+    as_written = redact_text(space_file.read_text())
+    client.log_text(run.info.run_id, as_written, f"space/{space_file.name}")
     client.log_dict(run.info.run_id, dict(document), STUDY_DOCUMENT)
     return run.info.run_id
 
@@ -165,10 +173,9 @@ def study_document(uri: str, study_name: str) -> dict[str, Any]:
 
     parent = find_parent(uri, study_name)
     if parent is None:
-        raise ValueError(f"name: no study named {study_name!r} at {uri}")
-    path = mlflow.artifacts.download_artifacts(
-        run_id=parent.info.run_id, artifact_path=STUDY_DOCUMENT, tracking_uri=uri
-    )
+        raise ValueError(f"name: no study named {study_name!r} at {redact(uri)}")
+    with _environment(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):  # one small file
+        path = mlflow.MlflowClient(uri).download_artifacts(parent.info.run_id, STUDY_DOCUMENT)
     return yaml.safe_load(Path(path).read_text())
 
 

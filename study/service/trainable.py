@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from study.service.secrets import reveal
 from study.service.space import SearchSpace
 from study.service.tracking import TrialLogger, trial_run
 
@@ -66,10 +67,9 @@ def trainable(params: dict[str, Any]) -> None:
             shutil.copy(Path(folder) / CHECKPOINT, work / CHECKPOINT)
     config = from_mapping(params["trial"])
     tracking = params["tracking"]
-    logger = TrialLogger(
-        tracking["uri"],
-        trial_run(tracking["uri"], tracking["parent"], trial_id, context.get_trial_name()),
-    )
+    uri = reveal(tracking["uri"], "study.tracking_uri")  # recorded redacted, if it had a secret
+    run_id = trial_run(uri, tracking["parent"], trial_id, context.get_trial_name())
+    logger = TrialLogger(uri, run_id)
     # Which node ran it (the latest attempt, if it was retried elsewhere).
     logger.tags(
         {
