@@ -9,7 +9,21 @@ The package reads in the order data flows:
 - :mod:`study.trial`: one configuration trained and evaluated, no Ray needed;
 - :mod:`study.service`: search spaces, Ray Tune + Optuna + MLflow;
 - :mod:`study.pareto`: fronts read back from MLflow and exported;
-- :mod:`study.cli`: the ``study`` command on top.
+- :mod:`study.cli`: the ``study`` command on top, and :mod:`study.api` for Python:
+  ``study.run(...)``, ``study.load(name)``, ``study.studies()``.
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
+_API = ("Study", "load", "run", "studies")
+
+
+def __getattr__(name: str) -> Any:
+    """``study.run``, ``study.load``, ``study.studies``, ``study.Study`` from
+    :mod:`study.api`, imported on first use (``import study`` stays light)."""
+    if name in _API:
+        from study import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'study' has no attribute {name!r}")

@@ -148,6 +148,20 @@ def _build_parser() -> argparse.ArgumentParser:
         help="override a value of the space, e.g. --set study.trials=20 (repeatable)",
     )
     run.add_argument("--name", help="study name (default: study.name, else the file's stem)")
+    run.add_argument(
+        "--from",
+        dest="warm_from",
+        metavar="OLD",
+        help="warm start: copy the complete trials of the earlier study OLD into this one "
+        "before sampling (same objectives; trials outside this space are left out)",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved plan (trials, resources, storages, tracking) and exit; "
+        "nothing is started or written",
+    )
+    _tracking_flag(run)
     _address_flag(run)
 
     resume = command(
@@ -164,6 +178,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="the Optuna storage URL with its password, for a study recorded with it "
         "redacted (default: $STUDY_OPTUNA_STORAGE; better: PGPASSWORD or ~/.pgpass)",
     )
+
+    listing = command("list", "the studies a tracking store knows, newest first", _list)
+    _tracking_flag(listing)
 
     status = command(
         "status",
@@ -364,14 +381,57 @@ def _trial(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from study.service.space import SearchSpace
 
-    space = SearchSpace.load(args.space, args.overrides, args.name)  # ConfigError: exit 2
+    overrides = list(args.overrides)
+    if args.tracking_uri:
+        overrides.append(f"study.tracking_uri={args.tracking_uri}")
+    space = SearchSpace.load(args.space, overrides, args.name)  # ConfigError: exit 2
     from study.service import plan
 
     warning = space.protocol_warning()
     if warning:
         print(f"study: warning: {warning}", file=sys.stderr)
+    study_plan = plan(space, args.space, args.address, dry_run=args.dry_run)
+    if args.warm_from:
+        from study.service.warmstart import check_warm_start
 
-    return _run_study(space, plan(space, args.space, args.address), args.address, resume=False)
+        check_warm_start(args.warm_from, space, study_plan)
+    if args.dry_run:
+        print("\n".join(_describe_plan(space, study_plan, args.address, args.warm_from)))
+        return 0
+    return _run_study(space, study_plan, args.address, resume=False, warm_from=args.warm_from)
+
+
+def _describe_plan(space, study_plan, address: str | None, warm_from: str | None) -> list[str]:
+    """``study run --dry-run``: what the study would do, storages with passwords hidden."""
+    import os
+
+    from study.service.secrets import redact
+
+    settings = space.settings
+    size = "every point of the grid" if settings.sampler == "grid" else "planned"
+    objectives = ", ".join(f"{m} ({d})" for m, d in settings.objectives.items())
+    scheduler = settings.scheduler.describe() if settings.scheduler else "none (full budgets)"
+    lines = [
+        f"study {study_plan.name} (dry run: nothing started)",
+        f"  trials:      {study_plan.trials} ({size}), {settings.sampler} sampler, "
+        f"seed {settings.seed}, at most {settings.concurrent} at once",
+        f"  objectives:  {objectives}",
+        f"  stopping:    {scheduler}",
+        f"  per trial:   {settings.cpus:g} CPU, {settings.gpus:g} GPU, {settings.retries} retries",
+        f"  Ray:         {address or os.environ.get('RAY_ADDRESS') or 'a local instance'}",
+        f"  results:     {study_plan.experiment_path}",
+        f"  Optuna:      {redact(study_plan.optuna_storage)}",
+        f"  MLflow:      {redact(study_plan.tracking_uri)} (experiment {study_plan.experiment!r})",
+        f"  data:        {', '.join(sorted(space.data_sources()))}",
+    ]
+    if settings.enqueue:
+        lines.append(f"  first:       {len(settings.enqueue)} enqueued configurations")
+    if warm_from:
+        lines.append(f"  warm start:  the complete trials of {warm_from}")
+    warning = space.protocol_warning()
+    if warning:
+        lines.append(f"  warning:     {warning}")
+    return lines
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -395,12 +455,14 @@ def _resume(args: argparse.Namespace) -> int:
         return _run_study(space, study_plan, args.address, resume=True)
 
 
-def _run_study(space, study_plan, address: str | None, resume: bool) -> int:
+def _run_study(
+    space, study_plan, address: str | None, resume: bool, warm_from: str | None = None
+) -> int:
     from study.service import run_study
     from study.trial.config import ConfigError
 
     try:
-        outcome = run_study(space, study_plan, address, resume=resume)
+        outcome = run_study(space, study_plan, address, resume=resume, warm_from=warm_from)
     except ConfigError:
         raise
     except ValueError as error:  # raised while running: a failure, not a usage error
@@ -424,6 +486,14 @@ def _run_study(space, study_plan, address: str | None, resume: bool) -> int:
         print(f"  interrupted: continue with `study resume {name}`")
         return 130
     return 0 if outcome.done else 1
+
+
+def _list(args: argparse.Namespace) -> int:
+    from study.service.status import print_studies
+    from study.service.tracking import tracking_uri
+
+    print_studies(tracking_uri(args.tracking_uri))
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:

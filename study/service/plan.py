@@ -47,13 +47,15 @@ def plan(
     space_file: Path,
     address: str | None = None,
     optuna_storage: str | None = None,
+    dry_run: bool = False,
 ) -> StudyPlan:
     """Resolve storage locations, tracking URI and objectives; check that a local Ray
     instance could hold a trial (when no cluster ``address`` or ``RAY_ADDRESS`` is
     given) and that the tracking store answers. One-line errors, nothing started.
 
     ``optuna_storage`` (``study resume --optuna-storage``) is the storage URL whole, for
-    a study recorded with its password redacted (:mod:`study.service.secrets`)."""
+    a study recorded with its password redacted (:mod:`study.service.secrets`).
+    ``dry_run``: write nothing, not even a new SQLite tracking database."""
     settings = space.settings
     if not (address or os.environ.get("RAY_ADDRESS")):
         check_local_resources(settings.cpus, settings.gpus)
@@ -81,8 +83,10 @@ def plan(
         )
     optuna_storage = optuna_url or str(Path(storage_path) / settings.name / "optuna.journal")
     uri = tracking_uri(settings.tracking_uri)
-    check_tracking(uri)
-    check_experiment(uri, settings.experiment or settings.name)
+    experiment = settings.experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or settings.name
+    if not (dry_run and _new_sqlite(uri)):
+        check_tracking(uri)
+        check_experiment(uri, experiment)
     trials = space.grid_size() if settings.sampler == "grid" else settings.trials
     return StudyPlan(
         name=settings.name,
@@ -90,7 +94,7 @@ def plan(
         storage_path=storage_path,
         optuna_storage=optuna_storage,
         tracking_uri=uri,
-        experiment=settings.experiment or settings.name,
+        experiment=experiment,
         metrics=list(settings.objectives),
         modes=list(settings.objectives.values()),
         trials=trials,
@@ -114,6 +118,12 @@ def check_local_resources(cpus: float, gpus: float) -> None:
         raise ConfigError(
             "study.cpus", f"a trial asks for {cpus:g} CPU but this machine has {have_cpus}"
         )
+
+
+def _new_sqlite(uri: str) -> bool:
+    """Whether ``uri`` names a SQLite database that does not exist yet."""
+    prefix = "sqlite:///"
+    return uri.startswith(prefix) and not Path(uri[len(prefix) :].split("?")[0]).exists()
 
 
 def check_local_data(space: SearchSpace) -> None:

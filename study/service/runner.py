@@ -45,6 +45,7 @@ from study.service.tracking import (
     start_parent,
 )
 from study.service.trainable import DefineByRun, trainable
+from study.service.warmstart import prepare
 from study.trial.config import ConfigError
 
 if TYPE_CHECKING:
@@ -65,6 +66,14 @@ def _warn_if_tracking_is_local(uri: str) -> None:
             "MLflow server (MLFLOW_TRACKING_URI=http://...), see docs/deploy.md",
             stacklevel=2,
         )
+
+
+def _trial_name(trial) -> str:
+    """A trial named by what it is, ``binomial-5 / shift (3c827242)``: Tune's progress
+    and the MLflow child run show it (Tune's default is ``trainable_3c827242``)."""
+    from study.service.progress import describe_trial
+
+    return f"{describe_trial(trial.config)} ({trial.trial_id})"
 
 
 def _trial_dirname(trial) -> str:
@@ -89,11 +98,16 @@ class StudyOutcome:
 
 
 def run_study(
-    space: SearchSpace, study_plan: StudyPlan, address: str | None = None, resume: bool = False
+    space: SearchSpace,
+    study_plan: StudyPlan,
+    address: str | None = None,
+    resume: bool = False,
+    warm_from: str | None = None,
 ) -> StudyOutcome:
     """Run the study, or with ``resume`` continue it (``Tuner.restore``: completed trials
     stay done, unfinished ones resume from their checkpoints, the searcher keeps its
-    state)."""
+    state). ``warm_from``: an earlier study whose complete trials the sampler starts
+    from (:mod:`study.service.warmstart`)."""
     from ray import tune
 
     from study.service.progress import StudyProgress
@@ -142,6 +156,8 @@ def run_study(
             build_scheduler(settings.scheduler, space.budget()) if settings.scheduler else None
         )
         progress.scheduler = scheduler
+        prepared = prepare(space, study_plan, warm_from)
+        _log_prepared(study_plan, parent, prepared, warm_from)
         tuner = _new_tuner(space, study_plan, resourced, parent, progress, scheduler)
     try:
         results = tuner.fit()
@@ -164,6 +180,24 @@ def run_study(
         counts["stopped"] = outcome.stopped
     set_parent_status(study_plan.tracking_uri, parent, status, counts)
     return outcome
+
+
+def _log_prepared(study_plan: StudyPlan, parent: str, prepared, warm_from: str | None) -> None:
+    """Say on the parent run (and the console) what the Optuna study started with."""
+    import mlflow
+
+    client = mlflow.MlflowClient(study_plan.tracking_uri)
+    if prepared.enqueued:
+        client.log_param(parent, "study.enqueued", prepared.enqueued)
+    if warm_from is not None:
+        client.log_param(parent, "study.warm_start_from", warm_from)
+        client.log_param(parent, "study.warm_start_trials", prepared.copied)
+        skipped = ", ".join(f"{n} {why}" for why, n in prepared.skipped.items())
+        print(
+            f"warm start: {prepared.copied} complete trials of {warm_from} copied into "
+            f"{study_plan.name}" + (f" (left out: {skipped})" if skipped else ""),
+            flush=True,
+        )
 
 
 def _use_progress(tuner, progress) -> MultiObjectiveASHA | None:
@@ -229,6 +263,7 @@ def _new_tuner(
             scheduler=scheduler,
             num_samples=study_plan.trials,
             trial_dirname_creator=_trial_dirname,
+            trial_name_creator=_trial_name,
             # A finished trial's worker runs the next one: no new process, no second
             # import of torch, and the dataset it loaded is still in memory.
             reuse_actors=True,

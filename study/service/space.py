@@ -72,8 +72,12 @@ class StudySettings:
     - ``scheduler``: early stopping (:mod:`~study.service.stopping`), e.g. ``{kind:
       mo-asha, grace: 2, eta: 3, metrics: [val_acc, val_consistency]}``; None: every
       trial runs all ``train.epochs``.
+    - ``enqueue``: configurations to evaluate first, each a mapping of parameter names
+      to values (``{model.filter: delta, augment.kind: none}``); parameters left out
+      are sampled. Not with ``grid`` (it evaluates every point anyway).
     - ``tracking_uri``: MLflow (default ``$MLFLOW_TRACKING_URI``, else
-      ``sqlite:///mlflow.db``); ``experiment``: default the study name.
+      ``sqlite:///mlflow.db``); ``experiment``: default ``$MLFLOW_EXPERIMENT_NAME``,
+      else the study name.
     - ``optuna_storage``: an RDB URL or a journal file path (default
       ``$STUDY_OPTUNA_STORAGE``, else ``<storage_path>/<name>/optuna.journal``);
       ``storage_path``: Ray's results, a folder or a URI such as ``s3://bucket/prefix``
@@ -92,6 +96,7 @@ class StudySettings:
     gpus: float = 0.0
     retries: int = 1
     scheduler: SchedulerSettings | None = None
+    enqueue: tuple[Mapping[str, Any], ...] = ()
     tracking_uri: str | None = None
     experiment: str | None = None
     optuna_storage: str | None = None
@@ -162,6 +167,7 @@ class SearchSpace:
         reads back (:meth:`parse` of it gives an equal space)."""
         settings = asdict(self.settings)
         settings["objectives"] = dict(settings["objectives"])
+        settings["enqueue"] = [dict(point) for point in settings["enqueue"]]
         if settings["scheduler"] is not None:
             settings["scheduler"]["metrics"] = dict(settings["scheduler"]["metrics"])
         return {"study": settings, **copy.deepcopy(self.raw)}
@@ -169,6 +175,51 @@ class SearchSpace:
     def sample(self, trial) -> dict[str, Any]:
         """Define-by-run: the trial config (a plain mapping) for one Optuna ``trial``."""
         return _sample(copy.deepcopy(self.raw), "", trial)
+
+    def distributions(self) -> dict[str, Any]:
+        """Every dimension as the Optuna distribution define-by-run sampling gives it
+        (parameter name -> ``optuna.distributions.BaseDistribution``)."""
+        from optuna.distributions import (
+            CategoricalDistribution,
+            FloatDistribution,
+            IntDistribution,
+        )
+
+        out: dict[str, Any] = {}
+        for dimension in self.dimensions:
+            args = dimension.args
+            if dimension.kind == "choice":
+                labels = [_label(v, i) for i, v in enumerate(args)]
+                out[dimension.name] = CategoricalDistribution(labels)
+            elif dimension.kind == "int":
+                low, high, step = (*args, 1)[:3]
+                out[dimension.name] = IntDistribution(low, high, step=step)
+            else:
+                log = dimension.kind == "loguniform"
+                out[dimension.name] = FloatDistribution(args[0], args[1], log=log)
+        return out
+
+    def check_point(self, point: Mapping[str, Any], at: str) -> dict[str, Any]:
+        """``point`` (parameter name -> value, some parameters may be left out) checked
+        against this space: every name a dimension, every value allowed by it, and the
+        trial it makes (missing parameters at their low corner) a valid config. Returns
+        the point; one-line :class:`ConfigError` naming ``at`` otherwise."""
+        if not isinstance(point, Mapping) or not point:
+            raise ConfigError(at, "give a mapping of parameter names to values")
+        distributions = self.distributions()
+        for name, value in point.items():
+            if name not in distributions:
+                known = ", ".join(sorted(distributions)) or "none (the space has no dimensions)"
+                raise ConfigError(f"{at}.{name}", f"not a parameter of this space; known: {known}")
+            if not _allows(distributions[name], value):
+                raise ConfigError(
+                    f"{at}.{name}", f"{value!r} is not allowed; {_allowed(distributions[name])}"
+                )
+        try:
+            from_mapping(self.sample(_Fixed(dict(point))))
+        except ConfigError as error:
+            raise ConfigError(error.field, f"{_problem(error)} (in {at})") from None
+        return dict(point)
 
     def config(self, values: Mapping[str, Any]) -> TrialConfig:
         """The validated trial config of a sampled mapping."""
@@ -228,6 +279,8 @@ class SearchSpace:
 
     def _check(self) -> None:
         settings = self.settings
+        for index, point in enumerate(settings.enqueue):
+            self.check_point(point, f"study.enqueue[{index}]")
         for metric, direction in settings.objectives.items():
             if metric not in FINAL_METRICS:
                 raise ConfigError(
@@ -348,7 +401,15 @@ def _settings(raw: Mapping[str, Any]) -> StudySettings:
         value = getattr(settings, name)
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"study.{name}", f"expected text, got {value!r}")
-    return replace(settings, scheduler=parse_scheduler(scheduler, settings.objectives))
+    enqueue = settings.enqueue
+    if not isinstance(enqueue, list | tuple) or not all(isinstance(p, Mapping) for p in enqueue):
+        raise ConfigError("study.enqueue", "give a list of mappings parameter -> value")
+    if enqueue and settings.sampler == "grid":
+        raise ConfigError(
+            "study.enqueue", "grid evaluates every point anyway; enqueue is for other samplers"
+        )
+    scheduled = parse_scheduler(scheduler, settings.objectives)
+    return replace(settings, scheduler=scheduled, enqueue=tuple(dict(p) for p in enqueue))
 
 
 def _items(settings: StudySettings) -> list[tuple[Any, Any]]:
@@ -448,6 +509,50 @@ class _Corner:
 
     def suggest_float(self, name, low, high, log=False):
         return low if self.pick % 2 == 0 else high
+
+
+def _allows(distribution: Any, value: Any) -> bool:
+    """Whether an Optuna distribution holds ``value`` (through its public fields)."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(distribution, CategoricalDistribution):
+        return any(value == c and type(value) is type(c) for c in distribution.choices)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if not distribution.low <= value <= distribution.high:
+        return False
+    if isinstance(distribution, IntDistribution):
+        return isinstance(value, int) and (value - distribution.low) % distribution.step == 0
+    return True
+
+
+def _allowed(distribution: Any) -> str:
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(distribution, CategoricalDistribution):
+        return "allowed: " + ", ".join(map(str, distribution.choices))
+    if isinstance(distribution, IntDistribution):
+        step = f", step {distribution.step}" if distribution.step != 1 else ""
+        return f"a whole number in [{distribution.low}, {distribution.high}{step}]"
+    return f"a number in [{distribution.low}, {distribution.high}]"
+
+
+class _Fixed(_Corner):
+    """A stand-in Optuna trial with some parameters fixed (an enqueued point), the
+    others at their low corner."""
+
+    def __init__(self, fixed: dict[str, Any]) -> None:
+        super().__init__(0)
+        self.fixed = fixed
+
+    def suggest_categorical(self, name, choices):
+        return self.fixed.get(name, super().suggest_categorical(name, choices))
+
+    def suggest_int(self, name, low, high, step=1):
+        return self.fixed.get(name, super().suggest_int(name, low, high, step))
+
+    def suggest_float(self, name, low, high, log=False):
+        return self.fixed.get(name, super().suggest_float(name, low, high, log))
 
 
 def _corners(space: SearchSpace):

@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from typing import TextIO
 
+from study.service.secrets import redact
 from study.service.tracking import child_runs, trial_state
 
 
@@ -79,3 +80,59 @@ def print_status(uri: str, name: str, stream: TextIO | None = None) -> dict[str,
                 print(f"  {label:<40} {scores}  run {run.info.run_id}", file=stream)
     print(f"parent run: {parent.info.run_id} (experiment {parent.info.experiment_id})", file=stream)
     return counts
+
+
+def list_studies(uri: str) -> list[dict[str, object]]:
+    """Every study the tracking store knows (one parent run each), newest first: name,
+    experiment, status, trial counts by state, objectives, start time (ms)."""
+    from study.pareto.store import connect
+    from study.service.tracking import all_experiment_ids, search_all_runs
+
+    client = connect(uri)  # one-line errors: unreachable, no such database
+    experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+    parents = search_all_runs(client, all_experiment_ids(client), "tags.`study.role` = 'parent'")
+    rows = []
+    for parent in sorted(parents, key=lambda r: r.info.start_time or 0, reverse=True):
+        states = Counter(trial_state(run) for run in child_runs(uri, parent.info.run_id))
+        params = parent.data.params
+        rows.append(
+            {
+                "name": parent.data.tags.get("study.name", parent.info.run_name),
+                "experiment": experiments.get(parent.info.experiment_id, "?"),
+                "status": parent.info.status,
+                "planned": int(params.get("study.trials", 0)),
+                "complete": states["FINISHED"],
+                "stopped": states["PRUNED"],
+                "running": states["RUNNING"],
+                "failed": states["FAILED"],
+                "objectives": params.get("study.objectives", ""),
+                "started": parent.info.start_time,
+            }
+        )
+    return rows
+
+
+def print_studies(uri: str, stream: TextIO | None = None) -> list[dict[str, object]]:
+    """``study list``: one line per study, newest first."""
+    import datetime
+
+    stream = stream or sys.stdout
+    rows = list_studies(uri)
+    if not rows:
+        print(f"no studies at {redact(uri)}", file=stream)
+        return rows
+    print(
+        f"{'study':<28} {'status':<9} {'done':>9} {'stopped':>7} {'running':>7} "
+        f"{'failed':>6}  started           objectives",
+        file=stream,
+    )
+    for row in rows:
+        started = datetime.datetime.fromtimestamp((row["started"] or 0) / 1000)
+        done = f"{row['complete']}/{row['planned']}"
+        print(
+            f"{row['name']!s:<28} {str(row['status']).lower():<9} {done:>9} "
+            f"{row['stopped']:>7} {row['running']:>7} {row['failed']:>6}  "
+            f"{started:%Y-%m-%d %H:%M}  {row['objectives']}",
+            file=stream,
+        )
+    return rows
