@@ -156,7 +156,7 @@ print(json.dumps({
         "nosuch",
         "--tracking-uri",
         tracking,
-        *sets([*TINY, "study.sampler=tpe"]),
+        *sets([*TINY, "study.sampler=tpe", "study.objectives={val_acc: max}"]),
         cwd=tmp_path,
     )
     assert refused.returncode == 2 and refused.stderr.startswith("study: error: --from: ")
