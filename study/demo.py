@@ -128,12 +128,9 @@ def run_demo(config: DemoConfig, out: Path) -> dict:
 
 
 def _figure(specs, maps):
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = plt.figure(figsize=(3.2 * (len(specs) + 2), 3.4), layout="constrained")
+    fig = Figure(figsize=(3.2 * (len(specs) + 2), 3.4), layout="constrained")
     grid = fig.add_gridspec(1, len(specs) + 2)
     plot_responses(specs, ax=fig.add_subplot(grid[0, :2]))
     vmax = max(float(m.max()) for m in maps.values()) or 1.0
