@@ -59,7 +59,10 @@ def _tracking_flag(parser: argparse.ArgumentParser) -> None:
 def _address_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--address",
-        help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray instance)",
+        help=(
+            "Ray cluster address, or 'local' for a new private instance (default:"
+            " $RAY_ADDRESS, else a `ray start` cluster on this machine, else a local one)"
+        ),
     )
 
 
@@ -403,8 +406,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _describe_plan(space, study_plan, address: str | None, warm_from: str | None) -> list[str]:
     """``study run --dry-run``: what the study would do, storages with passwords hidden."""
-    import os
 
+    from study.service.plan import ray_address
     from study.service.secrets import redact
 
     settings = space.settings
@@ -418,7 +421,7 @@ def _describe_plan(space, study_plan, address: str | None, warm_from: str | None
         f"  objectives:  {objectives}",
         f"  stopping:    {scheduler}",
         f"  per trial:   {settings.cpus:g} CPU, {settings.gpus:g} GPU, {settings.retries} retries",
-        f"  Ray:         {address or os.environ.get('RAY_ADDRESS') or 'a local instance'}",
+        f"  Ray:         {ray_address(address) or 'this machine (a running cluster, else new)'}",
         f"  results:     {study_plan.experiment_path}",
         f"  Optuna:      {redact(study_plan.optuna_storage)}",
         f"  MLflow:      {redact(study_plan.tracking_uri)} (experiment {study_plan.experiment!r})",

@@ -114,6 +114,8 @@ def environment(tracking_uri: str, cluster: dict | None = None) -> dict[str, str
     env = {**(cluster["env"] if cluster else os.environ), "MLFLOW_TRACKING_URI": tracking_uri}
     env["PYTHONPATH"] = str(ROOT)
     env.pop("RAY_ADDRESS", None)
+    if cluster is None:  # a private instance, even while this module's cluster runs
+        env["RAY_ADDRESS"] = "local"
     return env
 
 

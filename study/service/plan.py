@@ -42,6 +42,18 @@ class StudyPlan:
         return f"{self.storage_path.rstrip('/')}/{self.name}"
 
 
+def ray_address(address: str | None) -> str | None:
+    """The Ray address a study connects to: ``--address``, else ``$RAY_ADDRESS``, else
+    None (Ray's own default: a ``ray start`` cluster running on this machine, else a new
+    local instance). ``local`` always means a new local instance, as in ``ray.init``."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def runs_locally(address: str | None) -> bool:
+    """Whether the study's trials run on this machine only (no cluster address)."""
+    return ray_address(address) in (None, "local")
+
+
 def plan(
     space: SearchSpace,
     space_file: Path,
@@ -57,7 +69,7 @@ def plan(
     a study recorded with its password redacted (:mod:`study.service.secrets`).
     ``dry_run``: write nothing, not even a new SQLite tracking database."""
     settings = space.settings
-    if not (address or os.environ.get("RAY_ADDRESS")):
+    if runs_locally(address):
         check_local_resources(settings.cpus, settings.gpus)
         check_local_data(space)
     storage_path = settings.storage_path or os.environ.get("STUDY_STORAGE_PATH") or "ray_results"

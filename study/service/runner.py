@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study.service.paths import leave_ray_working_dir
-from study.service.plan import StudyPlan, check_resources
+from study.service.plan import StudyPlan, check_resources, ray_address
 from study.service.repair import (
     fail_requeued_trials,
     known_optuna_trials,
@@ -123,7 +123,7 @@ def run_study(
         os.environ["STUDY_OPTUNA_STORAGE"] = study_plan.optuna_storage
     _check_new_or_resumable(study_plan, resume)
     leave_ray_working_dir()  # every path is absolute by now
-    _connect(address or os.environ.get("RAY_ADDRESS"), study_plan.tracking_uri)
+    _connect(ray_address(address), study_plan.tracking_uri)
     check_resources(settings.cpus, settings.gpus)
     _warn_if_tracking_is_local(study_plan.tracking_uri)
     document = space.document()
@@ -323,7 +323,7 @@ def _optuna_study_exists(study_plan: StudyPlan) -> bool:
 def _connect(address: str | None, tracking_uri: str) -> None:
     import ray
 
-    if not address:  # a local instance: first end what a killed study left running
+    if address in (None, "local"):  # on this machine: first end what a killed study left
         from study.service.cleanup import reap_orphaned_ray_processes
 
         for leftover in reap_orphaned_ray_processes():
@@ -333,9 +333,14 @@ def _connect(address: str | None, tracking_uri: str) -> None:
     try:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
-        field = "--address" if address else "ray"
+        if address is None:  # Ray found a `ray start` cluster on this machine, and failed
+            raise ConfigError(
+                "ray",
+                f"cannot join the Ray cluster running on this machine ({error_gist(error)});"
+                " `ray stop` it, or pass --address local for a private instance",
+            ) from None
         raise ConfigError(
-            field, f"cannot connect to Ray at {address}: {error_gist(error)}"
+            "--address", f"cannot connect to Ray at {address}: {error_gist(error)}"
         ) from None
 
 
