@@ -206,6 +206,16 @@ def test_smoke_study_on_local_ray_with_mlflow_server(tracking, tmp_path):
         trials = optuna.load_study(study_name="smoke-local", storage=storage).trials
         assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
         assert {t.params["model.filter"] for t in trials} == {"delta", "binomial-3"}  # the grid
+        # Each Optuna trial names its MLflow run; each run holds a model that loads back.
+        assert {t.user_attrs.get("mlflow_run_id") for t in trials} == {
+            c.info.run_id for c in children
+        }
+        import mlflow.pytorch
+        import torch
+
+        mlflow.set_tracking_uri(tracking["uri"])
+        model = mlflow.pytorch.load_model(f"runs:/{children[0].info.run_id}/model")
+        assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)  # shapes: 10 classes
 
         status = study("status", "smoke-local", cwd=tmp_path, env=env)
         assert status.returncode == 0, status.stderr

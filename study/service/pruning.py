@@ -40,10 +40,12 @@ if TYPE_CHECKING:
     from study.service.scheduler import MultiObjectiveASHA
 
 logger = logging.getLogger(__name__)
+#: The result key (and Optuna user attribute) carrying a trial's MLflow run id.
+MLFLOW_RUN_ID = "mlflow_run_id"
 
 
 class PruningSearcher(Searcher):
-    """Wraps a searcher (``OptunaSearch``): a trial that ``scheduler`` stopped reaches it
+    """Wraps a searcher (``OptunaSearch``): a trial that ``scheduler`` (if any) stopped reaches it
     with ``result=None`` (PRUNED) at Tune's next experiment snapshot, after its rung
     decision was written to the Optuna trial (study ``study_name`` in ``storage``, an
     URL or journal path as :func:`study.service.samplers.optuna_storage` reads it) as
@@ -57,7 +59,11 @@ class PruningSearcher(Searcher):
     """
 
     def __init__(
-        self, searcher: Searcher, scheduler: MultiObjectiveASHA, storage: str, study_name: str
+        self,
+        searcher: Searcher,
+        scheduler: MultiObjectiveASHA | None,
+        storage: str,
+        study_name: str,
     ) -> None:
         self.searcher = searcher
         self.scheduler = scheduler
@@ -66,6 +72,7 @@ class PruningSearcher(Searcher):
         self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
         self.pending: dict[str, dict[str, Any]] = {}  # stopped, not told yet: epoch, decision
         self._optuna: optuna.storages.BaseStorage | None = None
+        self.linked: set[str] = set()  # trials whose Optuna trial knows their MLflow run
         super().__init__(metric=searcher.metric, mode=searcher.mode)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -102,6 +109,16 @@ class PruningSearcher(Searcher):
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        run_id = result.get(MLFLOW_RUN_ID)
+        if run_id and trial_id not in self.linked:
+            self.linked.add(trial_id)
+            try:
+                optuna_id, storage = self._optuna_trial(trial_id)
+                storage.set_trial_user_attr(optuna_id, MLFLOW_RUN_ID, str(run_id))
+            except Exception as problem:  # a link is a convenience: never stop a study
+                logger.warning(
+                    "trial %s: MLflow run id not recorded in Optuna: %s", trial_id, problem
+                )
         self.searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(
@@ -109,7 +126,8 @@ class PruningSearcher(Searcher):
     ) -> None:
         """A trial the scheduler stopped waits for the next snapshot (:meth:`flush`);
         any other completion goes straight to the wrapped searcher."""
-        decision = None if error else self.scheduler.stopped_by(trial_id)
+        stopped = not error and self.scheduler is not None
+        decision = self.scheduler.stopped_by(trial_id) if stopped else None
         if decision is None:
             self.searcher.on_trial_complete(trial_id, result=result, error=error)
             return
@@ -140,9 +158,8 @@ class PruningSearcher(Searcher):
         return told
 
     # -- Optuna ---------------------------------------------------------------------------
-    def _annotate(self, trial_id: str, entry: dict[str, Any]) -> None:
-        from optuna.trial import TrialState
-
+    def _optuna_trial(self, trial_id: str) -> tuple[int, optuna.storages.BaseStorage]:
+        """The Optuna trial id of a Tune trial, and the storage that holds it."""
         from study.service.samplers import optuna_storage
 
         number = self.numbers.get(trial_id)
@@ -154,7 +171,12 @@ class PruningSearcher(Searcher):
             self._optuna = optuna_storage(reveal(self.storage, "study.optuna_storage"))
         storage = self._optuna
         study_id = storage.get_study_id_from_name(self.study_name)
-        optuna_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        return storage.get_trial_id_from_study_id_trial_number(study_id, number), storage
+
+    def _annotate(self, trial_id: str, entry: dict[str, Any]) -> None:
+        from optuna.trial import TrialState
+
+        optuna_id, storage = self._optuna_trial(trial_id)
         if storage.get_trial(optuna_id).state != TrialState.RUNNING:
             return  # told already (a decision replayed after a restore)
         decision = entry["decision"]

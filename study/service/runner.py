@@ -234,6 +234,8 @@ def _new_tuner(
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    from study.service.pruning import PruningSearcher
+
     settings = space.settings
     # Trial configs are saved by Tune and shown by Ray: the URI goes redacted, a worker
     # takes the real one from its environment (secrets.reveal).
@@ -247,14 +249,12 @@ def _new_tuner(
         storage=optuna_storage(study_plan.optuna_storage),
     )
     callbacks = [progress]
+    # Stopped trials reach Optuna as PRUNED, not COMPLETE with half-trained values; every
+    # Optuna trial learns its MLflow run id.
+    search = PruningSearcher(search, scheduler, redact(study_plan.optuna_storage), study_plan.name)
     if scheduler is not None:
-        from study.service.pruning import PruningSearcher
         from study.service.scheduler import SchedulerState
 
-        # Stopped trials reach Optuna as PRUNED, not COMPLETE with half-trained values.
-        search = PruningSearcher(
-            search, scheduler, redact(study_plan.optuna_storage), study_plan.name
-        )
         callbacks.append(SchedulerState(scheduler, report=progress.line))
     return tune.Tuner(
         trainable,

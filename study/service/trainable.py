@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from study.service.pruning import MLFLOW_RUN_ID
 from study.service.secrets import reveal
 from study.service.space import SearchSpace
 from study.service.tracking import TrialLogger, trial_run
@@ -107,6 +108,7 @@ def trainable(params: dict[str, Any]) -> None:
         if complete:
             logger.final(row, work)  # before Tune hears of the end, which may stop us
         metrics = {k: v for k, v in row.items() if isinstance(v, int | float | str | bool)}
+        metrics[MLFLOW_RUN_ID] = run_id  # for the Optuna trial (study.service.pruning)
         with tempfile.TemporaryDirectory(dir=work.parent) as folder:
             _link_or_copy(work / CHECKPOINT, Path(folder) / CHECKPOINT)
             tune.report(
@@ -120,7 +122,10 @@ def trainable(params: dict[str, Any]) -> None:
     try:
         if not resuming:
             logger.filter_figure(config.model.filter)
-        run_trial(config, work, report=report, progress=False, threads=threads)
+        keep_model = logger.model if config.eval.log_model else None
+        run_trial(
+            config, work, report=report, progress=False, threads=threads, keep_model=keep_model
+        )
     except TrialFailed as error:
         logger.tags({"study.last_error": error.reason[:500]})  # Tune may retry it
         raise

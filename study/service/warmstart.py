@@ -17,6 +17,8 @@ study) and ``warm_start_trial`` (its number there).
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,7 +54,9 @@ def prepare(space: SearchSpace, study_plan: StudyPlan, warm_from: str | None = N
         directions=directions,
         load_if_exists=True,
     )
-    study.set_metric_names(list(study_plan.metrics))
+    with warnings.catch_warnings():  # "experimental since 3.2": stable in every release since
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(study_plan.metrics))
     for point in space.settings.enqueue:
         study.enqueue_trial(dict(point), skip_if_exists=True)
     copied, skipped = 0, {}

@@ -188,7 +188,8 @@ class EvalConfig:
     ``sampled`` (one random pair of circular shifts per image, within
     ``consistency_max_shift``) or ``exact`` (all shifts, like the test set's).
     ``figures``: ``all`` of them, ``essential`` (training curves and the accuracy by
-    shift; about 0.3 s instead of 1.5 s of CPU) or ``none``."""
+    shift; about 0.3 s instead of 1.5 s of CPU) or ``none``. ``log_model``: the study
+    service logs the trained network as an MLflow model (``mlflow.pytorch``)."""
 
     images: int = 1000
     method: str = "auto"
@@ -198,6 +199,7 @@ class EvalConfig:
     val_images: int = 0
     val_method: str = "sampled"
     figures: str = "all"
+    log_model: bool = True
 
     def check(self, at: str) -> None:
         _range(f"{at}.images", self.images, 0, 10_000_000)

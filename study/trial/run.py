@@ -46,6 +46,8 @@ from study.trial.checkpoint import load_checkpoint, save_checkpoint
 from study.trial.config import ConfigError, TrialConfig
 
 Report = Callable[[dict[str, Any]], None]
+#: Receives the trained network (eval mode) and an input example ``(1, C, H, W)``.
+KeepModel = Callable[[torch.nn.Module, torch.Tensor], None]
 CHECKPOINT = "checkpoint.pt"
 #: Per-epoch metrics on the validation split (also final: the last epoch's values).
 VAL_METRICS = ("val_acc", "val_acc_shift", "val_consistency")
@@ -103,6 +105,7 @@ def run_trial(
     progress: bool = True,
     dataset: Dataset | None = None,
     threads: int | None = None,
+    keep_model: KeepModel | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate ``config``; return the final metrics (named keys: ``val_*``
     when there is a validation split, ``test_acc``, ``test_consistency``, ...).
@@ -111,8 +114,10 @@ def run_trial(
     and a checkpoint found there is resumed. ``report(metrics)`` is called after every
     epoch (``done: False``) and once at the end with the final metrics (``done: True``).
     ``threads``: torch's CPU threads (default: every CPU this process may use; the study
-    service passes the CPUs Ray reserved for the trial). Raises :class:`TrialFailed` when
-    the loss stops being finite.
+    service passes the CPUs Ray reserved for the trial). ``keep_model(model, example)``
+    is called once training and evaluation are done, before the final report (the
+    service logs the model to MLflow). Raises :class:`TrialFailed` when the loss stops
+    being finite.
     """
     setup_started = time.perf_counter()
     threads = pin_threads(threads if threads is not None else machine_cpus())
@@ -149,6 +154,8 @@ def run_trial(
     final = run.finish(out)
     final["seconds_this_run"] = time.perf_counter() - started
     final["threads"] = torch.get_num_threads()  # measured: what training really used
+    if keep_model is not None:
+        keep_model(run.model.eval(), run.test_float[:1].to(device))
     if report is not None:
         report({**final, "done": True})
     return final
