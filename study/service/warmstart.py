@@ -18,7 +18,6 @@ study) and ``warm_start_trial`` (its number there).
 from __future__ import annotations
 
 import warnings
-
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
