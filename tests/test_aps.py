@@ -31,6 +31,7 @@ from study.models import build
 from study.trial.config import ConfigError, from_mapping
 
 SHIFTS = [(1, 0), (0, 1), (1, 1), (3, 5), (7, 2), (15, 15)]
+FEW_SHIFTS = ((1, 0), (3, 5), (31, 2))  # full-width torchvision models: a few shifts
 
 
 def _roll(x: torch.Tensor, dh: int, dw: int) -> torch.Tensor:
@@ -191,11 +192,13 @@ def test_follower_needs_its_leader_first():
 # --- networks: consistency is exactly 1 -----------------------------------------------------
 
 
-def _all_shift_outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _all_shift_outputs(
+    model: nn.Module, x: torch.Tensor, shifts=tuple(SHIFTS)
+) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
     with torch.no_grad():
         reference = model(x)
-        shifted = torch.stack([model(_roll(x, dh, dw)) for dh, dw in SHIFTS])
+        shifted = torch.stack([model(_roll(x, dh, dw)) for dh, dw in shifts])
     return reference, shifted
 
 
@@ -287,7 +290,7 @@ def test_converted_resnet18_loads_state_dict_and_is_consistent(strided_conv):
     model.load_state_dict(original.state_dict())  # strict: no new keys, none missing
     assert isinstance(model.maxpool, MaxAPSPool2d)
     assert isinstance(model.layer2[0].downsample[0], APSConv2d)
-    reference, shifted = _all_shift_outputs(model, torch.randn(2, 3, 32, 32))
+    reference, shifted = _all_shift_outputs(model, torch.randn(2, 3, 32, 32), FEW_SHIFTS)
     assert (shifted - reference).abs().max().item() <= 1e-5 * reference.abs().max().item()
 
 
@@ -303,7 +306,7 @@ def test_converted_vgg_and_avgpool_modes():
     )
     model.load_state_dict(original.state_dict())
     assert sum(isinstance(m, MaxAPSPool2d) for m in model.modules()) == 5
-    reference, shifted = _all_shift_outputs(model, torch.randn(2, 3, 32, 32))
+    reference, shifted = _all_shift_outputs(model, torch.randn(1, 3, 32, 32), FEW_SHIFTS)
     assert (shifted - reference).abs().max().item() <= 1e-5 * reference.abs().max().item()
     pools = nn.Sequential(nn.AvgPool2d(2), nn.AvgPool2d(2))
     antialias(pools, "rect-2", downsample="aps", log=False)
