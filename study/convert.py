@@ -42,6 +42,21 @@ need the *top-level* model's forward rewritten (its class would change).
 >>> print(report.placements()["layer2.0.downsample.0"])
 after-conv (fallback: no activation after it in layer2.0.downsample:
             Conv2d -> BatchNorm2d -> output)
+
+``downsample="aps"`` makes the same conversions with adaptive polyphase sampling
+(:mod:`study.layers.aps`) instead of plain subsampling after the blur: max-pools become
+:class:`~study.layers.MaxAPSPool2d`, average pools :class:`~study.layers.APSPool2d` (or
+:class:`~study.layers.AvgAPSPool2d` with ``avgpool="dense"``), strided convolutions
+:class:`~study.layers.APSConv2d` or an :class:`~study.layers.APSPool2d` after their
+activation. Two branches that are summed must subsample the same grid, so an APS layer
+*follows* (reuses the phases of) the closest earlier APS layer of an enclosing block:
+one whose parent module strictly contains its own parent, like ``layer2.0.conv1``'s for
+``layer2.0.downsample.0`` (the report lists these links). With ``filter="delta"`` it is
+the APS paper's plain APS.
+
+>>> report = convert_downsampling(torchvision.models.resnet18(), "delta", downsample="aps")
+>>> report.links[0]
+('layer2.0.downsample.0', 'layer2.0.conv1')
 """
 
 from __future__ import annotations
@@ -60,13 +75,20 @@ from torch import fx, nn
 
 from study.filters import FilterSpec, parse
 from study.layers import (
+    APS_NORMS,
+    APS_TYPES,
     BLUR_TYPES,
+    DOWNSAMPLERS,
     PADDING_MODES,
+    APSConv2d,
+    APSPool2d,
+    AvgAPSPool2d,
     BlurAvgPool2d,
     BlurConv2d,
     BlurPool2d,
     CircularAvgPool2d,
     CircularMaxPool2d,
+    MaxAPSPool2d,
     MaxBlurPool2d,
     Padding,
     check_choice,
@@ -103,6 +125,9 @@ class ConversionReport:
     replaced: list[Change] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     rewritten: list[tuple[str, str]] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)
+    """``(follower, leader)``: APS layers (by the name of the layer converted) that
+    subsample on the phases their leader chose."""
 
     def counts(self) -> dict[str, int]:
         """Number of replacements per original layer type, e.g. ``{"MaxPool2d": 5}``."""
@@ -128,6 +153,7 @@ class ConversionReport:
             where = f" [{c.placement}]" if c.placement else ""
             lines.append(f"  {c.name}: {c.before} -> {c.after}{where}")
         lines += [f"  rewrote {name}: {why}" for name, why in self.rewritten]
+        lines += [f"  linked {name}: APS follows {leader}'s phases" for name, leader in self.links]
         lines += [f"  left {name}: {why}" for name, why in self.skipped]
         return "\n".join(lines)
 
@@ -141,6 +167,8 @@ def antialias(
     keep_stem: bool = False,
     avgpool: AvgPoolMode = "replace",
     exclude: Iterable[str] = (),
+    downsample: str = "blur",
+    aps_norm: str = "l2",
     log: bool = True,
 ) -> nn.Module:
     """Blur every downsampling layer of ``model`` in place, and return it.
@@ -162,6 +190,8 @@ def antialias(
             ``filter`` (its box *is* a rect-k blur, Appendix A: ``rect-2`` gives back the
             original); ``"dense"`` keeps the box, pooled densely, and blurs after it.
         exclude: ``fnmatch`` patterns of module names to leave alone.
+        downsample: ``"blur"`` (blur, then subsample) or ``"aps"`` (blur, then adaptive
+            polyphase sampling choosing by ``aps_norm``: ``l2``, ``l1``, ``linf``).
         log: log the report at INFO level.
 
     The report of what changed is :func:`convert_downsampling`'s; a
@@ -175,6 +205,8 @@ def antialias(
         keep_stem=keep_stem,
         avgpool=avgpool,
         exclude=exclude,
+        downsample=downsample,
+        aps_norm=aps_norm,
     )
     _announce(report, "antialias", log)
     return model
@@ -189,9 +221,14 @@ def convert_downsampling(
     keep_stem: bool = False,
     avgpool: AvgPoolMode = "replace",
     exclude: Iterable[str] = (),
+    downsample: str = "blur",
+    aps_norm: str = "l2",
 ) -> ConversionReport:
     """:func:`antialias`'s work, returning the :class:`ConversionReport`."""
     spec = parse(filter)
+    check_choice("downsample", downsample, DOWNSAMPLERS)
+    check_choice("aps_norm", aps_norm, APS_NORMS)
+    norm = aps_norm if downsample == "aps" else None
     check_choice("avgpool", avgpool, ("replace", "dense"))
     check_choice("strided_conv", strided_conv, STRIDED_CONV)
     if not isinstance(keep_stem, bool):
@@ -206,16 +243,19 @@ def convert_downsampling(
     fallbacks: dict[str, str] = {}
     if strided_conv == "after-activation" and convs:
         plans, fallbacks = _plan_after_activation(model, convs)
-    blurs = _apply_plans(model, plans, spec, padding, report)
+    adaptive: dict[str, nn.Module] = {}  # converted layer name -> its APS layer
+    blurs = _apply_plans(model, plans, spec, padding, report, norm, adaptive)
     for name, module in layers:
         if name in blurs:
             report.replaced.append(blurs[name])
             continue
-        new = _blurred(module, spec, padding, avgpool)
+        new = _blurred(module, spec, padding, avgpool, norm)
         if isinstance(new, str):
             report.skipped.append((name, new))
             continue
         _set_submodule(model, name, _moved(new, module, model))
+        if norm is not None:
+            adaptive[name] = new.blur if isinstance(new, APSConv2d) else new
         placement = ""
         if isinstance(module, nn.Conv2d):
             why = fallbacks.get(name)
@@ -224,7 +264,24 @@ def convert_downsampling(
     for name, module in model.named_modules():
         if isinstance(module, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
             report.skipped.append((name, "adaptive pooling has no stride to blur"))
+    report.links = _link_branches(adaptive)
     return report
+
+
+def _link_branches(adaptive: dict[str, nn.Module]) -> list[tuple[str, str]]:
+    """Make each APS layer follow the closest earlier one whose parent strictly contains
+    its own parent (a block's shortcut follows the block's main branch)."""
+    links = []
+    names = list(adaptive)
+    for index, name in enumerate(names):
+        parent = name.rpartition(".")[0]
+        for leader in reversed(names[:index]):
+            leader_parent = leader.rpartition(".")[0]
+            if leader_parent and parent.startswith(f"{leader_parent}."):
+                adaptive[name].follow(adaptive[leader])
+                links.append((name, leader))
+                break
+    return links
 
 
 def _layers_to_blur(
@@ -504,14 +561,23 @@ def _apply_plans(
     spec: FilterSpec,
     padding: Padding,
     report: ConversionReport,
+    norm: str | None = None,
+    adaptive: dict[str, nn.Module] | None = None,
 ) -> dict[str, Change]:
-    """Run each planned convolution at stride 1 and blur after its activation."""
+    """Run each planned convolution at stride 1 and blur (and APS if ``norm``) after its
+    activation; the APS layers go to ``adaptive`` by convolution name."""
     changes: dict[str, Change] = {}
     rewrites: dict[str, dict[str, tuple[fx.Node, nn.Module]]] = defaultdict(dict)
     for name, plan in plans.items():
         conv = model.get_submodule(name)
         before = _short(conv)
-        blur = _moved(BlurPool2d(conv.out_channels, spec, conv.stride, padding), conv, model)
+        if norm is None:
+            blur = BlurPool2d(conv.out_channels, spec, conv.stride, padding)
+        else:
+            blur = APSPool2d(conv.out_channels, spec, conv.stride, padding, norm=norm)
+            if adaptive is not None:
+                adaptive[name] = blur
+        blur = _moved(blur, conv, model)
         conv.stride = (1, 1)
         if plan.wrap is not None:
             _set_submodule(model, plan.wrap, nn.Sequential(model.get_submodule(plan.wrap), blur))
@@ -654,9 +720,18 @@ def _circular_pool(pool: nn.MaxPool2d | nn.AvgPool2d) -> nn.Module:
     )
 
 
-def _blurred(module: nn.Module, spec: FilterSpec, padding: Padding, avgpool: AvgPoolMode):
-    """The blurred replacement of a downsampling layer, or a string saying why not."""
+def _blurred(
+    module: nn.Module,
+    spec: FilterSpec,
+    padding: Padding,
+    avgpool: AvgPoolMode,
+    norm: str | None = None,
+):
+    """The blurred replacement of a downsampling layer (with APS if ``norm``), or a
+    string saying why not."""
     if isinstance(module, nn.Conv2d):
+        if norm is not None:
+            return APSConv2d.from_conv(module, spec, padding, norm)
         return BlurConv2d.from_conv(module, spec, padding)
     kernel, stride = _pair(module.kernel_size), _pair(module.stride)
     pad, ceil_mode = _padding(module), module.ceil_mode
@@ -673,6 +748,12 @@ def _blurred(module: nn.Module, spec: FilterSpec, padding: Padding, avgpool: Avg
         geometry = f"kernel {kernel}, stride {stride}, padding {pad}"
         return f"its output size ({geometry}) is neither ceil(H/s) nor floor(H/s)"
     rounding = roundings.pop()
+    if norm is not None:
+        if isinstance(module, nn.MaxPool2d):
+            return MaxAPSPool2d(None, spec, kernel, stride, padding, rounding=rounding, norm=norm)
+        if avgpool == "replace" and kernel == stride and pad == (0, 0):
+            return APSPool2d(None, spec, stride, padding, rounding=rounding, norm=norm)
+        return AvgAPSPool2d(None, spec, kernel, stride, padding, rounding=rounding, norm=norm)
     if isinstance(module, nn.MaxPool2d):
         return MaxBlurPool2d(None, spec, kernel, stride, padding, rounding=rounding)
     if avgpool == "replace" and kernel == stride and pad == (0, 0):
@@ -726,8 +807,13 @@ def _pair(value) -> tuple[int, int]:
 
 
 def _short(module: nn.Module) -> str:
+    if isinstance(module, APS_TYPES):
+        return f"{type(module).__name__}({module.spec}, {module.padding}, norm={module.norm})"
     if isinstance(module, BLUR_TYPES):
         return f"{type(module).__name__}({module.spec}, {module.padding})"
+    if isinstance(module, APSConv2d):
+        blur = module.blur
+        return f"APSConv2d(stride={module.stride}, {blur.spec}, {blur.padding}, norm={blur.norm})"
     if isinstance(module, BlurConv2d):
         return f"BlurConv2d(stride={module.stride}, {module.blur.spec}, {module.blur.padding})"
     if isinstance(module, nn.Conv2d):

@@ -17,6 +17,15 @@ a blur before every subsampling, where the paper does (Section 3.2, Appendix A):
 versions of the same networks; ``padding`` is the padding mode of every convolution and
 blur (``circular`` is the paper's testbed, Section 4.1).
 
+``downsample="aps"`` swaps every subsampling for adaptive polyphase sampling
+(:mod:`study.layers.aps`; Chaman & Dokmanic, CVPR 2021), blurred first with ``filter``
+(``delta``: plain APS), choosing by ``aps_norm``: VGG's pools become MaxAPSPool
+(dense max-pool, blur, APS), DenseNet's transitions blur (the filter replaces the 2x2
+box, as with ``blur``: ``rect-2`` keeps it) then APS, and ResNet's strided convs run at
+stride 1 followed by blur + APS, the shortcut's APS following the main branch's phases
+(so both branches subsample the same grid). With circular padding the network's output
+is then the same at every circular shift of the input.
+
 >>> model = build("vgg13_bn", width=0.125, filter="binomial-5")
 >>> model(torch.zeros(2, 3, 32, 32)).shape
 torch.Size([2, 10])
@@ -30,14 +39,26 @@ import torch
 from torch import Tensor, nn
 
 from study.filters import FilterSpec, parse
-from study.layers import PADDING_MODES, BlurPool2d, MaxBlurPool2d, Padding, check_choice
+from study.layers import (
+    APS_NORMS,
+    DOWNSAMPLERS,
+    PADDING_MODES,
+    APSPool2d,
+    BlurPool2d,
+    MaxAPSPool2d,
+    MaxBlurPool2d,
+    Padding,
+    check_choice,
+    describe_downsampling,
+)
 from study.layers.modules import FilterLike
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a constructor ``fn(num_classes, width, filter, padding) -> nn.Module``."""
+    """Register a constructor ``fn(num_classes, width, filter, padding, downsample,
+    aps_norm) -> nn.Module``."""
 
     def add(constructor: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         MODELS[name] = constructor
@@ -57,11 +78,17 @@ def build(
     width: float = 1.0,
     filter: FilterLike = "delta",
     padding: Padding = "circular",
+    downsample: str = "blur",
+    aps_norm: str = "l2",
 ) -> nn.Module:
     """Build a registered network; bad arguments raise a one-line ``ValueError``.
 
-    The model's ``spec`` attribute is the parsed filter spec, and ``build_args`` the
-    arguments that rebuild it (what a checkpoint stores, see :mod:`study.trial.checkpoint`).
+    ``downsample``: ``blur`` (blur-pool, the paper's) or ``aps`` (adaptive polyphase
+    sampling after the blur, choosing the phase by ``aps_norm``: ``l2``, ``l1``, ``linf``).
+    The model's ``spec`` attribute is the parsed filter spec, ``downsampling`` the
+    canonical string of the whole choice (``aps(norm=l2, filter=binomial-3)``), and
+    ``build_args`` the arguments that rebuild it (what a checkpoint stores, see
+    :mod:`study.trial.checkpoint`; ``downsample`` and ``aps_norm`` only for ``aps``).
     """
     if name not in MODELS:
         raise ValueError(
@@ -72,10 +99,16 @@ def build(
     if isinstance(width, bool) or not isinstance(width, int | float) or not 0 < width <= 16:
         raise ValueError(f"width: expected a number in (0, 16], got {width!r}")
     check_choice("padding", padding, PADDING_MODES)
+    check_choice("downsample", downsample, DOWNSAMPLERS)
+    check_choice("aps_norm", aps_norm, APS_NORMS)
     spec = parse(filter)
-    model = MODELS[name](num_classes=num_classes, width=float(width), filter=spec, padding=padding)
+    down = _Down(spec, padding, downsample == "aps", aps_norm)
+    model = MODELS[name](
+        num_classes=num_classes, width=float(width), filter=spec, padding=padding, down=down
+    )
     _init_weights(model)
     model.spec = spec
+    model.downsampling = describe_downsampling(downsample, spec, aps_norm)
     model.build_args = {
         "name": name,
         "num_classes": num_classes,
@@ -83,7 +116,31 @@ def build(
         "filter": str(spec),
         "padding": padding,
     }
+    if downsample == "aps":
+        model.build_args.update(downsample=downsample, aps_norm=aps_norm)
     return model
+
+
+class _Down:
+    """How a network subsamples: blur-pool (plain subsampling for ``delta``) or APS."""
+
+    def __init__(self, spec: FilterSpec, padding: Padding, aps: bool, norm: str) -> None:
+        self.spec, self.padding, self.aps, self.norm = spec, padding, aps, norm
+
+    @property
+    def plain(self) -> bool:
+        """Plain strided layers: blur-pool with the ``delta`` filter."""
+        return not self.aps and _is_delta(self.spec)
+
+    def pool(self, channels: int, stride: int) -> nn.Module:
+        if self.aps:
+            return APSPool2d(channels, self.spec, stride, self.padding, norm=self.norm)
+        return BlurPool2d(channels, self.spec, stride, self.padding)
+
+    def max_pool(self, channels: int) -> nn.Module:
+        if self.aps:
+            return MaxAPSPool2d(channels, self.spec, 2, 2, self.padding, norm=self.norm)
+        return MaxBlurPool2d(channels, self.spec, 2, 2, self.padding)
 
 
 def _channels(base: int, width: float) -> int:
@@ -132,17 +189,21 @@ class VGG(nn.Module):
     """VGG with batch norm for 32x32 inputs (torchvision's layer layout, CIFAR head)."""
 
     def __init__(
-        self, config, num_classes: int, width: float, filter: FilterSpec, padding: Padding
+        self,
+        config,
+        num_classes: int,
+        width: float,
+        filter: FilterSpec,
+        padding: Padding,
+        down: _Down | None = None,
     ) -> None:
         super().__init__()
+        down = down or _Down(filter, padding, False, "l2")
         layers: list[nn.Module] = []
         c_in = 3
         for item in config:
             if item == "M":
-                if _is_delta(filter):
-                    layers.append(nn.MaxPool2d(2, 2))
-                else:
-                    layers.append(MaxBlurPool2d(c_in, filter, 2, 2, padding))
+                layers.append(nn.MaxPool2d(2, 2) if down.plain else down.max_pool(c_in))
                 continue
             c_out = _channels(item, width)
             layers += [
@@ -178,14 +239,12 @@ class _DenseLayer(nn.Module):
 
 
 class _Transition(nn.Module):
-    def __init__(self, channels: int, filter: FilterSpec, padding: Padding) -> None:
+    def __init__(self, channels: int, padding: Padding, down: _Down) -> None:
         super().__init__()
         self.bn = nn.BatchNorm2d(channels)
         self.relu = nn.ReLU(inplace=True)
         self.conv = _conv(channels, channels, 1, padding)
-        self.pool = (
-            nn.AvgPool2d(2, 2) if _is_delta(filter) else BlurPool2d(channels, filter, 2, padding)
-        )
+        self.pool = nn.AvgPool2d(2, 2) if down.plain else down.pool(channels, 2)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pool(self.conv(self.relu(self.bn(x))))
@@ -202,8 +261,10 @@ class DenseNet(nn.Module):
         width: float,
         filter: FilterSpec,
         padding: Padding,
+        down: _Down | None = None,
     ) -> None:
         super().__init__()
+        down = down or _Down(filter, padding, False, "l2")
         growth = _channels(growth, width)
         per_block = (depth - 4) // 3
         channels = 2 * growth
@@ -214,7 +275,7 @@ class DenseNet(nn.Module):
                 blocks.append(_DenseLayer(channels, growth, padding))
                 channels += growth
             if index < 2:
-                blocks.append(_Transition(channels, filter, padding))
+                blocks.append(_Transition(channels, padding, down))
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Sequential(
             nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1)
@@ -235,25 +296,36 @@ def densenet40_12(**kwargs) -> nn.Module:
 
 class BasicBlock(nn.Module):
     """Two 3x3 convs and a shortcut; with a filter, stride s becomes blur-pool s after the
-    first ReLU, and blur-pool s before the shortcut's 1x1 conv."""
+    first ReLU, and blur-pool s before the shortcut's 1x1 conv (with APS, the shortcut's
+    APS follows the phases of the main branch's)."""
 
     def __init__(
-        self, c_in: int, c_out: int, stride: int, filter: FilterSpec, padding: Padding
+        self,
+        c_in: int,
+        c_out: int,
+        stride: int,
+        filter: FilterSpec,
+        padding: Padding,
+        down: _Down | None = None,
     ) -> None:
         super().__init__()
-        blurred = stride > 1 and not _is_delta(filter)
+        down = down or _Down(filter, padding, False, "l2")
+        blurred = stride > 1 and not down.plain
         conv_stride = 1 if blurred else stride
         self.conv1 = _conv(c_in, c_out, 3, padding, conv_stride)
         self.bn1 = nn.BatchNorm2d(c_out)
         self.act1 = nn.ReLU(inplace=True)
-        self.aa = BlurPool2d(c_out, filter, stride, padding) if blurred else nn.Identity()
+        self.aa = down.pool(c_out, stride) if blurred else nn.Identity()
         self.conv2 = _conv(c_out, c_out, 3, padding)
         self.bn2 = nn.BatchNorm2d(c_out)
         self.act2 = nn.ReLU(inplace=True)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
+            short_aa = down.pool(c_in, stride) if blurred else nn.Identity()
+            if isinstance(short_aa, APSPool2d):
+                short_aa.follow(self.aa)
             self.shortcut = nn.Sequential(
-                BlurPool2d(c_in, filter, stride, padding) if blurred else nn.Identity(),
+                short_aa,
                 _conv(c_in, c_out, 1, padding, conv_stride),
                 nn.BatchNorm2d(c_out),
             )
@@ -275,6 +347,7 @@ class ResNet(nn.Module):
         width: float,
         filter: FilterSpec,
         padding: Padding,
+        down: _Down | None = None,
     ) -> None:
         super().__init__()
         c_in = _channels(stages[0], width)
@@ -286,7 +359,7 @@ class ResNet(nn.Module):
             c_out = _channels(base, width)
             for block in range(blocks):
                 stride = 2 if index > 0 and block == 0 else 1
-                layers.append(BasicBlock(c_in, c_out, stride, filter, padding))
+                layers.append(BasicBlock(c_in, c_out, stride, filter, padding, down))
                 c_in = c_out
         self.layers = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)

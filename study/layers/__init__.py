@@ -10,6 +10,21 @@ from collections.abc import Callable, Iterator
 
 from torch import nn
 
+from study.layers.aps import (
+    APS_NORMS,
+    APS_TYPES,
+    DOWNSAMPLERS,
+    APSConv2d,
+    APSPool2d,
+    AvgAPSPool2d,
+    MaxAPSPool2d,
+    aps_conv2d,
+    aps_downsample,
+    aps_pool2d,
+    avg_aps_pool2d,
+    describe_downsampling,
+    max_aps_pool2d,
+)
 from study.layers.functional import (
     PADDING_MODES,
     Padding,
@@ -31,9 +46,15 @@ from study.layers.modules import (
 from study.layers.taps import FixedTaps, LearnableCutoff, LearnableTaps, make_taps
 
 __all__ = [
+    "APS_NORMS",
+    "APS_TYPES",
     "BLUR_TYPES",
+    "DOWNSAMPLERS",
     "LAYERS",
     "PADDING_MODES",
+    "APSConv2d",
+    "APSPool2d",
+    "AvgAPSPool2d",
     "BlurAvgPool2d",
     "BlurConv2d",
     "BlurPool2d",
@@ -42,14 +63,21 @@ __all__ = [
     "FixedTaps",
     "LearnableCutoff",
     "LearnableTaps",
+    "MaxAPSPool2d",
     "MaxBlurPool2d",
+    "aps_conv2d",
+    "aps_downsample",
+    "aps_pool2d",
+    "avg_aps_pool2d",
     "avg_blur_pool2d",
     "blur_layers",
     "blur_pool2d",
     "check_choice",
     "create_aa",
+    "describe_downsampling",
     "filter_parameters",
     "make_taps",
+    "max_aps_pool2d",
     "max_blur_pool2d",
     "pad2d",
 ]
@@ -58,10 +86,15 @@ LAYERS: dict[str, Callable[..., nn.Module]] = {
     "blurpool": BlurPool2d,
     "maxblurpool": MaxBlurPool2d,
     "avgblurpool": BlurAvgPool2d,
+    "apspool": APSPool2d,
+    "maxapspool": MaxAPSPool2d,
+    "avgapspool": AvgAPSPool2d,
 }
-"""Blur layer kinds by name; each takes ``(channels, filter, stride=..., padding=...)``."""
+"""Blur layer kinds by name; each takes ``(channels, filter, stride=..., padding=...)``
+(the ``aps`` kinds also ``norm=...``, see :mod:`study.layers.aps`)."""
 
 BLUR_TYPES = (BlurPool2d, MaxBlurPool2d, BlurAvgPool2d)
+"""The blur layers; the APS layers subclass them, so they count too."""
 
 
 def create_aa(

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from study.layers import (
+    APS_TYPES,
     BLUR_TYPES,
     BlurAvgPool2d,
     BlurConv2d,
@@ -64,6 +65,15 @@ _POINTWISE = (
 
 class PolyphaseError(ValueError):
     """The model cannot be evaluated by phases; the message says which layer and why."""
+
+
+def adaptive_layers(model: nn.Module) -> list[str]:
+    """Names of ``model``'s adaptive polyphase sampling (APS) layers
+    (:mod:`study.layers.aps`): they choose their phase per image, so the fixed-phase
+    expansion here is not exact for them."""
+    return [
+        name or type(m).__name__ for name, m in model.named_modules() if isinstance(m, APS_TYPES)
+    ]
 
 
 def _pair(value) -> tuple[int, int]:
@@ -111,7 +121,12 @@ def structural_blockers(model: nn.Module) -> list[str]:
     reasons = []
     for name, module in model.named_modules():
         label = name or type(module).__name__
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, APS_TYPES):
+            reasons.append(
+                f"{label}: adaptive polyphase sampling (APS) picks its phase per image, "
+                "and phase expansion is exact only for fixed-phase subsampling"
+            )
+        elif isinstance(module, nn.Conv2d):
             (k_h, k_w), (d_h, d_w) = _pair(module.kernel_size), _pair(module.dilation)
             if isinstance(module.padding, str):
                 pad = (
@@ -277,6 +292,13 @@ def polyphase_shift_probabilities(
     ``check``) a mismatch with naive evaluation on the first image at a few shifts.
     """
     check_images(images)
+    adaptive = adaptive_layers(model)
+    if adaptive:
+        raise PolyphaseError(
+            f"polyphase evaluation is exact only for fixed-phase subsampling, and "
+            f"{adaptive[0]} (one of {len(adaptive)} APS layers) picks its phase per image; "
+            "use method='naive' (or 'auto', which falls back to it)"
+        )
     blockers = structural_blockers(model)
     if blockers:
         raise PolyphaseError(

@@ -4,7 +4,8 @@ choice fixed.
 A YAML file (or mapping) with these sections, all optional (defaults follow the
 paper's Section 4.1)::
 
-    model:   {name: vgg13_bn, width: 1.0, filter: binomial-5, padding: circular}
+    model:   {name: vgg13_bn, width: 1.0, filter: binomial-5, padding: circular,
+              downsample: blur, aps_norm: l2}
     data:    {source: shapes, train_images: null, test_images: null, validation: 0, seed: 0}
     augment: {kind: none, padding: 4, mode: zeros, max_shift: 4}
     train:   {epochs: 200, batch_size: 128, lr: 0.1, momentum: 0.9, weight_decay: 5e-4,
@@ -36,7 +37,7 @@ from typing import Any
 import yaml
 
 from study.filters import FilterSpecError, parse
-from study.layers import PADDING_MODES
+from study.layers import APS_NORMS, DOWNSAMPLERS, PADDING_MODES, describe_downsampling
 from study.models import MODELS, available_models
 
 SEARCH_KEYS = ("choice", "uniform", "loguniform", "int")
@@ -75,12 +76,19 @@ MAX_BYTES = 10_000_000
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network (:func:`study.models.build`); ``filter`` is a canonical spec string."""
+    """The network (:func:`study.models.build`); ``filter`` is a canonical spec string.
+
+    ``downsample``: ``blur`` (blur-pool, the paper's) or ``aps`` (adaptive polyphase
+    sampling after the blur, Chaman & Dokmanic 2021), which picks each image's phase by
+    ``aps_norm`` (``l2``, ``l1``, ``linf``; read only with ``aps``).
+    """
 
     name: str = "vgg13_bn"
     width: float = 1.0
     filter: str = "delta"
     padding: str = "circular"
+    downsample: str = "blur"
+    aps_norm: str = "l2"
 
     def check(self, at: str) -> None:
         if self.name not in MODELS:
@@ -88,6 +96,16 @@ class ModelConfig:
         _range(f"{at}.width", self.width, 0, 16, low_open=True)
         if self.padding not in PADDING_MODES:
             _fail(f"{at}.padding", repr(self.padding), PADDING_MODES)
+        if self.downsample not in DOWNSAMPLERS:
+            _fail(f"{at}.downsample", repr(self.downsample), DOWNSAMPLERS)
+        if self.aps_norm not in APS_NORMS:
+            _fail(f"{at}.aps_norm", repr(self.aps_norm), APS_NORMS)
+
+    @property
+    def downsampling(self) -> str:
+        """The canonical string of the downsampling: the filter spec for ``blur``,
+        ``aps(norm=l2, filter=binomial-3)`` for ``aps``."""
+        return describe_downsampling(self.downsample, self.filter, self.aps_norm)
 
 
 @dataclass(frozen=True)

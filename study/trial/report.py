@@ -75,7 +75,7 @@ def run_report(
             )
     baseline = None
     if config.timing:
-        args = {**model.build_args, "filter": "delta"}
+        args = {**model.build_args, "filter": "delta", "downsample": "blur"}  # plain
         baseline = models.build(**args).to(device).eval()
     started = time.perf_counter()
     result = evaluate(

@@ -179,7 +179,13 @@ class _Training:
         torch.manual_seed(config.seed)
         spec = config.model
         self.model = models.build(
-            spec.name, data.num_classes, spec.width, spec.filter, spec.padding
+            spec.name,
+            data.num_classes,
+            spec.width,
+            spec.filter,
+            spec.padding,
+            downsample=spec.downsample,
+            aps_norm=spec.aps_norm,
         ).to(device)
         if config.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -354,7 +360,7 @@ class _Training:
             (out / "history.json").write_text(json.dumps(self.history, indent=2))
             figures = out / "figures"
             figures.mkdir(exist_ok=True)
-            label = f"{self.config.model.name} {self.config.model.filter}"
+            label = f"{self.config.model.name} {self.config.model.downsampling}"
             drawing = time.perf_counter()
             drawn = {}
             if config.figures != "none":
