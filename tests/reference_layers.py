@@ -3,6 +3,7 @@
 Kept verbatim (conv path only) so that tests/test_layers_fastpath.py and
 bench/train_step.py can compare the fast path against it. Do not optimise this file.
 """
+
 from __future__ import annotations
 
 from typing import Literal

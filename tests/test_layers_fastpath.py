@@ -18,7 +18,7 @@ def taps_of(size: int, dtype=torch.float64) -> torch.Tensor:
     return taps / taps.sum()
 
 
-def compare(new_fn, ref_fn, x: torch.Tensor, taps: torch.Tensor, tol: float = 1e-6) -> None:
+def compare(new_fn, ref_fn, x: torch.Tensor, taps: torch.Tensor, *args, tol=1e-6) -> None:
     """Same output and input gradient in float32; the same and the taps' gradient (a sum
     over every pixel, with cancellation: float32 rounding is not 1e-6 there) in float64."""
     for dtype, checked in ((torch.float32, 2), (torch.float64, 3)):
@@ -26,7 +26,7 @@ def compare(new_fn, ref_fn, x: torch.Tensor, taps: torch.Tensor, tol: float = 1e
         for fn in (new_fn, ref_fn):
             xx = x.detach().to(dtype).clone().requires_grad_()
             tt = taps.detach().to(dtype).clone().requires_grad_()
-            out = fn(xx, tt)
+            out = fn(xx, tt, *args)
             weight = torch.linspace(-1, 2, out.numel(), dtype=dtype).view(out.shape)
             (out * weight).sum().backward()
             results.append((out.detach(), xx.grad, tt.grad)[:checked])
@@ -50,12 +50,8 @@ def test_blur_pool(padding: str, size: int, n_taps: int) -> None:
     taps = taps_of(n_taps, torch.float32)
     for stride, rounding in (((2, 2), "ceil"), (1, "ceil"), ((2, 3), "floor")):
         assert fastpath.applies(x)
-        compare(
-            lambda x, t: functional.blur_pool2d(x, t, stride, padding, rounding),
-            lambda x, t: reference.blur_pool2d(x, t, stride, padding, rounding),
-            x,
-            taps,
-        )
+        args = (stride, padding, rounding)
+        compare(functional.blur_pool2d, reference.blur_pool2d, x, taps, *args)
 
 
 @pytest.mark.parametrize("padding", PADDINGS)
@@ -72,12 +68,7 @@ def test_pool_blur(padding: str, size: int, n_taps: int, name: str) -> None:
         (3, 2, "pool-blur", "floor"),
         (2, 2, "blur-pool", "floor"),
     ):
-        compare(
-            lambda x, t: new(x, t, kernel, stride, padding, order, rounding),
-            lambda x, t: ref(x, t, kernel, stride, padding, order, rounding),
-            x,
-            taps,
-        )
+        compare(new, ref, x, taps, kernel, stride, padding, order, rounding)
 
 
 @pytest.mark.parametrize("padding", PADDINGS)
@@ -100,10 +91,8 @@ def test_gradcheck(padding: str, n_taps: int, size: tuple[int, int]) -> None:
     x = torch.randn(1, 1, *size, dtype=torch.float64, requires_grad=True)
     taps = taps_of(n_taps).requires_grad_()
     for fn in (functional.max_blur_pool2d, functional.avg_blur_pool2d):
-        assert torch.autograd.gradcheck(lambda x, t: fn(x, t, 2, 2, padding), (x, taps))
-    assert torch.autograd.gradcheck(
-        lambda x, t: functional.blur_pool2d(x, t, 2, padding), (x, taps)
-    )
+        assert torch.autograd.gradcheck(fn, (x, taps, 2, 2, padding))
+    assert torch.autograd.gradcheck(functional.blur_pool2d, (x, taps, 2, padding))
 
 
 def test_choice_is_automatic() -> None:
