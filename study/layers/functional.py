@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from study.layers import fastpath
+
 Padding = Literal["circular", "reflect", "replicate", "zeros"]
 Rounding = Literal["ceil", "floor"]
 Order = Literal["pool-blur", "blur-pool"]
@@ -92,6 +94,9 @@ def blur_pool2d(
     stride_h, stride_w = _pair(stride)
     in_size = x.shape[-2:]
     size = taps.numel()
+    if fastpath.applies(x):  # CPU: blur and subsample as matrix products (fastpath.py)
+        _check_rounding(rounding)
+        return fastpath.blur_pool2d(x, taps, (stride_h, stride_w), padding, rounding)
     if size == 1:
         out = x[..., ::stride_h, ::stride_w]
     else:
@@ -156,6 +161,9 @@ def avg_blur_pool2d(
 
 def _pool_blur_pool(x, taps, pool, kernel_size, stride, padding, order, rounding) -> Tensor:
     kernel = _pair(kernel_size)
+    if order == "pool-blur" and pool is F.avg_pool2d and fastpath.applies(x):
+        _check_rounding(rounding)  # the dense box is folded into the blur's matrices
+        return fastpath.blur_pool2d(x, taps, _pair(stride), padding, rounding, box=kernel)
     if order == "pool-blur":
         dense = _padded_pool(x, pool, kernel, (1, 1), padding)
         return blur_pool2d(dense, taps, stride, padding, rounding)
@@ -177,6 +185,8 @@ def _padded_pool(x, pool, kernel, stride, padding) -> Tensor:
     if (k_h, k_w) == (1, 1) and stride == (1, 1):
         return x
     is_max = pool is F.max_pool2d
+    if is_max and stride == (1, 1) and max(kernel) <= 2 and fastpath.applies(x):
+        return fastpath.dense_max2(x, kernel, padding)  # exact, with a lean backward
     fill = float("-inf") if is_max else 0.0
     x = pad2d(x, ((k_w - 1) // 2, k_w // 2, (k_h - 1) // 2, k_h // 2), padding, value=fill)
     if stride != (1, 1):
@@ -194,12 +204,16 @@ def _padded_pool(x, pool, kernel, stride, padding) -> Tensor:
 
 def _round(out: Tensor, in_size, stride: tuple[int, int], rounding: Rounding) -> Tensor:
     """Crop a ``ceil(H / stride)`` output to ``floor(H / stride)`` (at least 1) if asked."""
-    if rounding == "ceil":
+    if _check_rounding(rounding) == "ceil":
         return out
-    if rounding != "floor":
-        raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
     height, width = in_size
     return out[..., : max(1, height // stride[0]), : max(1, width // stride[1])]
+
+
+def _check_rounding(rounding: str) -> str:
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
+    return rounding
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
