@@ -7,10 +7,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -182,6 +184,7 @@ def ray_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[dict]:
     every process through ``RAY_AUTH_TOKEN``). Yields the GCS address, the dashboard
     URL and the environment that clients of the cluster need."""
     port, dashboard = free_port(), free_port()
+    temp_dir = Path(tempfile.mkdtemp(prefix="raytest-", dir="/tmp"))  # short: socket paths
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
@@ -201,6 +204,8 @@ def ray_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[dict]:
             str(dashboard),
             "--include-dashboard",
             "true",
+            "--temp-dir",
+            str(temp_dir),
             *common,
             env=env,
         )
@@ -208,7 +213,49 @@ def ray_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[dict]:
             ray("start", "--address", address, "--node-ip-address", "127.0.0.1", *common, env=env)
         yield {"address": address, "dashboard": f"http://127.0.0.1:{dashboard}", "env": env}
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=env)
+        stop_ray_cluster(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def stop_ray_cluster(temp_dir: Path, grace: float = 15.0) -> list[int]:
+    """End the processes of the Ray cluster that keeps its files under ``temp_dir`` (the
+    ``--temp-dir`` it started with), and only those: ``ray stop`` ends every Ray
+    instance of the machine, a user's study running beside the tests included. SIGTERM,
+    then SIGKILL after ``grace`` seconds. Returns the pids it found."""
+    marker = str(temp_dir)
+
+    def members() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                title = (entry / "cmdline").read_bytes().decode(errors="replace")
+                links = [] if marker in title else list((entry / "fd").iterdir())
+            except OSError:
+                continue
+            if marker in title or any(marker in _readlink(link) for link in links):
+                found.append(int(entry.name))
+        return found
+
+    pids = members()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+        time.sleep(0.2)
+    for pid in members():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def _readlink(link: Path) -> str:
+    try:
+        return os.readlink(link)
+    except OSError:
+        return ""
 
 
 def study(

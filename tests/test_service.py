@@ -65,7 +65,6 @@ def tracking(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cluster():
     """A real two-node Ray cluster on loopback, one CPU per node."""
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], check=False)
     with ray_cluster(nodes=2, cpus_per_node=1) as info:
         yield info
 
