@@ -64,6 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from study.layers import fastpath
 from study.layers.functional import (
     Order,
     Padding,
@@ -198,7 +199,9 @@ def aps_pool2d(
     rounding: Rounding = "ceil",
 ) -> Tensor:
     """Blur (``taps``, at stride 1), then APS: the adaptive twin of ``blur_pool2d``."""
-    return aps_downsample(blur_pool2d(x, taps, 1, padding), stride, norm, rounding)
+    with fastpath.suspended():  # bit-exact shift-equivariance (see there)
+        dense = blur_pool2d(x, taps, 1, padding)
+    return aps_downsample(dense, stride, norm, rounding)
 
 
 def max_aps_pool2d(
@@ -219,7 +222,8 @@ def max_aps_pool2d(
     >>> pooled[0][0, 0, 0], pooled[1][0, 0, 0]  # the shift picks the shifted phase
     (tensor([1., 1., 1., 1.]), tensor([1., 1., 1., 1.]))
     """
-    dense = max_blur_pool2d(x, taps, kernel_size, 1, padding, order, "ceil")
+    with fastpath.suspended():  # bit-exact shift-equivariance (see there)
+        dense = max_blur_pool2d(x, taps, kernel_size, 1, padding, order, "ceil")
     return aps_downsample(dense, stride, norm, rounding)
 
 
@@ -234,7 +238,8 @@ def avg_aps_pool2d(
     rounding: Rounding = "floor",
 ) -> Tensor:
     """Average-pool densely (stride 1), blur, then APS."""
-    dense = avg_blur_pool2d(x, taps, kernel_size, 1, padding, order, "ceil")
+    with fastpath.suspended():  # bit-exact shift-equivariance (see there)
+        dense = avg_blur_pool2d(x, taps, kernel_size, 1, padding, order, "ceil")
     return aps_downsample(dense, stride, norm, rounding)
 
 
@@ -254,7 +259,8 @@ def aps_conv2d(
     """A strided convolution made adaptive: convolve at stride 1 (padding the input in
     ``padding_mode``), blur (``blur_padding``, default ``padding_mode``), then APS."""
     dense = _dense_conv(x, weight, bias, _pair(padding), dilation, groups, padding_mode)
-    blurred = blur_pool2d(dense, taps, 1, blur_padding or padding_mode)
+    with fastpath.suspended():  # bit-exact shift-equivariance (see there)
+        blurred = blur_pool2d(dense, taps, 1, blur_padding or padding_mode)
     return aps_downsample(blurred, stride, norm)
 
 
@@ -344,7 +350,9 @@ class APSPool2d(_APSMixin, BlurPool2d):
         self._init_aps(norm)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._adaptive(blur_pool2d(x, self.lowpass(), 1, self.padding))
+        with fastpath.suspended():  # bit-exact shift-equivariance (see there)
+            dense = blur_pool2d(x, self.lowpass(), 1, self.padding)
+        return self._adaptive(dense)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + self._aps_repr()
@@ -354,9 +362,10 @@ class _PoolAPS(_APSMixin):
     function: Any
 
     def forward(self, x: Tensor) -> Tensor:
-        dense = type(self).function(
-            x, self.lowpass(), self.kernel_size, 1, self.padding, self.order, "ceil"
-        )
+        with fastpath.suspended():  # bit-exact shift-equivariance (see there)
+            dense = type(self).function(
+                x, self.lowpass(), self.kernel_size, 1, self.padding, self.order, "ceil"
+            )
         return self._adaptive(dense)
 
     def extra_repr(self) -> str:

@@ -33,6 +33,9 @@ docs/layers.md and docs/PERFORMANCE.md (bench/train_step.py) have the details.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 
 import torch
@@ -41,12 +44,28 @@ from torch import Tensor
 MAX_SIZE = 64  # largest H or W taken by the matrix path
 KRON_MAX_PIXELS = 100  # H * W up to which one Kronecker GEMM beats two GEMMs
 ENABLED = os.environ.get("STUDY_LAYERS_FASTPATH", "1") != "0"
+_SUSPENDED: ContextVar[bool] = ContextVar("study_layers_fastpath_suspended", default=False)
+
+
+@contextmanager
+def suspended() -> Iterator[None]:
+    """The convolution path inside this block. A matrix product may sum a row's terms in
+    another order than its shifted twin's, so its output is shift-equivariant only to
+    float rounding (about 1e-7); the convolution's is bit for bit. Adaptive polyphase
+    sampling needs the bits: it compares the norms of the polyphase components, and a
+    near tie decided by rounding picks a component the shift did not pick."""
+    token = _SUSPENDED.set(True)
+    try:
+        yield
+    finally:
+        _SUSPENDED.reset(token)
 
 
 def applies(x: Tensor) -> bool:
     """Whether the fast path runs for ``x``: enabled, CPU, floating, 4-D, small maps."""
     return (
         ENABLED
+        and not _SUSPENDED.get()
         and x.device.type == "cpu"
         and x.dim() == 4
         and x.dtype in (torch.float32, torch.float64)
