@@ -26,6 +26,7 @@ TINY = [
     "eval.images=16",
     "eval.feature_images=0",
     "eval.figures=none",
+    "eval.log_model=false",
     "augment.kind=none",
 ]
 

@@ -44,6 +44,8 @@ TINY = [
     "model.filter={choice: [delta, binomial-3]}",
     "--set",
     "augment.kind=none",
+    "--set",
+    "eval.log_model=false",  # seconds a trial; the smoke test turns it on and loads one
 ]
 
 
@@ -188,8 +190,17 @@ def test_smoke_study_on_local_ray_with_mlflow_server(tracking, tmp_path):
     try:
         if optuna_url:
             storage_args = ["--set", f"study.optuna_storage={optuna_url}"]
+        models = ["--set", "eval.log_model=true"]
         result = study(
-            "run", str(SMOKE), *TINY, *storage_args, "--name", "smoke-local", cwd=tmp_path, env=env
+            "run",
+            str(SMOKE),
+            *TINY,
+            *models,
+            *storage_args,
+            "--name",
+            "smoke-local",
+            cwd=tmp_path,
+            env=env,
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert "2 of 2 trials complete" in result.stdout
