@@ -98,12 +98,13 @@ def mlflow_server(
     folder: Path,
     app_name: str | None = None,
     env: Mapping[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[str]:
-    """``mlflow server`` on a free loopback port with ``backend`` as its store and
-    artifacts served by the server; yields its http URL. ``app_name`` (e.g.
-    ``basic-auth``, with ``env`` from :func:`basic_auth_env`) picks MLflow's app."""
-    port = free_port()
-    log = open(folder / "mlflow-server.log", "w")  # noqa: SIM115 (closed below)
+    """``mlflow server`` on a free loopback port (or ``port``: a restart) with ``backend``
+    as its store and artifacts served by the server; yields its http URL. ``app_name``
+    (e.g. ``basic-auth``, with ``env`` from :func:`basic_auth_env`) picks MLflow's app."""
+    port = port or free_port()
+    log = open(folder / "mlflow-server.log", "a")  # noqa: SIM115 (closed below)
     process = subprocess.Popen(
         [
             str(BIN / "mlflow"),

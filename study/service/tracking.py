@@ -12,7 +12,7 @@ import os
 import platform
 import re
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -390,14 +390,68 @@ def set_parent_status(uri: str, parent_id: str, status: str, counts: Mapping[str
 
 
 class TrialLogger:
-    """Logs one trial's params, per-epoch metrics (step = epoch), final metrics and
-    figures into its child run."""
+    """Logs one trial's params, per-epoch metrics (step = epoch), final metrics, model and
+    figures into its child run.
 
-    def __init__(self, uri: str, run_id: str) -> None:
+    A tracking server that stops answering (an upgrade, a database failover) does not
+    stop the trial: epochs, tags and the model wait in a backlog, in order, and go out
+    once each when it answers again; the trial's end waits up to ``patience`` seconds
+    (``$STUDY_TRACKING_PATIENCE_S``, default 1800) for the backlog to drain before it
+    fails. Requests the server refuses (a bad value) fail at once, as before."""
+
+    def __init__(self, uri: str, run_id: str, patience: float | None = None) -> None:
         import mlflow
 
         self.client = mlflow.MlflowClient(uri)
         self.run_id = run_id
+        env_patience = os.environ.get("STUDY_TRACKING_PATIENCE_S", "1800")
+        self.patience = float(env_patience) if patience is None else patience
+        self.backlog: list[tuple[Callable[[], object], str]] = []
+        self.outage_reported = False
+
+    # -- the backlog ----------------------------------------------------------------------
+    def _send(self, call: Callable[[], object], what: str) -> None:
+        """``call`` (MLflow requests) after everything buffered, or buffered itself."""
+        self.backlog.append((call, what))
+        self._flush()
+
+    def _flush(self) -> bool:
+        """Send the backlog in order; False (the rest kept) while the server is away."""
+        while self.backlog:
+            call, what = self.backlog[0]
+            try:
+                call()
+            except Exception as error:
+                if not tracking_unreachable(error):
+                    self.backlog.pop(0)
+                    raise
+                if not self.outage_reported:
+                    print(
+                        f"MLflow unreachable ({error_gist(error)}): buffering {what} and"
+                        " what follows; training goes on",
+                        flush=True,
+                    )
+                    self.outage_reported = True
+                return False
+            self.backlog.pop(0)
+        if self.outage_reported:
+            print("MLflow reachable again: the buffered records are sent", flush=True)
+            self.outage_reported = False
+        return True
+
+    def drain(self) -> None:
+        """Wait (up to ``patience`` seconds) until the backlog is sent."""
+        import time
+
+        deadline = time.monotonic() + self.patience
+        while not self._flush():
+            if time.monotonic() > deadline:
+                waiting = ", ".join(what for _, what in self.backlog[:3])
+                raise ConnectionError(
+                    f"MLflow at {redact(self.client.tracking_uri)} unreachable for"
+                    f" {self.patience:.0f} s; unsent: {waiting}"
+                )
+            time.sleep(min(5.0, self.patience / 10 or 0.1))
 
     def params(self, flat: Mapping[str, Any]) -> None:
         """Log the params the run does not hold yet (a retry logs none twice), in
@@ -416,11 +470,14 @@ class TrialLogger:
     def tags(self, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        batch = [RunTag(k, str(v)) for k, v in tags.items()]
+        self._send(lambda: self.client.log_batch(self.run_id, tags=batch), "tags")
 
     def epoch(self, row: Mapping[str, Any]) -> None:
-        """One epoch's numeric metrics (step = epoch) in one request."""
-        self._metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+        """One epoch's numeric metrics (step = epoch) in one request (buffered while the
+        server is away)."""
+        values, step = {k: v for k, v in row.items() if k != "epoch"}, int(row["epoch"])
+        self._send(lambda: self._metrics(values, step=step), f"epoch {step}")
 
     def _metrics(self, values: Mapping[str, Any], step: int = 0, prefix: str = "") -> None:
         import time
@@ -444,13 +501,20 @@ class TrialLogger:
                 self.epoch(row)
 
     def final(self, metrics: Mapping[str, Any], out: Path) -> None:
-        self._metrics(metrics, prefix="final.")
+        """Final metrics and artifacts, then FINISHED: once everything buffered is sent
+        (waiting for the server up to ``patience`` seconds)."""
+        final = dict(metrics)
+        self._send(lambda: self._metrics(final, prefix="final."), "final metrics")
+        self._send(lambda: self._artifacts(out), "artifacts")
+        self._send(lambda: self.client.set_terminated(self.run_id, "FINISHED"), "the end")
+        self.drain()
+
+    def _artifacts(self, out: Path) -> None:
         for name in ("metrics.json", "history.json"):
             if (out / name).is_file():
                 self.client.log_artifact(self.run_id, str(out / name))
         if (out / "figures").is_dir():
             self.client.log_artifacts(self.run_id, str(out / "figures"), "figures")
-        self.client.set_terminated(self.run_id, "FINISHED")
 
     def model(self, model, example) -> None:
         """The trained network as an MLflow model under ``model``, with its signature and
@@ -474,13 +538,16 @@ class TrialLogger:
             for name in ("torch", "torchvision", "antialiased-study")
         ]
         mlflow.set_tracking_uri(self.client.tracking_uri)
-        mlflow.pytorch.log_model(
-            model,
-            name="model",
-            run_id=self.run_id,
-            signature=signature,
-            input_example=inputs,
-            pip_requirements=requirements,  # stated: inferring them takes seconds a trial
+        self._send(
+            lambda: mlflow.pytorch.log_model(
+                model,
+                name="model",
+                run_id=self.run_id,
+                signature=signature,
+                input_example=inputs,
+                pip_requirements=requirements,  # stated: inferring them takes seconds
+            ),
+            "the model",
         )
 
     def filter_figure(self, spec: str) -> None:
@@ -490,6 +557,23 @@ class TrialLogger:
 
         self.client.log_dict(self.run_id, filters.describe(spec), "filter.json")
         self.client.log_figure(self.run_id, plot_responses([spec]), "figures/filter.png")
+
+
+def tracking_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` says the tracking server is away (no connection, a timeout, a
+    5xx answer such as a database failover gives), not that it refused a request."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(error, ConnectionError | TimeoutError):
+        return True
+    try:
+        import requests
+
+        if isinstance(error, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+            return True
+    except ImportError:
+        pass
+    return isinstance(error, MlflowException) and error.get_http_status_code() >= 500
 
 
 def _experiment(client, name: str) -> str:

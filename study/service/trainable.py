@@ -49,6 +49,9 @@ def trainable(params: dict[str, Any]) -> None:
     from study.trial.run import CHECKPOINT, TrialFailed, pin_threads, run_trial
 
     host = socket.gethostname()
+    # A request to a tracking server that is away fails in seconds, not minutes of
+    # MLflow's own retries: TrialLogger keeps it for later and training goes on.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     context = tune.get_context()
     trial_id = context.get_trial_id()
     # Exactly the CPUs Tune reserved, whatever OMP_NUM_THREADS says (Ray sets it only
