@@ -212,7 +212,12 @@ def ray_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[dict]:
         )
         for _ in range(nodes - 1):
             ray("start", "--address", address, "--node-ip-address", "127.0.0.1", *common, env=env)
-        yield {"address": address, "dashboard": f"http://127.0.0.1:{dashboard}", "env": env}
+        yield {
+            "address": address,
+            "dashboard": f"http://127.0.0.1:{dashboard}",
+            "env": env,
+            "temp_dir": str(temp_dir),
+        }
     finally:
         stop_ray_cluster(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
