@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from study.layers import fastpath, functional
+from study.layers import MaxBlurPool2d, fastpath, functional
 from tests import reference_layers as reference
 
 PADDINGS = ("circular", "reflect", "replicate", "zeros")
@@ -122,3 +122,19 @@ def test_bad_rounding_and_padding() -> None:
         functional.blur_pool2d(x, taps, rounding="round")
     with pytest.raises(ValueError, match="padding"):
         functional.blur_pool2d(x, taps, padding="wrap")
+
+
+def test_matrices_cached_in_inference_mode_serve_training() -> None:
+    """Evaluation under ``torch.inference_mode()`` fills the caches; a training step
+    after it must still be able to save them for backward."""
+    fastpath._CACHE.clear()
+    fastpath._scatter.cache_clear()
+    layer = MaxBlurPool2d(3, "learnable(init=triangle-3)")
+    fixed = MaxBlurPool2d(3, "binomial-5")
+    x = torch.randn(2, 3, 8, 8)
+    with torch.inference_mode():
+        layer(x), fixed(x)
+    x.requires_grad_(True)
+    (layer(x).sum() + fixed(x).sum()).backward()
+    assert x.grad is not None
+    assert all(p.grad is not None for p in layer.parameters())

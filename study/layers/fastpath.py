@@ -93,7 +93,9 @@ def source_index(n: int, position: int, mode: str) -> int | None:
 
 @lru_cache(maxsize=512)
 def _scatter(n: int, size: int, stride: int, mode: str, n_out: int) -> tuple[Tensor, ...]:
-    """Rows, columns and tap numbers of the entries of the ``(n_out, n)`` blur matrix."""
+    """Rows, columns and tap numbers of the entries of the ``(n_out, n)`` blur matrix.
+    Cached, so made as normal tensors even under ``torch.inference_mode()`` (an
+    inference tensor cannot be saved for a later backward)."""
     rows, cols, taps = [], [], []
     before = (size - 1) // 2
     for j in range(n_out):
@@ -103,7 +105,8 @@ def _scatter(n: int, size: int, stride: int, mode: str, n_out: int) -> tuple[Ten
                 rows.append(j)
                 cols.append(i)
                 taps.append(k)
-    return torch.tensor(rows), torch.tensor(cols), torch.tensor(taps, dtype=torch.long)
+    with torch.inference_mode(False):
+        return torch.tensor(rows), torch.tensor(cols), torch.tensor(taps, dtype=torch.long)
 
 
 def _out_size(n: int, stride: int, rounding: str) -> int:
@@ -147,12 +150,14 @@ def _matrices(x: Tensor, taps: Tensor, stride, mode, rounding, box) -> tuple[Ten
     if found is None:
         if len(_CACHE) > 1024:
             _CACHE.clear()
-        found = (
-            blur_matrix(height, taps, stride[0], mode, rounding, box[0]),
-            blur_matrix(width, taps, stride[1], mode, rounding, box[1]),
-        )
-        if height * width <= KRON_MAX_PIXELS:
-            found = (*found, torch.kron(found[0], found[1]).T.contiguous())
+        with torch.inference_mode(False):  # cached: normal tensors, whatever the caller's mode
+            taps = taps.clone()
+            found = (
+                blur_matrix(height, taps, stride[0], mode, rounding, box[0]),
+                blur_matrix(width, taps, stride[1], mode, rounding, box[1]),
+            )
+            if height * width <= KRON_MAX_PIXELS:
+                found = (*found, torch.kron(found[0], found[1]).T.contiguous())
         _CACHE[key] = found
     return found
 
