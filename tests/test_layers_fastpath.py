@@ -138,3 +138,13 @@ def test_matrices_cached_in_inference_mode_serve_training() -> None:
     (layer(x).sum() + fixed(x).sum()).backward()
     assert x.grad is not None
     assert all(p.grad is not None for p in layer.parameters())
+
+
+def test_torch_export_traces_the_convolution_path() -> None:
+    """``torch.export`` (MLflow's pt2 models) and ``torch.compile`` cannot read the
+    taps' values that key the matrix cache: under a trace the layers take the
+    convolution path, with the same numbers."""
+    layer = MaxBlurPool2d(3, "binomial-5").eval()
+    x = torch.randn(2, 3, 16, 16)
+    exported = torch.export.export(layer, (x,))
+    torch.testing.assert_close(exported.module()(x), layer(x), atol=1e-6, rtol=1e-6)

@@ -62,10 +62,13 @@ def suspended() -> Iterator[None]:
 
 
 def applies(x: Tensor) -> bool:
-    """Whether the fast path runs for ``x``: enabled, CPU, floating, 4-D, small maps."""
+    """Whether the fast path runs for ``x``: enabled, CPU, floating, 4-D, small maps, and
+    not traced by ``torch.compile`` or ``torch.export`` (its matrix cache is keyed by the
+    taps' values, which a trace cannot read)."""
     return (
         ENABLED
         and not _SUSPENDED.get()
+        and not torch.compiler.is_compiling()  # compile / export trace the conv path
         and x.device.type == "cpu"
         and x.dim() == 4
         and x.dtype in (torch.float32, torch.float64)

@@ -546,6 +546,7 @@ class TrialLogger:
                 signature=signature,
                 input_example=inputs,
                 pip_requirements=requirements,  # stated: inferring them takes seconds
+                serialization_format="pickle",  # the module as trained, no torch.export
             ),
             "the model",
         )
