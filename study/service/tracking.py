@@ -537,9 +537,13 @@ class TrialLogger:
             f"{name}=={version(name).split('+')[0]}"
             for name in ("torch", "torchvision", "antialiased-study")
         ]
-        mlflow.set_tracking_uri(self.client.tracking_uri)
-        self._send(
-            lambda: mlflow.pytorch.log_model(
+
+        def log() -> None:
+            mlflow.set_tracking_uri(self.client.tracking_uri)
+            # MLflow 3 files a logged model under the active experiment: the run's, so
+            # that runs:/RUN/model finds it and the UI shows it beside the run.
+            mlflow.set_experiment(experiment_id=self.client.get_run(self.run_id).info.experiment_id)
+            logged = mlflow.pytorch.log_model(
                 model,
                 name="model",
                 run_id=self.run_id,
@@ -547,9 +551,10 @@ class TrialLogger:
                 input_example=inputs,
                 pip_requirements=requirements,  # stated: inferring them takes seconds
                 serialization_format="pickle",  # the module as trained, no torch.export
-            ),
-            "the model",
-        )
+            )
+            self.client.set_tag(self.run_id, "study.model_uri", logged.model_uri)
+
+        self._send(log, "the model")
 
     def filter_figure(self, spec: str) -> None:
         """The filter's taps and frequency response (``figures/filter.png``)."""
