@@ -207,6 +207,14 @@ def test_smoke_study_on_local_ray_with_mlflow_server(tracking, tmp_path):
         assert "front:" in result.stdout  # progress lines name the current front
         _, children = assert_complete_study(tracking["uri"], "smoke-local", trials=2)
         assert [c.data.tags["study.threads"] for c in children] == ["1", "1"]
+        for child in children:  # the training data as a dataset input; the Optuna trial
+            (entry,) = (
+                mlflow.MlflowClient(tracking["uri"])
+                .get_run(child.info.run_id)
+                .inputs.dataset_inputs
+            )
+            assert entry.dataset.name == "shapes (256 training images)"
+            assert child.data.tags["study.optuna_trial"] in {"0", "1"}
         assert [c.data.metrics["final.threads"] for c in children] == [1.0, 1.0]
         storage = optuna_url or str(tmp_path / "ray_results" / "smoke-local" / "optuna.journal")
         if not optuna_url:
@@ -220,11 +228,11 @@ def test_smoke_study_on_local_ray_with_mlflow_server(tracking, tmp_path):
         assert {t.user_attrs.get("mlflow_run_id") for t in trials} == {
             c.info.run_id for c in children
         }
-        import mlflow.pytorch
         import torch
+        from mlflow import pytorch as mlflow_pytorch
 
         mlflow.set_tracking_uri(tracking["uri"])
-        model = mlflow.pytorch.load_model(f"runs:/{children[0].info.run_id}/model")
+        model = mlflow_pytorch.load_model(f"runs:/{children[0].info.run_id}/model")
         assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)  # shapes: 10 classes
 
         status = study("status", "smoke-local", cwd=tmp_path, env=env)

@@ -1,4 +1,4 @@
-"""The CPU fast path of :mod:`study.layers.functional` (issue 13).
+"""The CPU fast path of :mod:`study.layers.functional`.
 
 Two pieces, both exact (the same numbers as the convolution path to rounding, the same
 gradients, ties included):

@@ -516,6 +516,30 @@ class TrialLogger:
         if (out / "figures").is_dir():
             self.client.log_artifacts(self.run_id, str(out / "figures"), "figures")
 
+    def dataset(self, data: Mapping[str, Any]) -> None:
+        """The training data as the run's MLflow dataset input (context ``training``): a
+        name and digest that say which images (source, counts, split seed), so the UI
+        groups the runs trained on the same data. ``data``: the ``data.*`` config."""
+        import hashlib
+        import json
+
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        described = {key: data.get(key) for key in sorted(data)}
+        digest = hashlib.sha256(json.dumps(described, default=str).encode()).hexdigest()[:8]
+        source = Path(str(data.get("source"))).name or str(data.get("source"))
+        name = f"{source} ({data.get('train_images') or 'all'} training images)"
+        origin = CodeDatasetSource({"data": json.dumps(described, default=str)})
+        dataset = MetaDataset(origin, name, digest)
+        logged = self.client.get_run(self.run_id).inputs.dataset_inputs
+        if any(item.dataset.digest == digest for item in logged):
+            return  # a retry or a resume: logged already
+        context = [InputTag("mlflow.data.context", "training")]
+        entry = DatasetInput(dataset._to_mlflow_entity(), context)
+        self._send(lambda: self.client.log_inputs(self.run_id, [entry]), "the dataset")
+
     def model(self, model, example) -> None:
         """The trained network as an MLflow model under ``model``, with its signature and
         one test image as input example: ``mlflow.pytorch.load_model("runs:/RUN/model")``

@@ -80,8 +80,10 @@ def trainable(params: dict[str, Any]) -> None:
             "study.node_id": ray.get_runtime_context().get_node_id(),
             "study.host": host,
             "study.threads": str(threads),
+            "study.optuna_trial": str(params.get("optuna_trial", "")),
         }
     )
+    logger.dataset({k[5:]: v for k, v in config.flat().items() if k.startswith("data.")})
     searched = {f"optuna.{_param_key(k)}": v for k, v in params.get("searched", {}).items()}
     logger.params({**config.flat(), **_filter_params(config.model.filter), **searched})
     # A checkpoint from Tune, or one a stopped attempt left in this folder: run_trial
