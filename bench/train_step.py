@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.reference_layers
+
+from smoke_study import machine  # bench/ is this script's folder: on sys.path
 
 from study import models
 from study.layers import MaxBlurPool2d, make_taps
@@ -131,18 +132,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rounds = 3 if args.quick else args.rounds
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    print(
-        f"torch {torch.__version__}, CPU {cpu}, {torch.get_num_threads()} torch threads, "
-        f"python {platform.python_version()}"
-    )
+    print(f"{machine()}, {torch.get_num_threads()} torch threads")
     for width, batch in CONFIGS:
         measure(width, batch, rounds)
 

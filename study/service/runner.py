@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study.service.paths import leave_ray_working_dir
-from study.service.plan import StudyPlan, check_resources, ray_address
+from study.service.plan import StudyPlan, check_resources, ray_address, runs_locally
 from study.service.repair import (
     fail_requeued_trials,
     known_optuna_trials,
@@ -323,7 +323,7 @@ def _optuna_study_exists(study_plan: StudyPlan) -> bool:
 def _connect(address: str | None, tracking_uri: str) -> None:
     import ray
 
-    if address in (None, "local"):  # on this machine: first end what a killed study left
+    if runs_locally(address):  # on this machine: first end what a killed study left
         from study.service.cleanup import reap_orphaned_ray_processes
 
         for leftover in reap_orphaned_ray_processes():

@@ -523,21 +523,17 @@ class TrialLogger:
         import hashlib
         import json
 
-        from mlflow.data.code_dataset_source import CodeDatasetSource
-        from mlflow.data.meta_dataset import MetaDataset
-        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.entities import Dataset, DatasetInput, InputTag
 
-        described = {key: data.get(key) for key in sorted(data)}
-        digest = hashlib.sha256(json.dumps(described, default=str).encode()).hexdigest()[:8]
-        source = Path(str(data.get("source"))).name or str(data.get("source"))
-        name = f"{source} ({data.get('train_images') or 'all'} training images)"
-        origin = CodeDatasetSource({"data": json.dumps(described, default=str)})
-        dataset = MetaDataset(origin, name, digest)
+        described = json.dumps({key: data.get(key) for key in sorted(data)}, default=str)
+        digest = hashlib.sha256(described.encode()).hexdigest()[:8]
         logged = self.client.get_run(self.run_id).inputs.dataset_inputs
         if any(item.dataset.digest == digest for item in logged):
             return  # a retry or a resume: logged already
-        context = [InputTag("mlflow.data.context", "training")]
-        entry = DatasetInput(dataset._to_mlflow_entity(), context)
+        source = Path(str(data.get("source"))).name or str(data.get("source"))
+        name = f"{source} ({data.get('train_images') or 'all'} training images)"
+        dataset = Dataset(name, digest, source_type="code", source=described)
+        entry = DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])
         self._send(lambda: self.client.log_inputs(self.run_id, [entry]), "the dataset")
 
     def model(self, model, example) -> None:

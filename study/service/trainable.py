@@ -8,6 +8,7 @@ MLflow child run.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -83,7 +84,7 @@ def trainable(params: dict[str, Any]) -> None:
             "study.optuna_trial": str(params.get("optuna_trial", "")),
         }
     )
-    logger.dataset({k[5:]: v for k, v in config.flat().items() if k.startswith("data.")})
+    logger.dataset(dataclasses.asdict(config.data))
     searched = {f"optuna.{_param_key(k)}": v for k, v in params.get("searched", {}).items()}
     logger.params({**config.flat(), **_filter_params(config.model.filter), **searched})
     # A checkpoint from Tune, or one a stopped attempt left in this folder: run_trial
