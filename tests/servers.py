@@ -57,6 +57,78 @@ def postgres_database(prefix: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _postgres_bin() -> Path | None:
+    """The newest installed PostgreSQL server's bin folder (Debian's layout), or None."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: p.parts[-3])
+    return found[-1].parent if found else None
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (``initdb`` into ``folder``, trust auth,
+    loopback ``port``), so that a test may stop and start it mid-study without touching
+    the machine's server. Run as the ``postgres`` user when the tests run as root
+    (PostgreSQL refuses root)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.bin, self.port = _postgres_bin(), free_port()
+        self.data, self.log = folder / "pgdata", folder / "postgres.log"
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}"
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.as_user:
+            shutil.chown(folder, "postgres")
+            folder.chmod(0o755)
+            for parent in folder.parents:  # postgres must reach its data folder
+                if parent.stat().st_mode & 0o001 == 0:
+                    parent.chmod(parent.stat().st_mode | 0o001)
+
+    @staticmethod
+    def reason() -> str | None:
+        """Why a private server cannot be started here, or None when it can."""
+        if _postgres_bin() is None:
+            return "no PostgreSQL server binaries under /usr/lib/postgresql/*/bin"
+        if os.geteuid() == 0 and shutil.which("runuser") is None:
+            return "running as root without runuser: PostgreSQL refuses to run as root"
+        return None
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=120)
+
+    def initdb(self) -> None:
+        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1"
+        self._run(
+            str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
+            "-o", options, "-w", "start",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        """A fast shutdown: open connections are cut, as in a restart or a failover."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(f"{self.url}/postgres", autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        return f"{self.url}/{name}"
+
+
+@contextlib.contextmanager
+def private_postgres(folder: Path) -> Iterator[PrivatePostgres]:
+    """A started :class:`PrivatePostgres`; stopped (if running) afterwards."""
+    server = PrivatePostgres(folder)
+    server.initdb()
+    server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            server.stop()
+
+
 def wait_for(check, timeout: float, what: str, interval: float = 0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -109,6 +109,28 @@ def test_mutated_spaces_are_valid_or_one_line_config_errors(document):
     space.data_sources()
 
 
+HOSTILE = [
+    None, True, 0, -1, 10**30, float("nan"), float("inf"), "", "abc", [], [1, 2], {}, {"a": 1},
+    {"choice": []}, {"choice": "abc"}, {"choice": [[]]}, {"choice": [{}]}, {"uniform": [1, 0]},
+    {"int": [0.5, 2]}, {"loguniform": [0, 1]}, {"choice": [{"choice": [1]}]}, [[[[[]]]]],
+    "\u202e\x00\n",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_every_field_of_every_space_rejects_hostile_values_in_one_line(name):
+    """The deterministic sweep behind the random one: each field of each shipped space,
+    replaced by each hostile value, parses or fails with a one-line ConfigError (the
+    random search once found `scheduler.kind: []` raising TypeError; this finds it always)."""
+    for path, _ in _paths(SPACES[name]):
+        for value in HOSTILE if path else ():
+            document = _replace(copy.deepcopy(SPACES[name]), path, copy.deepcopy(value))
+            try:
+                SearchSpace.parse(document).data_sources()
+            except ConfigError as error:
+                assert "\n" not in str(error), (path, value, str(error))
+
+
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(
     st.dictionaries(

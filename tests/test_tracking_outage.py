@@ -80,7 +80,7 @@ def test_a_study_survives_a_tracking_outage(tmp_path):
             driver = start_driver(args, tmp_path, env)
             client = mlflow.MlflowClient(url)
             deadline = time.monotonic() + 300
-            while _runs_with_an_epoch(client, "outage") < 2:  # both trials under way
+            while runs_with_an_epoch(client, "outage") < 2:  # both trials under way
                 assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, "no epoch of both trials in MLflow in 300 s"
                 time.sleep(0.5)
@@ -113,7 +113,7 @@ def test_a_study_survives_a_tracking_outage(tmp_path):
     assert {t.user_attrs["mlflow_run_id"] for t in trials} == {c.info.run_id for c in children}
 
 
-def _runs_with_an_epoch(client: mlflow.MlflowClient, name: str) -> int:
+def runs_with_an_epoch(client: mlflow.MlflowClient, name: str) -> int:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         return 0

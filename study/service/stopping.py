@@ -79,7 +79,7 @@ def parse_scheduler(raw: Any, objectives: Mapping[str, str]) -> SchedulerSetting
     if unknown:
         raise ConfigError(f"{AT}.{unknown[0]}", f"unknown key; allowed: {', '.join(DEFAULTS)}")
     values = {**DEFAULTS, **raw}
-    if values["kind"] not in SCHEDULERS:
+    if not isinstance(values["kind"], str) or values["kind"] not in SCHEDULERS:
         raise ConfigError(
             f"{AT}.kind", f"{values['kind']!r} is not allowed; allowed: {', '.join(SCHEDULERS)}"
         )

@@ -352,6 +352,8 @@ def close_unfinished(
                 if tag in run.data.tags:
                     client.delete_tag(run.info.run_id, tag)
             client.set_tag(run.info.run_id, "study.orphaned", "true")
+            if run.info.status == "RUNNING":  # the driver died before its worker ended it
+                client.set_terminated(run.info.run_id, "KILLED")
             closed.append(run.info.run_id)
             continue
         if run.info.status != "RUNNING":
