@@ -192,3 +192,12 @@ def test_real_cifar10_jpeg_copy(tmp_path):
     assert labels.bincount().tolist() == [1000] * 10
     assert classes[0] == "airplane" and classes[-1] == "truck"
     assert 80 < images.float().mean() < 160  # real photos, not blank decodes
+
+
+def test_a_corrupt_image_is_named_in_a_one_line_error(tmp_path):
+    root = write_folder(tmp_path / "tree")
+    broken = root / "train" / "dog" / "0001.png"
+    broken.write_bytes(broken.read_bytes()[:20])  # truncated
+    with pytest.raises(DataSourceError, match=r"train/dog/0001\.png is not a readable image"):
+        load_split(root, "train")
+    assert not list((tmp_path / "cache").glob("*.npz"))  # nothing half-decoded is cached

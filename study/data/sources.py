@@ -204,10 +204,19 @@ def _decode(files, where: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     if not named:
         raise DataSourceError(f"data: no images found in {where}")
     classes = sorted({name for name, _, _ in named})
-    images = [np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")) for _, _, raw in named]
+    images = [_image(raw, f"{where}/{label}/{name}") for label, name, raw in named]
     shapes = {image.shape for image in images}
     if len(shapes) != 1:
         raise DataSourceError(f"data: images in {where} differ in size: {sorted(shapes)[:3]}")
     index = {name: label for label, name in enumerate(classes)}
     labels = np.asarray([index[name] for name, _, _ in named], dtype=np.int64)
     return np.stack(images).transpose(0, 3, 1, 2).copy(), labels, classes
+
+
+def _image(raw: bytes, where: str) -> np.ndarray:
+    """One encoded image -> ``(H, W, 3)`` uint8; a :class:`DataSourceError` naming the
+    file when it cannot be decoded (a truncated or corrupt file)."""
+    try:
+        return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's decode errors
+        raise DataSourceError(f"data: {where} is not a readable image ({error})") from None
