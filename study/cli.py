@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from study import __version__
+from study.messages import one_line
 
 EXIT_USAGE = 2
 
@@ -39,10 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
         return args.run(args) or 0
     except UsageError as error:
-        print(f"study: error: {error}", file=sys.stderr)
+        print(f"study: error: {one_line(str(error))}", file=sys.stderr)
         return EXIT_USAGE
     except ValueError as error:  # validation errors of filters, models, layers
-        print(f"study: error: {str(error).splitlines()[0]}", file=sys.stderr)
+        print(f"study: error: {one_line(str(error), first_line_only=True)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("study: interrupted", file=sys.stderr)
@@ -263,17 +264,10 @@ def _split_specs(text: str) -> tuple[str, ...]:
 
 
 def _check_out_dir(path: Path, field: str) -> None:
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{field}: {path} exists and is not a folder; give a folder path")
-    parent = next((p for p in [path, *path.parents] if p.exists()), Path("."))
-    if not parent.is_dir() or not _writable(parent):
-        raise UsageError(f"{field}: cannot write under {parent}; give a writable folder")
+    from study.service.paths import output_folder_problem
 
-
-def _writable(folder: Path) -> bool:
-    import os
-
-    return os.access(folder, os.W_OK | os.X_OK)
+    if (problem := output_folder_problem(path)) is not None:
+        raise UsageError(f"{field}: {problem}")
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -123,7 +123,7 @@ def test_every_field_of_every_space_rejects_hostile_values_in_one_line(name):
     replaced by each hostile value, parses or fails with a one-line ConfigError (the
     random search once found `scheduler.kind: []` raising TypeError; this finds it always)."""
     for path, _ in _paths(SPACES[name]):
-        for value in HOSTILE if path else ():
+        for value in HOSTILE:  # the root too: a whole document replaced
             document = _replace(copy.deepcopy(SPACES[name]), path, copy.deepcopy(value))
             try:
                 SearchSpace.parse(document).data_sources()
@@ -265,4 +265,74 @@ def test_commands_refuse_hostile_flags_in_one_line(hostile, tmp_path, capsys, ar
     assert err.startswith(("study: error: ", "study pareto: error: ")), err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
+    _nothing_started(tmp_path)
+
+
+# --- random flags on every command ------------------------------------------------------
+
+FUZZED_COMMANDS = ("run", "resume", "status", "pareto", "trial", "report")
+
+
+def _options(command: str) -> list[str]:
+    """The option strings of ``study COMMAND`` (but --help), read from the parser."""
+    from study.cli import _build_parser
+
+    parser = _build_parser()
+    (commands,) = (a for a in parser._actions if a.dest == "==SUPPRESS==" and a.choices)
+    sub = commands.choices[command]
+    return sorted(
+        option
+        for action in sub._actions
+        for option in action.option_strings
+        if option not in ("-h", "--help")
+    )
+
+
+OPTIONS = {command: _options(command) for command in FUZZED_COMMANDS}
+hostile_text = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            *("", "-1", "nan", "1e999", "0", "x" * 5000, "\u202e\x00", "a=b", "{", "[[["),
+            *("OUT", "INPUTS", "INPUTS/binary.yaml", "postgresql://u:p@127.0.0.1:1/x", "local"),
+        ]
+    ),
+    st.from_regex(r"[a-z.]{1,12}=[\[\]{}a-z0-9:, .-]{0,20}", fullmatch=True),
+)
+
+
+@st.composite
+def hostile_argvs(draw):
+    command = draw(st.sampled_from(FUZZED_COMMANDS))
+    names = [*HOSTILE_FILE_NAMES, "no-such-study", "INPUTS", "x" * 5000, "INPUTS/" + "y" * 300]
+    positional = draw(st.sampled_from(names))
+    argv = [command, positional]
+    for _ in range(draw(st.integers(0, 4))):
+        argv.append(draw(st.sampled_from(OPTIONS[command])))
+        if draw(st.booleans()):
+            argv.append(draw(hostile_text))
+    return argv
+
+
+HOSTILE_FILE_NAMES = ["INPUTS/yaml-bomb.yaml", "INPUTS/binary.yaml", "INPUTS/nan-lr.yaml"]
+
+
+@settings(
+    max_examples=max(EXAMPLES // 4, 20),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(argv=hostile_argvs())
+def test_random_flags_on_every_command_are_one_line_errors(hostile, tmp_path, capsys, argv):
+    """Every command with a hostile positional and random flags and values: exit 2 with
+    one line, no traceback, nothing started or written."""
+    argv = [
+        a.replace("INPUTS", str(tmp_path / "inputs")).replace("OUT", str(tmp_path / "out"))
+        for a in argv
+    ]
+    code, out, err = _run(argv, capsys)
+    assert code == 2, (argv, out[-500:], err[-500:])
+    assert err.startswith(("study: error: ", "study pareto: error: ")), (argv, err[-500:])
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err + out, (argv, err)
+    assert not (tmp_path / "out").exists(), argv
     _nothing_started(tmp_path)

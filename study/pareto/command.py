@@ -21,6 +21,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from study.messages import one_line
+from study.service.paths import output_folder_problem
+
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 PREFIX = "study pareto"
@@ -134,8 +137,8 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
     if not args.out:
         raise _Usage("out: required (--out DIR)")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise _Usage(f"out: {out} exists and is not a folder")
+    if (problem := output_folder_problem(out)) is not None:
+        raise _Usage(f"out: {problem}")
     return {
         "names": names,
         "objectives": objectives,
@@ -212,7 +215,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         checked = _check(args)
     except _Usage as error:
-        print(f"{PREFIX}: error: {error}", file=sys.stderr)
+        print(f"{PREFIX}: error: {one_line(str(error))}", file=sys.stderr)
         return EXIT_USAGE
 
     from study.pareto import export, store
@@ -231,7 +234,7 @@ def main(args: argparse.Namespace) -> int:
             _same_objectives(studies)
             _check_reference(studies, checked["reference"])
     except store.ParetoError as error:
-        print(f"{PREFIX}: error: {str(error).splitlines()[0]}", file=sys.stderr)
+        print(f"{PREFIX}: error: {one_line(str(error), first_line_only=True)}", file=sys.stderr)
         return EXIT_USAGE
 
     out: Path = checked["out"]
@@ -240,7 +243,9 @@ def main(args: argparse.Namespace) -> int:
             warnings.simplefilter("ignore")
             written = export.export(studies, out, checked["formats"], checked["reference"])
     except OSError as error:
-        print(f"{PREFIX}: error: out: cannot write to {out} ({error})", file=sys.stderr)
+        print(
+            f"{PREFIX}: error: {one_line(f'out: cannot write to {out} ({error})')}", file=sys.stderr
+        )
         return EXIT_FAILURE
 
     print(f"{PREFIX}: wrote {', '.join(p.name for p in written)} to {out}")

@@ -153,6 +153,8 @@ class SearchSpace:
         cls, raw: Mapping[str, Any], default_name: str = "study", name: str | None = None
     ) -> SearchSpace:
         """A space from a mapping such as a YAML file holds (see :meth:`document`)."""
+        if not isinstance(raw, Mapping):
+            raise ConfigError("space", f"expected a mapping of sections, got {type(raw).__name__}")
         raw = copy.deepcopy(dict(raw))
         study = raw.pop("study", None) or {}
         if not isinstance(study, Mapping):

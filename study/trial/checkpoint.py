@@ -54,7 +54,12 @@ def load_checkpoint(
     """``(model in eval mode, the checkpoint dict)``; a :class:`CheckpointError` naming
     the problem if ``path`` is not a checkpoint this version can rebuild."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError as error:  # a name too long, a loop of links
+        reason = error.strerror
+        raise CheckpointError(f"checkpoint: {path} is not a usable path ({reason})") from None
+    if not is_file:
         raise CheckpointError(f"checkpoint: {path} is not a file")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)

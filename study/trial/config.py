@@ -272,6 +272,8 @@ class TrialConfig:
 def from_mapping(raw: Mapping[str, Any] | None) -> TrialConfig:
     """Validate a nested mapping into a :class:`TrialConfig` (unknown keys, types,
     ranges, filter specs, fixed search dimensions)."""
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ConfigError("config", f"expected a mapping of sections, got {type(raw).__name__}")
     raw = dict(raw or {})
     study = raw.pop("study", None)
     if study is not None and not isinstance(study, Mapping):
@@ -294,10 +296,10 @@ def load_config(
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML file's top-level mapping; a :class:`ConfigError` naming the problem."""
     path = Path(path)
-    if not path.is_file():
-        kind = "a folder" if path.is_dir() else "not a file"
-        raise ConfigError("config", f"{path} is {kind}; give a YAML file")
     try:
+        if not path.is_file():
+            kind = "a folder" if path.is_dir() else "not a file"
+            raise ConfigError("config", f"{path} is {kind}; give a YAML file")
         if path.stat().st_size > MAX_BYTES:
             raise ConfigError("config", f"{path} is over {MAX_BYTES // 1_000_000} MB")
         text = path.read_text(encoding="utf-8")
