@@ -102,13 +102,15 @@ def run(
     address: str | None = None,
     tracking_uri: str | None = None,
     warm_from: str | None = None,
+    ray_dashboard: bool = False,
 ) -> Study:
     """Run a study to its end, as ``study run`` does, and return it.
 
     ``space``: a search-space file or the mapping such a file holds; ``overrides`` are
     ``--set`` items (``"train.epochs=2"``); ``address`` a Ray cluster (default:
     ``$RAY_ADDRESS``, else a local instance); ``tracking_uri`` default
-    ``$MLFLOW_TRACKING_URI``; ``warm_from`` an earlier study to start the sampler from.
+    ``$MLFLOW_TRACKING_URI``; ``warm_from`` an earlier study to start the sampler from;
+    ``ray_dashboard`` gives a new local Ray instance its dashboard.
     """
     import yaml
 
@@ -127,7 +129,9 @@ def run(
         study_plan = plan(loaded, path, address)
         if warm_from:
             check_warm_start(warm_from, loaded, study_plan)
-        outcome = run_study(loaded, study_plan, address, warm_from=warm_from)
+        outcome = run_study(
+            loaded, study_plan, address, warm_from=warm_from, dashboard=ray_dashboard
+        )
     return Study(study_plan.name, study_plan.tracking_uri, outcome)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from study import __version__
-from study.messages import one_line
+from study.inputs import one_line
 
 EXIT_USAGE = 2
 
@@ -64,6 +64,12 @@ def _address_flag(parser: argparse.ArgumentParser) -> None:
             "Ray cluster address, or 'local' for a new private instance (default:"
             " $RAY_ADDRESS, else a `ray start` cluster on this machine, else a local one)"
         ),
+    )
+    parser.add_argument(
+        "--ray-dashboard",
+        action="store_true",
+        help="start a local Ray instance with its dashboard (off by default: it takes "
+        "seconds to start and a share of the CPUs; a cluster keeps its own)",
     )
 
 
@@ -264,7 +270,7 @@ def _split_specs(text: str) -> tuple[str, ...]:
 
 
 def _check_out_dir(path: Path, field: str) -> None:
-    from study.service.paths import output_folder_problem
+    from study.inputs import output_folder_problem
 
     if (problem := output_folder_problem(path)) is not None:
         raise UsageError(f"{field}: {problem}")
@@ -395,7 +401,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("\n".join(_describe_plan(space, study_plan, args.address, args.warm_from)))
         return 0
-    return _run_study(space, study_plan, args.address, resume=False, warm_from=args.warm_from)
+    return _run_study(space, study_plan, args, resume=False, warm_from=args.warm_from)
 
 
 def _describe_plan(space, study_plan, address: str | None, warm_from: str | None) -> list[str]:
@@ -449,17 +455,24 @@ def _resume(args: argparse.Namespace) -> int:
         copy = Path(folder) / "study.yaml"
         copy.write_text(yaml.safe_dump(document, sort_keys=False))
         study_plan = plan(space, copy, args.address, args.optuna_storage)
-        return _run_study(space, study_plan, args.address, resume=True)
+        return _run_study(space, study_plan, args, resume=True)
 
 
 def _run_study(
-    space, study_plan, address: str | None, resume: bool, warm_from: str | None = None
+    space, study_plan, args: argparse.Namespace, resume: bool, warm_from: str | None = None
 ) -> int:
     from study.service import run_study
     from study.trial.config import ConfigError
 
     try:
-        outcome = run_study(space, study_plan, address, resume=resume, warm_from=warm_from)
+        outcome = run_study(
+            space,
+            study_plan,
+            args.address,
+            resume=resume,
+            warm_from=warm_from,
+            dashboard=args.ray_dashboard,
+        )
     except ConfigError:
         raise
     except ValueError as error:  # raised while running: a failure, not a usage error

@@ -21,8 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from study.messages import one_line
-from study.service.paths import output_folder_problem
+from study.inputs import one_line, output_folder_problem
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1

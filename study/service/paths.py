@@ -43,17 +43,3 @@ def absolute_sqlite(url: str) -> str:
         return url
     absolute = (default_root() / path).resolve()
     return f"{prefix}{absolute}" + (f"?{query}" if query else "")
-
-
-def output_folder_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be an output folder (it is a file, it lies under no writable
-    folder, the system refuses its name), or None when it can."""
-    try:
-        if path.exists() and not path.is_dir():
-            return f"{path} exists and is not a folder; give a folder path"
-        parent = next((p for p in [path, *path.parents] if p.exists()), Path("."))
-        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-            return f"cannot write under {parent}; give a writable folder"
-    except OSError as error:  # a name too long, a loop of links
-        return f"{str(path)[:80]!r}: not a usable path ({error.strerror})"
-    return None

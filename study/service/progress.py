@@ -22,6 +22,8 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 from tqdm import tqdm
 
+from study.service.front_refresh import FrontRefresher
+
 if TYPE_CHECKING:
     from study.service.scheduler import MultiObjectiveASHA
 
@@ -85,13 +87,14 @@ class StudyProgress(Callback):
         self.bar: tqdm | None = None
         self.seeded = False
         self._logged, self._logged_at = 0, 0.0  # decisions in the parent's decisions.json
+        self.refresher: FrontRefresher | None = None  # the parent's front, off the loop
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into Tune's tuner.pkl: no password there (a resumed study gets a new
         # progress callback with the real URI, see runner._use_progress).
         from study.service.secrets import redact
 
-        state = {**self.__dict__, "bar": None, "seeded": False}
+        state = {**self.__dict__, "bar": None, "seeded": False, "refresher": None}
         return {**state, "tracking_uri": redact(self.tracking_uri)}
 
     def setup(self, **info) -> None:
@@ -162,6 +165,9 @@ class StudyProgress(Callback):
     def on_experiment_end(self, trials: Sequence, **info) -> None:
         if self.scheduler is not None and len(self.scheduler.decisions) > self._logged:
             self._log_decisions()
+        if self.refresher is not None:  # the final front, complete, before `fit` returns
+            self.refresher.close()
+            self.refresher = None
         if self.bar is not None:
             self.bar.close()
 
@@ -245,9 +251,13 @@ class StudyProgress(Callback):
         )
 
     def _refresh_parent(self) -> None:
+        """Ask for the parent's front to be refreshed (in the background, throttled:
+        :mod:`study.service.front_refresh`)."""
+        if self.refresher is None:
+            self.refresher = FrontRefresher(self._update_parent_front)
+        self.refresher.request()
+
+    def _update_parent_front(self) -> None:
         from study.pareto.store import update_parent_front
 
-        try:
-            update_parent_front(self.tracking_uri, self.parent_run_id, self.objectives)
-        except Exception as error:  # the study goes on; the front is refreshed next time
-            warnings.warn(f"could not refresh the parent run's front: {error}", stacklevel=1)
+        update_parent_front(self.tracking_uri, self.parent_run_id, self.objectives)

@@ -103,11 +103,13 @@ def run_study(
     address: str | None = None,
     resume: bool = False,
     warm_from: str | None = None,
+    dashboard: bool = False,
 ) -> StudyOutcome:
     """Run the study, or with ``resume`` continue it (``Tuner.restore``: completed trials
     stay done, unfinished ones resume from their checkpoints, the searcher keeps its
     state). ``warm_from``: an earlier study whose complete trials the sampler starts
-    from (:mod:`study.service.warmstart`)."""
+    from (:mod:`study.service.warmstart`). ``dashboard``: give a new local Ray
+    instance its dashboard (a cluster has its own)."""
     from ray import tune
 
     from study.service.progress import StudyProgress
@@ -123,7 +125,7 @@ def run_study(
         os.environ["STUDY_OPTUNA_STORAGE"] = study_plan.optuna_storage
     _check_new_or_resumable(study_plan, resume)
     leave_ray_working_dir()  # every path is absolute by now
-    _connect(ray_address(address), study_plan.tracking_uri)
+    _connect(ray_address(address), study_plan.tracking_uri, dashboard)
     check_resources(settings.cpus, settings.gpus)
     _warn_if_tracking_is_local(study_plan.tracking_uri)
     document = space.document()
@@ -320,7 +322,22 @@ def _optuna_study_exists(study_plan: StudyPlan) -> bool:
     return study_plan.name in names
 
 
-def _connect(address: str | None, tracking_uri: str) -> None:
+def _starts_an_instance(address: str | None) -> bool:
+    """Whether ``ray.init(address)`` starts a new local instance rather than joining a
+    cluster (``local``, or no address and no ``ray start`` cluster on this machine)."""
+    if address == "local":
+        return True
+    if address is not None:
+        return False
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address(None) is None
+    except Exception:  # Ray's lookup changed or failed: let ray.init decide, as before
+        return False
+
+
+def _connect(address: str | None, tracking_uri: str, dashboard: bool = False) -> None:
     import ray
 
     if runs_locally(address):  # on this machine: first end what a killed study left
@@ -330,8 +347,11 @@ def _connect(address: str | None, tracking_uri: str) -> None:
             print(f"study: ended {leftover}, left by a killed Ray instance", flush=True)
         if has_secret(tracking_uri):  # the local workers inherit it, and reveal it there
             os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    # A private instance lives as long as the study: its dashboard (a process that
+    # starts in seconds and polls on, taking CPU from the trials) only when asked.
+    dashboard = {"include_dashboard": dashboard} if _starts_an_instance(address) else {}
     try:
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, **dashboard)
     except (ConnectionError, RuntimeError, ValueError) as error:
         if address is None:  # Ray found a `ray start` cluster on this machine, and failed
             raise ConfigError(

@@ -1,0 +1,64 @@
+"""The parent's live front is refreshed off Tune's loop: a request never waits for a
+refresh, requests in a burst share one, and the end of the study always refreshes
+what is pending."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from study.service.front_refresh import FrontRefresher
+
+
+def test_a_request_never_waits_for_a_refresh_under_way():
+    started, release = threading.Event(), threading.Event()
+    calls = []
+
+    def slow_refresh():
+        calls.append("start")
+        started.set()
+        release.wait()
+
+    refresher = FrontRefresher(slow_refresh, every_s=0)
+    refresher.request()
+    assert started.wait(30), "the background refresh never started"
+    for _ in range(100):  # the loop goes on while the refresh blocks
+        refresher.request()
+    assert calls == ["start"]
+    release.set()
+    refresher.close()
+    assert 2 <= len(calls) <= 3  # the requests made during the first: one more (or two)
+
+
+def test_a_burst_of_requests_shares_one_refresh_and_the_end_refreshes_the_rest():
+    calls = []
+    refresher = FrontRefresher(lambda: calls.append(1), every_s=3600)
+    for _ in range(1000):
+        refresher.request()
+    refresher.close()
+    assert 1 <= len(calls) <= 2  # an hour's throttle: the first, and the final one
+    assert refresher.refreshes == len(calls)
+
+
+def test_nothing_pending_means_no_final_refresh():
+    calls = []
+    refresher = FrontRefresher(lambda: calls.append(1), every_s=3600)
+    refresher.close()
+    assert calls == []
+
+
+def test_a_failed_refresh_is_tried_again_at_the_end():
+    failed = threading.Event()
+
+    def flaky():
+        if not failed.is_set():
+            failed.set()
+            raise RuntimeError("MLflow away")
+
+    refresher = FrontRefresher(flaky, every_s=3600)
+    with pytest.warns(UserWarning, match="MLflow away"):
+        refresher.request()
+        assert failed.wait(30), "the background refresh never ran"
+        refresher.close()
+    assert refresher.refreshes == 1  # the second try, at the end, went through
