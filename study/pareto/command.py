@@ -79,6 +79,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"any of {','.join(FORMATS)} (default: all)",
     )
     parser.add_argument(
+        "--simulated",
+        action="store_true",
+        help="export simulated studies too (their metrics are closed-form, nothing was "
+        "trained; refused without this flag so that no such front passes for a result)",
+    )
+    parser.add_argument(
         "--reference",
         metavar="X,Y,...|delta",
         help="hypervolume reference point: one number per objective in its units, or "
@@ -232,6 +238,12 @@ def main(args: argparse.Namespace) -> int:
             ]
             _same_objectives(studies)
             _check_reference(studies, checked["reference"])
+            simulated = [s.study for s in studies if s.simulated]
+            if simulated and not args.simulated:
+                raise store.ParetoError(
+                    f"name: study {simulated[0]!r} is simulated (closed-form metrics, nothing"
+                    " trained: study.trial.simulated); pass --simulated to export it anyway"
+                )
     except store.ParetoError as error:
         print(f"{PREFIX}: error: {one_line(str(error), first_line_only=True)}", file=sys.stderr)
         return EXIT_USAGE

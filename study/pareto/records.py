@@ -68,6 +68,8 @@ class StudyTrials:
     """Child runs by state (FINISHED, PRUNED = stopped early, FAILED, RUNNING, ...)."""
     missing: int = 0
     """FINISHED children left out: an objective not logged or not finite."""
+    simulated: bool = False
+    """A simulated study (closed-form metrics, :mod:`study.trial.simulated`)."""
 
     @property
     def names(self) -> list[str]:

@@ -178,6 +178,7 @@ def load_children(
         records=records,
         statuses=dict(statuses),
         missing=len(finished) - len(records),
+        simulated=parent.data.tags.get(tracking.SIMULATED_TAG) == "true",
     )
 
 

@@ -38,6 +38,7 @@ from study.service.secrets import has_secret, redact
 from study.service.space import SearchSpace, StudySettings
 from study.service.stopping import build_scheduler
 from study.service.tracking import (
+    SIMULATED_TAG,
     close_unfinished,
     error_gist,
     find_parent,
@@ -142,6 +143,7 @@ def run_study(
         _parent_params(space, study_plan),
         study_plan.space_file,
         document,
+        tags={SIMULATED_TAG: "true"} if space.simulated() else None,
     )
     progress = StudyProgress(
         study_plan.trials, dict(settings.objectives), study_plan.tracking_uri, parent

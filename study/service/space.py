@@ -254,6 +254,10 @@ class SearchSpace:
         """Every ``data.source`` a trial of this space may read (each alternative once)."""
         return {from_mapping(self.sample(trial)).data.source for trial in _corners(self)}
 
+    def simulated(self) -> bool:
+        """Whether any trial of this space is simulated (``simulate.enabled``)."""
+        return any(from_mapping(self.sample(trial)).simulate.enabled for trial in _corners(self))
+
     def grid_size(self) -> int:
         """How many trials ``grid`` runs: the product of the dimensions' sizes."""
         return math.prod(len(values) for values in self.grid().values())

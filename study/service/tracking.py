@@ -21,6 +21,8 @@ from study.service.secrets import redact, redact_text
 DEFAULT_DB = "mlflow.db"
 TRIAL_TAG = "study.trial_id"
 STUDY_TAG = "study.name"
+#: On a simulated study's parent and child runs (:mod:`study.trial.simulated`).
+SIMULATED_TAG = "study.simulated"
 STUDY_DOCUMENT = "study.yaml"
 # An MLflow server with logins (`mlflow server --app-name basic-auth`) that refused the
 # request, by MLflow's error code: what to tell the user.
@@ -142,11 +144,13 @@ def start_parent(
     params: Mapping[str, Any],
     space_file: Path,
     document: Mapping[str, Any],
+    tags: Mapping[str, str] | None = None,
 ) -> str:
     """Create (or find again, on resume) the study's parent run; returns its id. It
     holds the space file as given and ``study.yaml``, the resolved space that
-    ``study resume`` reads back."""
+    ``study resume`` reads back; ``tags`` are added to its own."""
     import mlflow
+    from mlflow.entities import Param
 
     found = find_parent(uri, study_name)
     if found is not None:
@@ -155,10 +159,11 @@ def start_parent(
     run = client.create_run(
         _experiment(client, experiment),
         run_name=study_name,
-        tags={STUDY_TAG: study_name, "study.role": "parent", **_provenance()},
+        tags={STUDY_TAG: study_name, "study.role": "parent", **_provenance(), **(tags or {})},
     )
-    for key, value in params.items():
-        client.log_param(run.info.run_id, key, "None" if value is None else value)
+    batch = [Param(key, "None" if value is None else str(value)) for key, value in params.items()]
+    for start in range(0, len(batch), 100):  # MLflow's limit per request
+        client.log_batch(run.info.run_id, params=batch[start : start + 100])
     # The space file as written, but with any password in it redacted.
     as_written = redact_text(space_file.read_text())
     client.log_text(run.info.run_id, as_written, f"space/{space_file.name}")

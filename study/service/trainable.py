@@ -18,7 +18,7 @@ from typing import Any
 from study.service.pruning import MLFLOW_RUN_ID
 from study.service.secrets import reveal
 from study.service.space import SearchSpace
-from study.service.tracking import TrialLogger, trial_run
+from study.service.tracking import SIMULATED_TAG, TrialLogger, trial_run
 
 
 class DefineByRun:
@@ -82,6 +82,7 @@ def trainable(params: dict[str, Any]) -> None:
             "study.host": host,
             "study.threads": str(threads),
             "study.optuna_trial": str(params.get("optuna_trial", "")),
+            **({SIMULATED_TAG: "true"} if config.simulate.enabled else {}),
         }
     )
     logger.dataset(dataclasses.asdict(config.data))
@@ -91,9 +92,9 @@ def trainable(params: dict[str, Any]) -> None:
     # resumes from it, so log the epochs it holds that an attempt never logged.
     resuming = (work / CHECKPOINT).is_file()
     if resuming:
-        from study.trial.checkpoint import load_checkpoint
+        from study.trial.checkpoint import checkpoint_history
 
-        history = load_checkpoint(work / CHECKPOINT)[1]["history"]
+        history = checkpoint_history(work / CHECKPOINT)
         logger.backfill(history)
         if restored is None and history:
             # Newer than anything Tune holds (a driver killed before Tune's snapshot took
@@ -126,7 +127,7 @@ def trainable(params: dict[str, Any]) -> None:
             logger.epoch(row)
 
     try:
-        if not resuming:
+        if not resuming and not config.simulate.enabled:
             logger.filter_figure(config.model.filter)
         keep_model = logger.model if config.eval.log_model else None
         run_trial(

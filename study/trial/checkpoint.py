@@ -76,3 +76,9 @@ def load_checkpoint(
         reason = str(error).splitlines()[0]
         raise CheckpointError(f"checkpoint: {path} does not fit its model ({reason})") from None
     return model.to(map_location).eval(), payload
+
+
+def checkpoint_history(path: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch rows a trial's checkpoint holds (a trained or a simulated trial's),
+    without rebuilding its model."""
+    return list(torch.load(Path(path), map_location="cpu", weights_only=True)["history"])

@@ -12,6 +12,8 @@ paper's Section 4.1)::
               schedule: step, milestones: [100, 150], gamma: 0.1, ...}
     eval:    {images: 1000, method: auto, consistency_max_shift: 16, feature_images: 8,
               val_images: 0, val_method: sampled}
+    simulate: {enabled: false, epoch_seconds: 0.0, noise: 0.02}   # no training: see
+              # study.trial.simulated
     seed: 0
     device: auto
     study:   {...}   # read by the study service (search, objectives); a trial ignores it
@@ -237,6 +239,22 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class SimulateConfig:
+    """A simulated trial (:mod:`study.trial.simulated`), for measuring the service and
+    benchmarking samplers: with ``enabled``, nothing is trained or evaluated; the
+    metrics are closed-form functions of the configuration, each epoch sleeps
+    ``epoch_seconds``, and the per-epoch validation noise starts at ``noise``."""
+
+    enabled: bool = False
+    epoch_seconds: float = 0.0
+    noise: float = 0.02
+
+    def check(self, at: str) -> None:
+        _range(f"{at}.epoch_seconds", self.epoch_seconds, 0, 86_400)
+        _range(f"{at}.noise", self.noise, 0, 1)
+
+
+@dataclass(frozen=True)
 class TrialConfig:
     """Everything one trial needs; build it with :func:`load_config` or
     :func:`from_mapping`."""
@@ -246,6 +264,7 @@ class TrialConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    simulate: SimulateConfig = field(default_factory=SimulateConfig)
     seed: int = 0
     device: str = "auto"
 

@@ -119,6 +119,10 @@ def run_trial(
     service logs the model to MLflow). Raises :class:`TrialFailed` when the loss stops
     being finite.
     """
+    if config.simulate.enabled:
+        from study.trial.simulated import simulate_trial
+
+        return simulate_trial(config, out, report, progress)
     setup_started = time.perf_counter()
     threads = pin_threads(threads if threads is not None else machine_cpus())
     device = resolve_device(config.device)

@@ -1,0 +1,180 @@
+"""A simulated trial: closed-form metrics of the configuration, no training.
+
+For measuring the service itself at sizes real training cannot reach (a thousand
+trials on one machine) and for benchmarking samplers and early stopping against a
+known front. It runs through exactly the path a real trial does (Ray Tune, Optuna,
+MLflow, a checkpoint every epoch, retries and resume); every run it makes is tagged
+``study.simulated`` and ``study pareto`` refuses its studies unless asked.
+
+The model, ``simulate.enabled: true`` in a trial config. From the filter's power
+response ``|H(f)|^2`` (``f`` in fractions of Nyquist, :func:`study.filters.response`):
+
+- ``content = mean |H|^2 over f <= 1/4``: what the blur keeps of the image (1 for
+  ``delta``);
+- ``leak = mean |H|^2 over f >= 1/2``: what aliases on subsampling (1 for ``delta``,
+  0 for an ideal half-band filter).
+
+With ``flip`` and ``shift`` 1 when the augmentation flips or shifts (or crops):
+
+- ``test_acc = 0.90 + 0.03 (1 - leak) - 0.12 (1 - content) + 0.01 flip - 0.004 shift
+  + 0.003 z`` (antialiasing helps accuracy a little, blurring away content costs it;
+  ``z ~ N(0, 1)`` fixed by the seed and the configuration: a seed's spread);
+- ``test_consistency = 0.995 - 0.12 leak (1 - 0.6 shift)`` (the paper's Fig. 5:
+  blurring, and less so shift augmentation, buy consistency), or ``1`` with
+  ``model.downsample: aps`` (exactly invariant; ``test_acc`` 0.003 lower).
+
+The final values are those; the per-epoch validation values rise to them along
+``1 - exp(-4 e / E)`` with Gaussian noise of standard deviation
+``simulate.noise * exp(-3 e / E)``, deterministic for a seed. Each epoch sleeps
+``simulate.epoch_seconds``. So for any space the true front is the non-dominated set of
+these closed-form values over the space, computed exactly by enumerating it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from study.trial.config import ConfigError, TrialConfig
+from study.trial.run import CHECKPOINT
+
+Report = Callable[[dict[str, Any]], None]
+
+
+def filter_bands(spec: str) -> tuple[float, float]:
+    """``(content, leak)`` of a filter spec: its mean power response over ``f <= 1/4``
+    and over ``f >= 1/2`` (fractions of Nyquist).
+
+    >>> [round(v, 3) for v in filter_bands("delta")]
+    [1.0, 1.0]
+    >>> [round(v, 3) for v in filter_bands("binomial-5")]
+    [0.825, 0.008]
+    """
+    from study import filters
+
+    frequency, h = filters.response(spec, n=1025)
+    power = np.abs(h) ** 2
+    return float(power[frequency <= 0.25].mean()), float(power[frequency >= 0.5].mean())
+
+
+def final_metrics(config: TrialConfig) -> dict[str, float]:
+    """The closed-form test metrics of ``config`` (the module's formulas)."""
+    content, leak = filter_bands(config.model.filter)
+    kind = config.augment.kind
+    flip = float("flip" in kind)
+    shift = float("shift" in kind or "crop" in kind)
+    spread = _normal(config, "seed")
+    acc = 0.90 + 0.03 * (1 - leak) - 0.12 * (1 - content) + 0.01 * flip - 0.004 * shift
+    acc += 0.003 * spread
+    consistency = 0.995 - 0.12 * leak * (1 - 0.6 * shift)
+    if config.model.downsample == "aps":
+        acc, consistency = acc - 0.003, 1.0
+    acc, consistency = _unit(acc), _unit(consistency)
+    inconsistent = 1 - consistency
+    return {
+        "test_acc": acc,
+        "test_acc_shift_random": _unit(acc - 0.05 * inconsistent),
+        "test_acc_shift_mean": _unit(acc - 0.03 * inconsistent),
+        "test_consistency": consistency,
+        "test_variation": 0.5 * inconsistent,
+    }
+
+
+def epoch_row(config: TrialConfig, epoch: int, final: dict[str, float]) -> dict[str, Any]:
+    """Epoch ``epoch`` (1-based) of ``config``: the validation metrics on their way to
+    the final values, with noise shrinking over the epochs."""
+    epochs = config.train.epochs
+    progress = (1 - math.exp(-4 * epoch / epochs)) / (1 - math.exp(-4))
+    noise = config.simulate.noise * math.exp(-3 * epoch / epochs)
+    row: dict[str, Any] = {
+        "epoch": epoch,
+        "train_loss": 0.05 + 2.25 * math.exp(-3 * epoch / epochs),
+    }
+    if config.data.validation:
+        acc = 0.1 + (final["test_acc"] - 0.1) * progress + noise * _normal(config, "acc", epoch)
+        consistency = 0.5 + (final["test_consistency"] - 0.5) * progress
+        consistency += noise * _normal(config, "consistency", epoch)
+        row.update(
+            val_acc=_unit(acc),
+            val_acc_shift=_unit(acc - 0.05 * (1 - consistency)),
+            val_consistency=_unit(consistency),
+        )
+    return row
+
+
+def simulate_trial(
+    config: TrialConfig,
+    out: str | Path | None = None,
+    report: Report | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """:func:`study.trial.run_trial`'s contract, simulated: a report per epoch
+    (``done: False``) and one at the end (``done: True``), a checkpoint every epoch in
+    ``out`` (resumed from when present), ``metrics.json`` and ``history.json``."""
+    import torch
+
+    started = time.perf_counter()
+    out = Path(out) if out is not None else None
+    history: list[dict[str, Any]] = []
+    if out is not None and (out / CHECKPOINT).is_file():
+        payload = torch.load(out / CHECKPOINT, weights_only=True)
+        if payload.get("config") != config.to_dict():
+            raise ConfigError("out", f"{out} holds a trial with another config")
+        history = list(payload["history"])
+    final = final_metrics(config)
+    for epoch in range(len(history) + 1, config.train.epochs + 1):
+        tick = time.perf_counter()
+        time.sleep(config.simulate.epoch_seconds)
+        row = {**epoch_row(config, epoch, final), "epoch_seconds": time.perf_counter() - tick}
+        history.append(row)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            state = {"simulated": True, "config": config.to_dict(), "history": history}
+            torch.save(state, out / CHECKPOINT)
+        if progress:
+            print(f"epoch {epoch}/{config.train.epochs} (simulated)", flush=True)
+        if report is not None:
+            report({**row, "done": False})
+    last = history[-1] if history else {}
+    result = {
+        **{k: last[k] for k in ("val_acc", "val_acc_shift", "val_consistency") if k in last},
+        **final,
+        "train_loss": last.get("train_loss"),
+        "epochs": len(history),
+        "train_seconds": sum(row["epoch_seconds"] for row in history),
+        "validation_seconds": 0.0,
+        "eval_images": 0,
+        "eval_shifts": 0,
+        "eval_method": "simulated",
+        "eval_seconds": 0.0,
+        "data": "simulated",
+        "device": "cpu",
+        "seconds_this_run": time.perf_counter() - started,
+        "threads": 1,
+    }
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(result, indent=2))
+        (out / "history.json").write_text(json.dumps(history, indent=2))
+    if report is not None:
+        report({**result, "done": True})
+    return result
+
+
+def _normal(config: TrialConfig, what: str, epoch: int = 0) -> float:
+    """A standard normal number fixed by the seed, the configuration, ``what`` and
+    ``epoch``: the same trial gives the same numbers on any machine."""
+    key = f"{config.seed}|{config.model}|{config.augment}|{what}|{epoch}".encode()
+    seed = int.from_bytes(hashlib.sha256(key).digest()[:8], "little")
+    return float(np.random.default_rng(seed).standard_normal())
+
+
+def _unit(value: float) -> float:
+    return min(1.0, max(0.0, value))
