@@ -390,10 +390,9 @@ def _run(args: argparse.Namespace) -> int:
     space = SearchSpace.load(args.space, overrides, args.name)  # ConfigError: exit 2
     from study.service import plan
 
-    warning = space.protocol_warning()
-    if warning:
-        print(f"study: warning: {warning}", file=sys.stderr)
     study_plan = plan(space, args.space, args.address, dry_run=args.dry_run)
+    for warning in space.warnings(study_plan.trials):
+        print(f"study: warning: {warning}", file=sys.stderr)
     if args.warm_from:
         from study.service.warmstart import check_warm_start
 
@@ -431,9 +430,7 @@ def _describe_plan(space, study_plan, address: str | None, warm_from: str | None
         lines.append(f"  first:       {len(settings.enqueue)} enqueued configurations")
     if warm_from:
         lines.append(f"  warm start:  the complete trials of {warm_from}")
-    warning = space.protocol_warning()
-    if warning:
-        lines.append(f"  warning:     {warning}")
+    lines += [f"  warning:     {warning}" for warning in space.warnings(study_plan.trials)]
     return lines
 
 

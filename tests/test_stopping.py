@@ -25,7 +25,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.search_generator import SearchGenerator
 
-from study.service.pruning import PruningSearcher
+from study.service.pruning import PruningSearcher, invalid_config
 from study.service.samplers import optuna_storage
 from study.service.scheduler import MultiObjectiveASHA
 from study.service.space import SearchSpace
@@ -222,7 +222,8 @@ def test_stopped_trials_are_pruned_in_optuna_with_their_rung_decision(storage_ur
     # The stop reaches Optuna with Tune's next experiment snapshot (get_state), once the
     # snapshot on disk holds it; until then the Optuna trial is RUNNING.
     assert states() == [TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL]
-    assert searcher.get_state() == {"numbers": {t.trial_id: i for i, t in enumerate(trials)}}
+    numbers = {t.trial_id: i for i, t in enumerate(trials)}
+    assert searcher.get_state() == {"numbers": numbers, "aliases": {}}
     study = optuna.load_study(study_name="stopping", storage=optuna_storage(storage_url))
     kept, stopped, failed = study.trials
     assert [t.state for t in study.trials] == [
@@ -252,6 +253,36 @@ def test_stopped_trials_are_pruned_in_optuna_with_their_rung_decision(storage_ur
     again = optuna.load_study(study_name="stopping", storage=optuna_storage(storage_url))
     assert again.trials[1].state == TrialState.PRUNED
     assert again.trials[1].user_attrs == stopped.user_attrs
+
+
+def test_a_sampled_configuration_no_trial_can_run_is_failed_and_sampled_again(storage_url):
+    """firwin with 2 taps and a Hann window has no DC gain: the space passes its checks
+    (its corners are fine), only a sample shows it. Such a sample is FAIL in Optuna with
+    the reason, and the same Tune trial gets a configuration that runs."""
+    hann_two = (
+        "{family: firwin, taps: {int: [2, 4]}, cutoff: 0.5, window: {choice: [hamming, hann]}}"
+    )
+    space = space_with(..., SPACE.replace("{choice: [delta, binomial-3]}", hann_two))
+    searcher = searcher_for(space, storage_url, None)
+    configs = {f"t{i}": searcher.suggest(f"t{i}") for i in range(12)}
+    study = optuna.load_study(study_name="stopping", storage=optuna_storage(storage_url))
+    invalid = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert invalid, "the seeded random sampler drew no firwin(taps=2, hann) in 12 trials"
+    for trial in invalid:
+        chosen = {k.rsplit(".", 1)[-1]: v for k, v in trial.params.items()}
+        assert (chosen["taps"], chosen["window"]) == (2, "hann"), trial.params
+        assert "no DC gain" in trial.user_attrs["invalid_config"]
+    for trial_id, config in configs.items():
+        assert invalid_config(config) is None  # every Tune trial got one that runs
+        assert searcher.numbers[trial_id] == config["optuna_trial"]
+    assert set(searcher.aliases) <= set(configs) and len(searcher.aliases) >= 1
+    # results and completions reach the Optuna trial the configuration came from
+    resampled = next(iter(searcher.aliases))
+    final = {"epoch": 9, "val_acc": 0.9, "val_consistency": 0.95, "complete": True}
+    searcher.on_trial_complete(resampled, result=final)
+    study = optuna.load_study(study_name="stopping", storage=optuna_storage(storage_url))
+    told = study.trials[configs[resampled]["optuna_trial"]]
+    assert told.state == TrialState.COMPLETE and told.values == [0.9, 0.95]
 
 
 def test_the_searcher_state_goes_through_tunes_save_and_restore(tmp_path):

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from study.service.scheduler import MultiObjectiveASHA
 
 logger = logging.getLogger(__name__)
+#: How many configurations in a row the sampler may give that no trial can run.
+MAX_INVALID_SAMPLES = 100
 #: The result key (and Optuna user attribute) carrying a trial's MLflow run id.
 MLFLOW_RUN_ID = "mlflow_run_id"
 
@@ -73,6 +75,7 @@ class PruningSearcher(Searcher):
         self.pending: dict[str, dict[str, Any]] = {}  # stopped, not told yet: epoch, decision
         self._optuna: optuna.storages.BaseStorage | None = None
         self.linked: set[str] = set()  # trials whose Optuna trial knows their MLflow run
+        self.aliases: dict[str, str] = {}  # Tune trial id -> the id it was resampled under
         super().__init__(metric=searcher.metric, mode=searcher.mode)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -83,10 +86,11 @@ class PruningSearcher(Searcher):
         """Called by Tune's experiment snapshot after it wrote the trials' states: the
         stops those states hold are told to Optuna now (see the module notes)."""
         self.flush()
-        return {"numbers": dict(self.numbers)}
+        return {"numbers": dict(self.numbers), "aliases": dict(self.aliases)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.numbers = dict(state["numbers"])
+        self.aliases = dict(state.get("aliases", {}))
         self.pending = {}
 
     def save(self, checkpoint_path: str) -> None:
@@ -103,7 +107,35 @@ class PruningSearcher(Searcher):
         return self.searcher.set_max_concurrency(max_concurrent)
 
     def suggest(self, trial_id: str) -> dict | None:
-        config = self.searcher.suggest(trial_id)
+        """The wrapped searcher's next configuration. One it samples that no trial can
+        run (``firwin`` with 2 taps and a Hann window has no DC gain: only a sample
+        shows it) is told to Optuna as FAIL, with the reason as user attribute
+        ``invalid_config``, and sampled again, so the study keeps its planned number of
+        trials and the sampler learns to avoid the region."""
+        inner = trial_id
+        for attempt in range(1, MAX_INVALID_SAMPLES + 1):
+            config = self.searcher.suggest(inner)
+            problem = invalid_config(config)
+            if problem is None:
+                break
+            number = config.get("optuna_trial")
+            logger.warning(
+                "trial %s: sampled configuration cannot run (%s); Optuna trial %s told FAIL,"
+                " sampling again",
+                trial_id,
+                problem,
+                number,
+            )
+            self._mark_invalid(number, problem)
+            self.searcher.on_trial_complete(inner, result=None, error=True)  # FAIL
+            inner = f"{trial_id}~resampled{attempt}"
+        else:
+            raise RuntimeError(
+                f"the sampler gave {MAX_INVALID_SAMPLES} configurations in a row that no "
+                f"trial can run; the last: {problem}"
+            )
+        if inner != trial_id:
+            self.aliases[trial_id] = inner
         if isinstance(config, dict) and isinstance(config.get("optuna_trial"), int):
             self.numbers[trial_id] = config["optuna_trial"]
         return config
@@ -119,7 +151,7 @@ class PruningSearcher(Searcher):
                 logger.warning(
                     "trial %s: MLflow run id not recorded in Optuna: %s", trial_id, problem
                 )
-        self.searcher.on_trial_result(trial_id, result)
+        self.searcher.on_trial_result(self.aliases.get(trial_id, trial_id), result)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -129,7 +161,8 @@ class PruningSearcher(Searcher):
         stopped = not error and self.scheduler is not None
         decision = self.scheduler.stopped_by(trial_id) if stopped else None
         if decision is None:
-            self.searcher.on_trial_complete(trial_id, result=result, error=error)
+            inner = self.aliases.get(trial_id, trial_id)
+            self.searcher.on_trial_complete(inner, result=result, error=error)
             return
         epoch = (result or {}).get("epoch")
         self.pending[trial_id] = {
@@ -150,7 +183,8 @@ class PruningSearcher(Searcher):
                     "trial %s: rung decision not recorded in Optuna: %s", trial_id, problem
                 )
             try:
-                self.searcher.on_trial_complete(trial_id, result=None)  # None: PRUNED
+                inner = self.aliases.get(trial_id, trial_id)
+                self.searcher.on_trial_complete(inner, result=None)  # None: PRUNED
             except Exception as problem:  # never break Tune's snapshot
                 logger.warning("trial %s: not told to Optuna as pruned: %s", trial_id, problem)
                 continue
@@ -158,18 +192,33 @@ class PruningSearcher(Searcher):
         return told
 
     # -- Optuna ---------------------------------------------------------------------------
-    def _optuna_trial(self, trial_id: str) -> tuple[int, optuna.storages.BaseStorage]:
-        """The Optuna trial id of a Tune trial, and the storage that holds it."""
+    def _mark_invalid(self, number: Any, problem: str) -> None:
+        """Write why a sampled configuration cannot run on its Optuna trial."""
+        if not isinstance(number, int):
+            return
+        try:
+            storage = self._storage()
+            study_id = storage.get_study_id_from_name(self.study_name)
+            optuna_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+            storage.set_trial_user_attr(optuna_id, "invalid_config", problem[:500])
+        except Exception as error:  # the reason is a convenience: never stop a study
+            logger.warning("Optuna trial %s: reason not recorded: %s", number, error)
+
+    def _storage(self) -> optuna.storages.BaseStorage:
         from study.service.samplers import optuna_storage
 
-        number = self.numbers.get(trial_id)
-        if number is None:
-            raise LookupError("no Optuna trial number for it")
         if self._optuna is None:
             from study.service.secrets import reveal
 
             self._optuna = optuna_storage(reveal(self.storage, "study.optuna_storage"))
-        storage = self._optuna
+        return self._optuna
+
+    def _optuna_trial(self, trial_id: str) -> tuple[int, optuna.storages.BaseStorage]:
+        """The Optuna trial id of a Tune trial, and the storage that holds it."""
+        number = self.numbers.get(trial_id)
+        if number is None:
+            raise LookupError("no Optuna trial number for it")
+        storage = self._storage()
         study_id = storage.get_study_id_from_name(self.study_name)
         return storage.get_trial_id_from_study_id_trial_number(study_id, number), storage
 
@@ -193,3 +242,16 @@ class PruningSearcher(Searcher):
         }
         for key, value in attributes.items():
             storage.set_trial_user_attr(optuna_id, key, value)
+
+
+def invalid_config(config: Any) -> str | None:
+    """Why a suggested configuration (``{"trial": {...}, ...}``) cannot run, or None."""
+    from study.trial.config import from_mapping
+
+    if not isinstance(config, dict) or not isinstance(config.get("trial"), dict):
+        return None  # not one of ours (Tune's own markers): pass it on
+    try:
+        from_mapping(config["trial"])
+    except ValueError as error:  # ConfigError, FilterSpecError: one line naming the field
+        return str(error).split("\n", 1)[0]
+    return None

@@ -53,6 +53,32 @@ SAMPLERS: dict[str, Callable[[Any, int], Any]] = {
 }
 #: Samplers that learn from the trials so far (their choices depend on the objectives).
 ADAPTIVE = ("tpe", "nsga2", "gp")
+#: Optuna's ask + tell per trial on PostgreSQL, in seconds, at 100 and 1,000 complete
+#: trials of the filter-design space (bench/scale.py, 2-core machine; docs/SCALE.md).
+MEASURED_ASK_TELL_S = {"gp": (1.0, 60.0)}
+#: Above this many trials a sampler whose cost explodes gets a warning up front.
+EXPLODES_PAST = {"gp": 300}
+
+
+def cost_warning(sampler_name: str, trials: int) -> str | None:
+    """One line when ``trials`` is past where ``sampler_name``'s own cost explodes (GP
+    refits a Gaussian process to every trial so far, cubic in their number), else None.
+
+    >>> cost_warning("tpe", 5000) is None and cost_warning("gp", 100) is None
+    True
+    >>> cost_warning("gp", 1000).split(":")[0]
+    'the gp sampler refits to every trial so far'
+    """
+    limit = EXPLODES_PAST.get(sampler_name)
+    if limit is None or trials <= limit:
+        return None
+    at_100, at_1000 = MEASURED_ASK_TELL_S[sampler_name]
+    return (
+        f"the {sampler_name} sampler refits to every trial so far: measured {at_100:.1f} s per "
+        f"trial at 100 trials and {at_1000:.0f} s at 1,000 on the driver (docs/SCALE.md), "
+        f"so {trials} trials spend much of their time waiting on it; past {limit} trials "
+        "use tpe or nsga2"
+    )
 
 
 def sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:

@@ -324,6 +324,14 @@ class SearchSpace:
         if settings.scheduler is not None:
             check_budget(settings.scheduler, self.budget())
 
+    def warnings(self, trials: int) -> list[str]:
+        """What ``study run`` says before it starts (one line each): the protocol's
+        warning and the sampler's cost at ``trials`` trials."""
+        from study.service.samplers import cost_warning
+
+        found = (self.protocol_warning(), cost_warning(self.settings.sampler, trials))
+        return [warning for warning in found if warning]
+
     def protocol_warning(self) -> str | None:
         """One line when an adaptive sampler chooses by test-set metrics (its front is
         then optimistically biased and no untouched number is left), else None."""
