@@ -133,6 +133,8 @@ def sampler_costs(samplers: list[str], sizes: list[int]) -> list[dict]:
     space = SearchSpace.load(SPACE)
 
     def objective(trial):
+        """The closed-form objectives; a configuration no trial can run (the service
+        resamples those, study.service.pruning) fails, as in a study."""
         metrics = final_metrics(from_mapping(space.sample(trial)))
         return metrics["test_acc"], metrics["test_consistency"]
 
@@ -145,7 +147,7 @@ def sampler_costs(samplers: list[str], sizes: list[int]) -> list[dict]:
                 sampler=optuna.samplers.RandomSampler(seed=0),
             )  # fmt: skip
             tick = time.perf_counter()
-            filled.optimize(objective, n_trials=n)
+            filled.optimize(objective, n_trials=n, catch=(ValueError,))
             fill_ms = (time.perf_counter() - tick) / n * 1000
             for name in samplers:
                 study = optuna.load_study(
@@ -155,8 +157,10 @@ def sampler_costs(samplers: list[str], sizes: list[int]) -> list[dict]:
                 for _ in range(SAMPLER_TRIALS_TIMED[name]):
                     tick = time.perf_counter()
                     trial = study.ask()
-                    values = objective(trial)
-                    study.tell(trial, values)
+                    try:
+                        study.tell(trial, objective(trial))
+                    except ValueError:
+                        study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     timed.append((time.perf_counter() - tick) * 1000)
                 rows.append({"sampler": name, "n": n, "ask_tell_ms": statistics.median(timed)})
                 print(f"  {name:7s} n={n:5d}: {rows[-1]['ask_tell_ms']:9.1f} ms per trial",
@@ -172,15 +176,27 @@ def plot(studies: list[dict], samplers: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    if not studies:  # samplers only
+        for axis in axes[:2]:
+            axis.set_axis_off()
+        studies = []
     sizes = [s["trials"] for s in studies]
-    axes[0].plot(sizes, [s["driver_cpu_s_per_trial"] for s in studies], "o-", label="CPU")
-    axes[0].plot(sizes, [s["wall_s_per_trial"] for s in studies], "s--", label="wall")
-    axes[0].set(xscale="log", xlabel="trials in the study", ylabel="driver seconds per trial",
-                title="Driver cost per trial")  # fmt: skip
-    axes[0].legend()
-    axes[1].plot(sizes, [s["front_refresh_s"] for s in studies], "o-")
-    axes[1].set(xscale="log", yscale="log", xlabel="complete trials",
-                ylabel="seconds", title="One refresh of the parent's front")  # fmt: skip
+    axes[0].plot(sizes, [s["driver_cpu_s_per_trial"] for s in studies], "o-", label="CPU / N")
+    axes[0].plot(sizes, [s["wall_s_per_trial"] for s in studies], "s--", label="wall / N")
+    marginal = [s for s in studies if "marginal_driver_cpu_s_per_trial" in s]
+    axes[0].plot(
+        [s["trials"] for s in marginal],
+        [s["marginal_driver_cpu_s_per_trial"] for s in marginal],
+        "^-",
+        label="CPU of each further trial",
+    )
+    if studies:
+        axes[0].set(xscale="log", xlabel="trials in the study",
+                    ylabel="driver seconds per trial", title="Driver cost per trial")  # fmt: skip
+        axes[0].legend()
+        axes[1].plot(sizes, [s["front_refresh_s"] for s in studies], "o-")
+        axes[1].set(xscale="log", yscale="log", xlabel="complete trials",
+                    ylabel="seconds", title="One refresh of the parent's front")  # fmt: skip
     for name in sorted({r["sampler"] for r in samplers}):
         rows = [r for r in samplers if r["sampler"] == name]
         axes[2].plot([r["n"] for r in rows], [r["ask_tell_ms"] for r in rows], "o-", label=name)
@@ -193,7 +209,7 @@ def plot(studies: list[dict], samplers: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10, 100, 1000])
     parser.add_argument("--concurrent", type=int, default=8, help="trials at once")
     parser.add_argument("--samplers", nargs="+", default=["random", "tpe", "nsga2", "gp"])
     parser.add_argument("--sampler-sizes", type=int, nargs="+", default=[100, 1000])
@@ -217,9 +233,22 @@ def main() -> None:
                 f" front refresh {row['front_refresh_s']:.2f} s",
                 flush=True,
             )
+    for before, after in zip(studies, studies[1:], strict=False):
+        extra = after["trials"] - before["trials"]
+        after["marginal_driver_cpu_s_per_trial"] = (
+            after["driver_cpu_s"] - before["driver_cpu_s"]
+        ) / extra
+        after["marginal_wall_s_per_trial"] = (after["wall_s"] - before["wall_s"]) / extra
+        print(
+            f"N={before['trials']}->{after['trials']}: each further trial cost the driver"
+            f" {after['marginal_driver_cpu_s_per_trial']:.3f} s CPU and the study"
+            f" {after['marginal_wall_s_per_trial']:.3f} s wall"
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial = {"machine": machine(), "studies": studies, "samplers": []}
+    (args.out / "scale.json").write_text(json.dumps(partial, indent=2))
     print("Optuna ask + tell on PostgreSQL:")
     samplers = sampler_costs(args.samplers, args.sampler_sizes)
-    args.out.mkdir(parents=True, exist_ok=True)
     result = {"machine": machine(), "studies": studies, "samplers": samplers}
     (args.out / "scale.json").write_text(json.dumps(result, indent=2))
     plot(studies, samplers, args.out / "scale.png")

@@ -62,3 +62,23 @@ def test_a_failed_refresh_is_tried_again_at_the_end():
         assert failed.wait(30), "the background refresh never ran"
         refresher.close()
     assert refresher.refreshes == 1  # the second try, at the end, went through
+
+
+def test_the_live_front_kept_incrementally_is_the_front_of_every_result():
+    import numpy as np
+
+    from study.pareto.front import front_mask
+    from study.service.progress import StudyProgress
+
+    objectives = {"val_acc": "max", "test_variation": "min"}
+    progress = StudyProgress(500, objectives, "sqlite:///unused.db", "parent")
+    rng = np.random.default_rng(0)
+    for index, values in enumerate(rng.random((500, 2)).round(2)):  # ties too
+        progress._add_result(f"t{index}", (f"trial {index}", values.tolist()))
+        if index % 50 == 49:
+            rows = list(progress.results.values())
+            mask = front_mask(np.array([v for _, v in rows]), list(objectives.values()))
+            expected = sorted(label for (label, _), keep in zip(rows, mask, strict=True) if keep)
+            assert sorted(label for label, _ in progress.front()) == expected
+    progress._add_result("t0", ("trial 0", [1.0, 0.0]))  # re-run: dominates everything
+    assert [label for label, _ in progress.front()] == ["trial 0"]

@@ -88,6 +88,7 @@ class StudyProgress(Callback):
         self.seeded = False
         self._logged, self._logged_at = 0, 0.0  # decisions in the parent's decisions.json
         self.refresher: FrontRefresher | None = None  # the parent's front, off the loop
+        self._front: list[tuple[str, list[float]]] = []  # non-dominated among results
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into Tune's tuner.pkl: no password there (a resumed study gets a new
@@ -113,7 +114,7 @@ class StudyProgress(Callback):
                 continue
             if result.get("complete"):
                 values = [float(result[metric]) for metric in self.objectives]
-                self.results[trial.trial_id] = (describe_trial(trial.config), values)
+                self._add_result(trial.trial_id, (describe_trial(trial.config), values))
             elif self.scheduler is not None and self.scheduler.stopped(trial.trial_id):
                 self.stopped.add(trial.trial_id)
         restored = len(self.scheduler.decisions) if self.scheduler is not None else 0
@@ -141,7 +142,7 @@ class StudyProgress(Callback):
         if not result.get("complete"):
             return
         values = [float(result[metric]) for metric in self.objectives]
-        self.results[trial.trial_id] = (describe_trial(trial.config), values)
+        self._add_result(trial.trial_id, (describe_trial(trial.config), values))
         scores = "  ".join(f"{m} {v:.4f}" for m, v in zip(self.objectives, values, strict=True))
         reported = [m for m in ("test_acc", "test_consistency") if m not in self.objectives]
         if reported and all(m in result for m in reported):
@@ -223,15 +224,21 @@ class StudyProgress(Callback):
 
     def front(self) -> list[tuple[str, list[float]]]:
         """The non-dominated complete trials so far: (filter / augmentation, values)."""
+        return list(self._front)
+
+    def _add_result(self, trial_id: str, row: tuple[str, list[float]]) -> None:
+        """Record a complete trial and update the front incrementally: the new front is
+        the non-dominated part of the old front plus this trial (dominance is
+        transitive), so each update costs the front's size, not the study's."""
         import numpy as np
 
         from study.pareto.front import front_mask
 
-        if not self.results:
-            return []
-        rows = list(self.results.values())
+        again = trial_id in self.results  # a re-run trial: its old values leave the front
+        self.results[trial_id] = row
+        rows = list(self.results.values()) if again else [*self._front, row]
         mask = front_mask(np.array([v for _, v in rows]), list(self.objectives.values()))
-        return [row for row, keep in zip(rows, mask, strict=True) if keep]
+        self._front = [kept for kept, keep in zip(rows, mask, strict=True) if keep]
 
     def _status(self, trials: Sequence, ended) -> None:
         running = sum(1 for t in trials if t.status == "RUNNING" and t is not ended)
