@@ -23,6 +23,7 @@ Prints the tables and writes ``docs/results/scale.json`` and ``docs/results/scal
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -233,7 +234,7 @@ def main() -> None:
                 f" front refresh {row['front_refresh_s']:.2f} s",
                 flush=True,
             )
-    for before, after in zip(studies, studies[1:], strict=False):
+    for before, after in itertools.pairwise(studies):
         extra = after["trials"] - before["trials"]
         after["marginal_driver_cpu_s_per_trial"] = (
             after["driver_cpu_s"] - before["driver_cpu_s"]
