@@ -27,6 +27,10 @@ class CheckpointError(ValueError):
     """A file that is not a readable checkpoint; the message says why."""
 
 
+#: A trial's checkpoint file in its output folder (trained or simulated).
+CHECKPOINT = "checkpoint.pt"
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, **extra: Any) -> Path:
     """Write ``model`` (built by :func:`study.models.build`) and ``extra`` entries to
     ``path`` atomically (a temporary file, then a rename). ``extra["data"]`` defaults to

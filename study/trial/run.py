@@ -42,13 +42,12 @@ from study.metrics import evaluate, summary
 from study.metrics.figures import ESSENTIAL, report_figures
 from study.metrics.probabilities import shift_probabilities_by
 from study.metrics.scores import accuracy, consistency, shifted_scores
-from study.trial.checkpoint import load_checkpoint, save_checkpoint
+from study.trial.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from study.trial.config import ConfigError, TrialConfig
 
 Report = Callable[[dict[str, Any]], None]
 #: Receives the trained network (eval mode) and an input example ``(1, C, H, W)``.
 KeepModel = Callable[[torch.nn.Module, torch.Tensor], None]
-CHECKPOINT = "checkpoint.pt"
 #: Per-epoch metrics on the validation split (also final: the last epoch's values).
 VAL_METRICS = ("val_acc", "val_acc_shift", "val_consistency")
 #: Final metrics on the test set, computed once at the end (all circular shifts).

@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from study.trial.checkpoint import CHECKPOINT
 from study.trial.config import ConfigError, TrialConfig
-from study.trial.run import CHECKPOINT
 
 Report = Callable[[dict[str, Any]], None]
 
