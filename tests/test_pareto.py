@@ -584,7 +584,8 @@ def test_out_must_be_a_folder(tmp_path, capsys):
     target.write_text("x")
     code, _, stderr = _run(["alpha", "--out", str(target)], capsys)
     assert code == 2
-    assert stderr.strip() == f"study pareto: error: out: {target} exists and is not a folder"
+    expected = f"study pareto: error: out: {target} exists and is not a folder; give a folder path"
+    assert stderr.strip() == expected
     code, _, stderr = _run(["alpha"], capsys)
     assert stderr.strip() == "study pareto: error: out: required (--out DIR)"
 
