@@ -2,7 +2,8 @@
 
 Part 1: VGG13-BN (CIFAR, 32x32, batch 100 as in the paper) with plain max-pooling,
 with dense max-pooling then subsampling (filter ``delta`` through the blur layer), and
-with dense pooling plus a 3, 5 and 7-tap binomial blur. Part 2: one blur-downsample
+with dense pooling plus a 3, 5 and 7-tap binomial blur, and with adaptive polyphase
+sampling (APS, ``model.downsample: aps``) without and with a 3-tap blur. Part 2: one blur-downsample
 layer, our separable two-pass blur against the direct K x K depthwise convolution
 that antialiased-cnns uses, on the same input.
 
@@ -37,6 +38,12 @@ def vgg_table(batch: int, rounds: int, warmup: int, device: torch.device) -> Non
         network = models.build("vgg13_bn", filter=f"binomial-{taps}")
         network.load_state_dict(state)
         networks[f"+ dense pool + {taps}x{taps} filter"] = network.to(device).eval()
+    for spec, label in (("delta", "APS (no filter)"), ("binomial-3", "APS + 3x3 filter")):
+        # Adaptive polyphase sampling (Chaman & Dokmanic): the phase of largest norm
+        # instead of phase 0 after the (blurred) dense pooling.
+        network = models.build("vgg13_bn", filter=spec, downsample="aps")
+        network.load_state_dict(state)
+        networks[label] = network.to(device).eval()
     images = torch.randn(batch, 3, 32, 32, device=device)
 
     def forward(network):

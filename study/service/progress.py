@@ -41,7 +41,8 @@ def epoch_row(result: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def describe_trial(config: dict[str, Any]) -> str:
-    """``binomial-5 / flip+shift``: a trial's filter and augmentation, from its config."""
+    """``binomial-5 / flip+shift`` (``aps(binomial-3) / none`` with APS): a trial's
+    filter, downsampling and augmentation, from its config."""
     trial = config.get("trial", {})
     model, augment = trial.get("model", {}), trial.get("augment", {})
     filter_spec = model.get("filter", "?")
@@ -49,6 +50,9 @@ def describe_trial(config: dict[str, Any]) -> str:
         from study import filters
 
         filter_spec = str(filters.parse(filter_spec))
+    downsample = model.get("downsample", "blur")
+    if downsample != "blur":  # APS: say so, the filter alone would read as a blur-pool
+        filter_spec = f"{downsample}({filter_spec})"
     return f"{filter_spec} / {augment.get('kind', 'none')}"
 
 
