@@ -133,7 +133,7 @@ def _record(run: Any, study: str, objectives: Mapping[str, str]) -> TrialRecord 
         run_id=run.info.run_id,
         run_name=run.info.run_name or "",
         trial_id=run.data.tags.get("study.trial_id", ""),
-        filter=str(info["filter"]) if info else spec,
+        filter=_downsampling(str(info["filter"]) if info else spec, params),
         family=str(family),
         taps=taps,
         weights=tuple(info["weights"]) if info else (),
@@ -180,6 +180,13 @@ def load_children(
         missing=len(finished) - len(records),
         simulated=parent.data.tags.get(tracking.SIMULATED_TAG) == "true",
     )
+
+
+def _downsampling(spec: str, params: Mapping[str, str]) -> str:
+    """The filter as a front shows it: ``binomial-3``, or ``aps(binomial-3)`` when the
+    trial sampled adaptively (``model.downsample``) instead of blur-pooling."""
+    downsample = params.get("model.downsample", "blur")
+    return spec if downsample == "blur" else f"{downsample}({spec})"
 
 
 def study_objectives(parent: Any) -> dict[str, str]:
