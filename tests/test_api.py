@@ -75,6 +75,25 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no database, no results folder
 
 
+def test_a_gp_study_past_its_measured_limit_is_warned_about_up_front(tmp_path):
+    """GP refits to every trial so far (docs/SCALE.md): past 300 trials `study run` says
+    what it will cost before anything starts; 300 or TPE say nothing."""
+    simulated = SMOKE.parent / "simulated.yaml"
+    tracking = ["--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--dry-run"]
+    warned = study(
+        "run", str(simulated), "--set", "study.sampler=gp", "--set", "study.trials=1000",
+        *tracking, cwd=tmp_path,
+    )  # fmt: skip
+    assert warned.returncode == 0, warned.stderr
+    line = next(line for line in warned.stdout.splitlines() if "warning:" in line)
+    assert "gp sampler refits to every trial so far" in line and "2.2 s at 1,000" in line
+    assert "warning: the gp sampler" in warned.stderr  # also on stderr, one line
+    for sets in (["study.sampler=gp", "study.trials=300"], ["study.sampler=tpe"]):
+        args = [item for value in sets for item in ("--set", value)]
+        quiet = study("run", str(simulated), *args, *tracking, cwd=tmp_path)
+        assert quiet.returncode == 0 and "warning" not in quiet.stdout + quiet.stderr
+
+
 def test_warm_start_enqueue_names_and_the_python_api(tmp_path):
     """Two real studies on a local Ray instance (in a subprocess, so this test process
     never holds Ray): the second starts from the first's complete trials."""
