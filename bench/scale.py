@@ -37,16 +37,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the real servers the integration tests use
 sys.path.insert(0, str(ROOT / "bench"))
 
-from servers import mlflow_server, postgres_database, postgres_reason, ray_cluster  # noqa: E402
+from servers import (  # noqa: E402
+    mlflow_server,
+    postgres_database,
+    postgres_reason,
+    psycopg_url,
+    ray_cluster,
+)
 from smoke_study import machine  # noqa: E402
 
 SPACE = ROOT / "search_spaces" / "simulated.yaml"
 EPOCHS = 5
 SAMPLER_TRIALS_TIMED = {"random": 20, "tpe": 10, "nsga2": 10, "gp": 3}
-
-
-def _psycopg(url: str) -> str:
-    return url.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
 def _requests(log: Path, start: int) -> dict[str, int]:
@@ -73,7 +75,7 @@ def run_study(n: int, concurrent: int, cluster: dict, folder: Path) -> dict:
         env = {
             **cluster["env"],
             "MLFLOW_TRACKING_URI": url,
-            "STUDY_OPTUNA_STORAGE": _psycopg(optuna_url),
+            "STUDY_OPTUNA_STORAGE": psycopg_url(optuna_url),
             "PYTHONPATH": str(ROOT),
         }
         name = f"scale-{n}"
@@ -142,7 +144,7 @@ def sampler_costs(samplers: list[str], sizes: list[int]) -> list[dict]:
     rows = []
     for n in sizes:
         with postgres_database("scale_sampler") as url:
-            storage = RedactingRDBStorage(_psycopg(url))
+            storage = RedactingRDBStorage(psycopg_url(url))
             filled = optuna.create_study(
                 study_name="s", storage=storage, directions=["maximize", "maximize"],
                 sampler=optuna.samplers.RandomSampler(seed=0),

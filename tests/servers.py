@@ -129,6 +129,11 @@ def private_postgres(folder: Path) -> Iterator[PrivatePostgres]:
             server.stop()
 
 
+def psycopg_url(url: str) -> str:
+    """A ``postgresql://`` URL for SQLAlchemy's psycopg 3 driver (Optuna's storages)."""
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
 def wait_for(check, timeout: float, what: str, interval: float = 0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

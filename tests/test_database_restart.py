@@ -6,17 +6,15 @@ their backlog, and the study completes with nothing lost or duplicated."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import threading
 import time
 
 import mlflow
 import optuna
 import pytest
-from servers import PrivatePostgres, mlflow_server, private_postgres
-from test_service import TINY, environment, start_driver, study_runs
-from test_tracking_outage import runs_with_an_epoch
+from servers import PrivatePostgres, mlflow_server, private_postgres, psycopg_url
+from test_service import TINY, environment, start_driver, stop_driver, study_runs
+from test_tracking_outage import assert_complete_without_restart, runs_with_an_epoch
 
 from study.service.storage import RedactingRDBStorage
 
@@ -24,13 +22,9 @@ REASON = PrivatePostgres.reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no private PostgreSQL: {REASON}")
 
 
-def _psycopg(url: str) -> str:
-    return url.replace("postgresql://", "postgresql+psycopg://", 1)
-
-
 def test_the_optuna_storage_waits_out_a_restart(tmp_path, capsys):
     with private_postgres(tmp_path / "pg") as server:
-        storage = RedactingRDBStorage(_psycopg(server.create_database("optuna")), patience=120)
+        storage = RedactingRDBStorage(psycopg_url(server.create_database("optuna")), patience=120)
         study = optuna.create_study(storage=storage, study_name="restart")
         study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
         server.stop()
@@ -50,7 +44,7 @@ def test_the_optuna_storage_waits_out_a_restart(tmp_path, capsys):
 
 def test_the_optuna_storage_gives_up_after_its_patience(tmp_path):
     with private_postgres(tmp_path / "pg") as server:
-        storage = RedactingRDBStorage(_psycopg(server.create_database("optuna")), patience=2)
+        storage = RedactingRDBStorage(psycopg_url(server.create_database("optuna")), patience=2)
         study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "gone")
         server.stop()
         started = time.monotonic()
@@ -71,7 +65,7 @@ def test_a_study_survives_a_postgres_restart(tmp_path, on_postgres):
     args = [*TINY, "--set", f"train.epochs={epochs}", "--name", "pg-restart"]
     driver = None
     with private_postgres(tmp_path / "pg") as server:
-        optuna_url = _psycopg(server.create_database("optuna"))
+        optuna_url = psycopg_url(server.create_database("optuna"))
         store = (
             server.create_database("mlflow")
             if "mlflow" in on_postgres
@@ -105,20 +99,9 @@ def test_a_study_survives_a_postgres_restart(tmp_path, on_postgres):
                     assert "reachable again" in output
                 _, children = study_runs(url, "pg-restart")
                 assert len(children) == 2
-                for child in children:
-                    history = client.get_metric_history(child.info.run_id, "train_loss")
-                    steps = sorted(m.step for m in history)
-                    assert steps == list(range(1, epochs + 1)), steps  # once each, none lost
-                    assert child.info.status == "FINISHED"
-                    assert "final.test_acc" in child.data.metrics
-                    assert "study.resumed_at_epoch" not in child.data.tags  # never restarted
-            finally:  # a failed test leaves no study running
-                if driver is not None and driver.poll() is None:
-                    driver.send_signal(signal.SIGINT)
-                    try:
-                        driver.wait(timeout=60)
-                    except subprocess.TimeoutExpired:
-                        driver.kill()
+                assert_complete_without_restart(client, children, epochs)
+            finally:
+                stop_driver(driver)
         trials = optuna.load_study(study_name="pg-restart", storage=optuna_url).trials
         assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
         assert {t.user_attrs["mlflow_run_id"] for t in trials} == {c.info.run_id for c in children}

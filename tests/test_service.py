@@ -84,6 +84,17 @@ def start_driver(args: list[str], folder: Path, env: dict) -> subprocess.Popen:
         )
 
 
+def stop_driver(driver: subprocess.Popen | None) -> None:
+    """Ctrl-C a background driver still running (then kill it): a failed test leaves no
+    study running."""
+    if driver is not None and driver.poll() is None:
+        driver.send_signal(signal.SIGINT)
+        try:
+            driver.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            driver.kill()
+
+
 def finish_driver(driver: subprocess.Popen, folder: Path, timeout: float = 600) -> str:
     """Wait for a background driver; its output."""
     driver.wait(timeout)

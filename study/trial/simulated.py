@@ -36,16 +36,16 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from study.trial.checkpoint import CHECKPOINT
 from study.trial.config import ConfigError, TrialConfig
 
-Report = Callable[[dict[str, Any]], None]
+if TYPE_CHECKING:
+    from study.trial.run import Report
 
 
 def filter_bands(spec: str) -> tuple[float, float]:
