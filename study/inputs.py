@@ -39,3 +39,35 @@ def output_folder_problem(path: Path) -> str | None:
     except OSError as error:  # a name too long, a loop of links
         return f"{str(path)[:80]!r}: not a usable path ({error.strerror})"
     return None
+
+
+#: The durations a study reads from the environment: name -> default seconds.
+DURATION_SETTINGS = {
+    "STUDY_TRACKING_PATIENCE_S": 1800.0,
+    "STUDY_STORAGE_PATIENCE_S": 1800.0,
+    "STUDY_FRONT_REFRESH_S": 30.0,
+}
+
+
+def seconds_setting(name: str) -> float:
+    """The duration environment variable ``name`` sets (seconds, finite, >= 0), else its
+    default (:data:`DURATION_SETTINGS`); a one-line ``ValueError`` naming it otherwise.
+
+    >>> os.environ["STUDY_FRONT_REFRESH_S"] = "soon"
+    >>> seconds_setting("STUDY_FRONT_REFRESH_S")
+    Traceback (most recent call last):
+    ValueError: STUDY_FRONT_REFRESH_S: 'soon' is not a number of seconds >= 0
+    >>> del os.environ["STUDY_FRONT_REFRESH_S"]
+    >>> seconds_setting("STUDY_FRONT_REFRESH_S")
+    30.0
+    """
+    raw = os.environ.get(name)
+    if raw is None:
+        return DURATION_SETTINGS[name]
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"{name}: {raw!r} is not a number of seconds >= 0")
+    return seconds

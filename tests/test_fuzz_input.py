@@ -336,3 +336,20 @@ def test_random_flags_on_every_command_are_one_line_errors(hostile, tmp_path, ca
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err + out, (argv, err)
     assert not (tmp_path / "out").exists(), argv
     _nothing_started(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("STUDY_FRONT_REFRESH_S", "soon"), ("STUDY_STORAGE_PATIENCE_S", "-1"),
+     ("STUDY_TRACKING_PATIENCE_S", "inf")],
+)  # fmt: skip
+def test_bad_durations_in_the_environment_are_refused_up_front(
+    hostile, tmp_path, capsys, monkeypatch, name, value
+):
+    """Read later by the driver and the workers, so checked before anything starts."""
+    monkeypatch.setenv(name, value)
+    smoke = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
+    code, out, err = _run(["run", str(smoke)], capsys)
+    assert code == 2, (out, err)
+    assert err.strip() == f"study: error: {name}: {value!r} is not a number of seconds >= 0"
+    _nothing_started(tmp_path)

@@ -16,16 +16,17 @@ away) is tried again after the interval, and at the end.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import warnings
 from collections.abc import Callable
 
+from study.inputs import seconds_setting
+
 
 def refresh_interval() -> float:
     """Seconds between two refreshes of the live front (``$STUDY_FRONT_REFRESH_S``)."""
-    return float(os.environ.get("STUDY_FRONT_REFRESH_S", "30"))
+    return seconds_setting("STUDY_FRONT_REFRESH_S")
 
 
 class FrontRefresher:

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from study.inputs import DURATION_SETTINGS, seconds_setting
 from study.service.paths import absolute_sqlite, default_root
 from study.service.secrets import reveal
 from study.service.space import SearchSpace
@@ -69,6 +70,8 @@ def plan(
     a study recorded with its password redacted (:mod:`study.service.secrets`).
     ``dry_run``: write nothing, not even a new SQLite tracking database."""
     settings = space.settings
+    for name in DURATION_SETTINGS:  # read later, on the driver and the workers
+        seconds_setting(name)
     if runs_locally(address):
         check_local_resources(settings.cpus, settings.gpus)
         check_local_data(space)

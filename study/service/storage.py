@@ -18,7 +18,6 @@ error (a constraint, a bad value) fail at once, as before.
 from __future__ import annotations
 
 import functools
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import Any
 
 import optuna
 
+from study.inputs import seconds_setting
 from study.service.secrets import redact, reveal
 
 #: Storage calls that wait out an outage: every call of Optuna's storage API that
@@ -114,7 +114,7 @@ class RedactingRDBStorage(optuna.storages.RDBStorage):
 
 
 def _patience(given: float | None) -> float:
-    return float(os.environ.get("STUDY_STORAGE_PATIENCE_S", "1800")) if given is None else given
+    return seconds_setting("STUDY_STORAGE_PATIENCE_S") if given is None else given
 
 
 for _name in PATIENT_CALLS:

@@ -411,8 +411,11 @@ class TrialLogger:
 
         self.client = mlflow.MlflowClient(uri)
         self.run_id = run_id
-        env_patience = os.environ.get("STUDY_TRACKING_PATIENCE_S", "1800")
-        self.patience = float(env_patience) if patience is None else patience
+        from study.inputs import seconds_setting
+
+        self.patience = (
+            seconds_setting("STUDY_TRACKING_PATIENCE_S") if patience is None else patience
+        )
         self.backlog: list[tuple[Callable[[], object], str]] = []
         self.outage_reported = False
 
