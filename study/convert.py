@@ -73,23 +73,18 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from study.filters import FilterSpec, parse
 from study.layers import (
     APS_NORMS,
     APS_TYPES,
     BLUR_TYPES,
-    DOWNSAMPLERS,
+    CONTENT_AWARE_TYPES,
+    IDEAL_TYPES,
     PADDING_MODES,
     APSConv2d,
-    APSPool2d,
-    AvgAPSPool2d,
-    BlurAvgPool2d,
     BlurConv2d,
-    BlurPool2d,
     CircularAvgPool2d,
     CircularMaxPool2d,
-    MaxAPSPool2d,
-    MaxBlurPool2d,
+    Downsampling,
     Padding,
     check_choice,
 )
@@ -169,6 +164,9 @@ def antialias(
     exclude: Iterable[str] = (),
     downsample: str = "blur",
     aps_norm: str = "l2",
+    adaptive_taps: int = 3,
+    adaptive_groups: int = 2,
+    ideal_cutoff: float = 0.5,
     log: bool = True,
 ) -> nn.Module:
     """Blur every downsampling layer of ``model`` in place, and return it.
@@ -190,8 +188,12 @@ def antialias(
             ``filter`` (its box *is* a rect-k blur, Appendix A: ``rect-2`` gives back the
             original); ``"dense"`` keeps the box, pooled densely, and blurs after it.
         exclude: ``fnmatch`` patterns of module names to leave alone.
-        downsample: ``"blur"`` (blur, then subsample) or ``"aps"`` (blur, then adaptive
-            polyphase sampling choosing by ``aps_norm``: ``l2``, ``l1``, ``linf``).
+        downsample: the operator (:class:`~study.layers.Downsampling`): ``"blur"`` (blur,
+            then subsample), ``"aps"`` (blur, then adaptive polyphase sampling choosing
+            by ``aps_norm``: ``l2``, ``l1``, ``linf``), ``"adaptive"`` (a predicted
+            ``adaptive_taps``-square low-pass per pixel and per one of
+            ``adaptive_groups`` channel groups) or ``"ideal"`` (the ideal low-pass up to
+            ``ideal_cutoff`` x Nyquist); the last two need ``filter="delta"``.
         log: log the report at INFO level.
 
     The report of what changed is :func:`convert_downsampling`'s; a
@@ -207,6 +209,9 @@ def antialias(
         exclude=exclude,
         downsample=downsample,
         aps_norm=aps_norm,
+        adaptive_taps=adaptive_taps,
+        adaptive_groups=adaptive_groups,
+        ideal_cutoff=ideal_cutoff,
     )
     _announce(report, "antialias", log)
     return model
@@ -223,12 +228,15 @@ def convert_downsampling(
     exclude: Iterable[str] = (),
     downsample: str = "blur",
     aps_norm: str = "l2",
+    adaptive_taps: int = 3,
+    adaptive_groups: int = 2,
+    ideal_cutoff: float = 0.5,
 ) -> ConversionReport:
     """:func:`antialias`'s work, returning the :class:`ConversionReport`."""
-    spec = parse(filter)
-    check_choice("downsample", downsample, DOWNSAMPLERS)
     check_choice("aps_norm", aps_norm, APS_NORMS)
-    norm = aps_norm if downsample == "aps" else None
+    operator = Downsampling(
+        downsample, filter, aps_norm, adaptive_taps, adaptive_groups, ideal_cutoff
+    )
     check_choice("avgpool", avgpool, ("replace", "dense"))
     check_choice("strided_conv", strided_conv, STRIDED_CONV)
     if not isinstance(keep_stem, bool):
@@ -244,17 +252,17 @@ def convert_downsampling(
     if strided_conv == "after-activation" and convs:
         plans, fallbacks = _plan_after_activation(model, convs)
     adaptive: dict[str, nn.Module] = {}  # converted layer name -> its APS layer
-    blurs = _apply_plans(model, plans, spec, padding, report, norm, adaptive)
+    blurs = _apply_plans(model, plans, operator, padding, report, adaptive)
     for name, module in layers:
         if name in blurs:
             report.replaced.append(blurs[name])
             continue
-        new = _blurred(module, spec, padding, avgpool, norm)
+        new = _blurred(module, operator, padding, avgpool)
         if isinstance(new, str):
             report.skipped.append((name, new))
             continue
         _set_submodule(model, name, _moved(new, module, model))
-        if norm is not None:
+        if operator.kind == "aps":
             adaptive[name] = new.blur if isinstance(new, APSConv2d) else new
         placement = ""
         if isinstance(module, nn.Conv2d):
@@ -558,25 +566,21 @@ def _cannot_rewrite(model: nn.Module, owner: str, traces: _Traces) -> str | None
 def _apply_plans(
     model: nn.Module,
     plans: dict[str, _Plan],
-    spec: FilterSpec,
+    operator: Downsampling,
     padding: Padding,
     report: ConversionReport,
-    norm: str | None = None,
     adaptive: dict[str, nn.Module] | None = None,
 ) -> dict[str, Change]:
-    """Run each planned convolution at stride 1 and blur (and APS if ``norm``) after its
-    activation; the APS layers go to ``adaptive`` by convolution name."""
+    """Run each planned convolution at stride 1 and blur (or the ``operator``'s pool)
+    after its activation; the APS layers go to ``adaptive`` by convolution name."""
     changes: dict[str, Change] = {}
     rewrites: dict[str, dict[str, tuple[fx.Node, nn.Module]]] = defaultdict(dict)
     for name, plan in plans.items():
         conv = model.get_submodule(name)
         before = _short(conv)
-        if norm is None:
-            blur = BlurPool2d(conv.out_channels, spec, conv.stride, padding)
-        else:
-            blur = APSPool2d(conv.out_channels, spec, conv.stride, padding, norm=norm)
-            if adaptive is not None:
-                adaptive[name] = blur
+        blur = operator.pool(conv.out_channels, conv.stride, padding)
+        if operator.kind == "aps" and adaptive is not None:
+            adaptive[name] = blur
         blur = _moved(blur, conv, model)
         conv.stride = (1, 1)
         if plan.wrap is not None:
@@ -720,19 +724,11 @@ def _circular_pool(pool: nn.MaxPool2d | nn.AvgPool2d) -> nn.Module:
     )
 
 
-def _blurred(
-    module: nn.Module,
-    spec: FilterSpec,
-    padding: Padding,
-    avgpool: AvgPoolMode,
-    norm: str | None = None,
-):
-    """The blurred replacement of a downsampling layer (with APS if ``norm``), or a
-    string saying why not."""
+def _blurred(module: nn.Module, operator: Downsampling, padding: Padding, avgpool: AvgPoolMode):
+    """The ``operator``'s replacement of a downsampling layer, or a string saying why
+    not."""
     if isinstance(module, nn.Conv2d):
-        if norm is not None:
-            return APSConv2d.from_conv(module, spec, padding, norm)
-        return BlurConv2d.from_conv(module, spec, padding)
+        return operator.conv(module, padding)
     kernel, stride = _pair(module.kernel_size), _pair(module.stride)
     pad, ceil_mode = _padding(module), module.ceil_mode
     if isinstance(module, nn.MaxPool2d) and (
@@ -748,17 +744,11 @@ def _blurred(
         geometry = f"kernel {kernel}, stride {stride}, padding {pad}"
         return f"its output size ({geometry}) is neither ceil(H/s) nor floor(H/s)"
     rounding = roundings.pop()
-    if norm is not None:
-        if isinstance(module, nn.MaxPool2d):
-            return MaxAPSPool2d(None, spec, kernel, stride, padding, rounding=rounding, norm=norm)
-        if avgpool == "replace" and kernel == stride and pad == (0, 0):
-            return APSPool2d(None, spec, stride, padding, rounding=rounding, norm=norm)
-        return AvgAPSPool2d(None, spec, kernel, stride, padding, rounding=rounding, norm=norm)
     if isinstance(module, nn.MaxPool2d):
-        return MaxBlurPool2d(None, spec, kernel, stride, padding, rounding=rounding)
+        return operator.dense_pool("max", None, kernel, stride, padding, rounding)
     if avgpool == "replace" and kernel == stride and pad == (0, 0):
-        return BlurPool2d(None, spec, stride, padding, rounding=rounding)
-    return BlurAvgPool2d(None, spec, kernel, stride, padding, rounding=rounding)
+        return operator.pool(None, stride, padding, rounding)
+    return operator.dense_pool("avg", None, kernel, stride, padding, rounding)
 
 
 def _rounding_like(kernel: int, stride: int, pad: int, ceil_mode: bool) -> str | None:
@@ -807,20 +797,25 @@ def _pair(value) -> tuple[int, int]:
 
 
 def _short(module: nn.Module) -> str:
-    if isinstance(module, APS_TYPES):
-        return f"{type(module).__name__}({module.spec}, {module.padding}, norm={module.norm})"
-    if isinstance(module, BLUR_TYPES):
-        return f"{type(module).__name__}({module.spec}, {module.padding})"
-    if isinstance(module, APSConv2d):
-        blur = module.blur
-        return f"APSConv2d(stride={module.stride}, {blur.spec}, {blur.padding}, norm={blur.norm})"
     if isinstance(module, BlurConv2d):
-        return f"BlurConv2d(stride={module.stride}, {module.blur.spec}, {module.blur.padding})"
+        return f"{type(module).__name__}(stride={module.stride}, {_operator(module.blur)})"
+    if isinstance(module, BLUR_TYPES):
+        return f"{type(module).__name__}({_operator(module)})"
     if isinstance(module, nn.Conv2d):
         return f"Conv2d(stride={module.stride}, padding_mode={module.padding_mode})"
     if isinstance(module, nn.MaxPool2d | nn.AvgPool2d):
         return f"{type(module).__name__}({module.kernel_size}, stride={module.stride})"
     return type(module).__name__
+
+
+def _operator(layer: nn.Module) -> str:
+    """A blur layer's arguments, as a report shows them: ``binomial-5, circular``."""
+    if isinstance(layer, IDEAL_TYPES):
+        return f"cutoff={layer.cutoff:g}"
+    if isinstance(layer, CONTENT_AWARE_TYPES):
+        return f"taps={layer.predictor.taps}, groups={layer.predictor.groups}, {layer.padding}"
+    norm = f", norm={layer.norm}" if isinstance(layer, APS_TYPES) else ""
+    return f"{layer.spec}, {layer.padding}{norm}"
 
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:

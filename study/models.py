@@ -38,18 +38,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from study.filters import FilterSpec, parse
+from study.filters import FilterSpec
 from study.layers import (
     APS_NORMS,
-    DOWNSAMPLERS,
     PADDING_MODES,
     APSPool2d,
-    BlurPool2d,
-    MaxAPSPool2d,
-    MaxBlurPool2d,
+    Downsampling,
     Padding,
     check_choice,
-    describe_downsampling,
 )
 from study.layers.modules import FilterLike
 
@@ -80,15 +76,22 @@ def build(
     padding: Padding = "circular",
     downsample: str = "blur",
     aps_norm: str = "l2",
+    adaptive_taps: int = 3,
+    adaptive_groups: int = 2,
+    ideal_cutoff: float = 0.5,
 ) -> nn.Module:
     """Build a registered network; bad arguments raise a one-line ``ValueError``.
 
-    ``downsample``: ``blur`` (blur-pool, the paper's) or ``aps`` (adaptive polyphase
-    sampling after the blur, choosing the phase by ``aps_norm``: ``l2``, ``l1``, ``linf``).
-    The model's ``spec`` attribute is the parsed filter spec, ``downsampling`` the
-    canonical string of the whole choice (``aps(norm=l2, filter=binomial-3)``), and
-    ``build_args`` the arguments that rebuild it (what a checkpoint stores, see
-    :mod:`study.trial.checkpoint`; ``downsample`` and ``aps_norm`` only for ``aps``).
+    ``downsample`` (:class:`~study.layers.Downsampling`): ``blur`` (blur-pool, the
+    paper's), ``aps`` (adaptive polyphase sampling after the blur, choosing the phase
+    by ``aps_norm``: ``l2``, ``l1``, ``linf``), ``adaptive`` (a predicted
+    ``adaptive_taps``-square low-pass per pixel and per one of ``adaptive_groups``
+    channel groups; ``filter`` must be ``delta``) or ``ideal`` (the ideal low-pass up to
+    ``ideal_cutoff`` x Nyquist; ``filter`` must be ``delta``). The model's ``spec``
+    attribute is the parsed filter spec, ``downsampling`` the canonical string of the
+    whole choice (``aps(norm=l2, filter=binomial-3)``), and ``build_args`` the arguments
+    that rebuild it (what a checkpoint stores, see :mod:`study.trial.checkpoint`; the
+    operator's own arguments only for the operator that reads them).
     """
     if name not in MODELS:
         raise ValueError(
@@ -99,16 +102,18 @@ def build(
     if isinstance(width, bool) or not isinstance(width, int | float) or not 0 < width <= 16:
         raise ValueError(f"width: expected a number in (0, 16], got {width!r}")
     check_choice("padding", padding, PADDING_MODES)
-    check_choice("downsample", downsample, DOWNSAMPLERS)
     check_choice("aps_norm", aps_norm, APS_NORMS)
-    spec = parse(filter)
-    down = _Down(spec, padding, downsample == "aps", aps_norm)
+    operator = Downsampling(
+        downsample, filter, aps_norm, adaptive_taps, adaptive_groups, ideal_cutoff
+    )
+    spec = operator.spec
+    down = _Down(operator, padding)
     model = MODELS[name](
         num_classes=num_classes, width=float(width), filter=spec, padding=padding, down=down
     )
     _init_weights(model)
     model.spec = spec
-    model.downsampling = describe_downsampling(downsample, spec, aps_norm)
+    model.downsampling = str(operator)
     model.build_args = {
         "name": name,
         "num_classes": num_classes,
@@ -116,31 +121,31 @@ def build(
         "filter": str(spec),
         "padding": padding,
     }
-    if downsample == "aps":
-        model.build_args.update(downsample=downsample, aps_norm=aps_norm)
+    if operator.kind != "blur":
+        model.build_args.update(operator.params())
     return model
 
 
 class _Down:
-    """How a network subsamples: blur-pool (plain subsampling for ``delta``) or APS."""
+    """How a network subsamples: its :class:`~study.layers.Downsampling` and padding."""
 
-    def __init__(self, spec: FilterSpec, padding: Padding, aps: bool, norm: str) -> None:
-        self.spec, self.padding, self.aps, self.norm = spec, padding, aps, norm
+    def __init__(self, operator: Downsampling, padding: Padding) -> None:
+        self.operator, self.padding = operator, padding
+
+    @classmethod
+    def blur(cls, spec: FilterSpec, padding: Padding) -> _Down:
+        return cls(Downsampling("blur", spec), padding)
 
     @property
     def plain(self) -> bool:
         """Plain strided layers: blur-pool with the ``delta`` filter."""
-        return not self.aps and _is_delta(self.spec)
+        return self.operator.plain
 
     def pool(self, channels: int, stride: int) -> nn.Module:
-        if self.aps:
-            return APSPool2d(channels, self.spec, stride, self.padding, norm=self.norm)
-        return BlurPool2d(channels, self.spec, stride, self.padding)
+        return self.operator.pool(channels, stride, self.padding)
 
     def max_pool(self, channels: int) -> nn.Module:
-        if self.aps:
-            return MaxAPSPool2d(channels, self.spec, 2, 2, self.padding, norm=self.norm)
-        return MaxBlurPool2d(channels, self.spec, 2, 2, self.padding)
+        return self.operator.dense_pool("max", channels, 2, 2, self.padding)
 
 
 def _channels(base: int, width: float) -> int:
@@ -151,10 +156,6 @@ def _conv(
     c_in: int, c_out: int, kernel: int, padding: Padding, stride: int = 1, bias: bool = False
 ) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=bias, padding_mode=padding)
-
-
-def _is_delta(spec: FilterSpec) -> bool:
-    return spec.family == "delta"
 
 
 # --- VGG ---------------------------------------------------------------------------------
@@ -198,7 +199,7 @@ class VGG(nn.Module):
         down: _Down | None = None,
     ) -> None:
         super().__init__()
-        down = down or _Down(filter, padding, False, "l2")
+        down = down or _Down.blur(filter, padding)
         layers: list[nn.Module] = []
         c_in = 3
         for item in config:
@@ -264,7 +265,7 @@ class DenseNet(nn.Module):
         down: _Down | None = None,
     ) -> None:
         super().__init__()
-        down = down or _Down(filter, padding, False, "l2")
+        down = down or _Down.blur(filter, padding)
         growth = _channels(growth, width)
         per_block = (depth - 4) // 3
         channels = 2 * growth
@@ -309,7 +310,7 @@ class BasicBlock(nn.Module):
         down: _Down | None = None,
     ) -> None:
         super().__init__()
-        down = down or _Down(filter, padding, False, "l2")
+        down = down or _Down.blur(filter, padding)
         blurred = stride > 1 and not down.plain
         conv_stride = 1 if blurred else stride
         self.conv1 = _conv(c_in, c_out, 3, padding, conv_stride)

@@ -25,7 +25,12 @@ from study.layers import (
     max_aps_pool2d,
 )
 from study.layers.aps import aps_phase, polyphase_components
-from study.metrics import PolyphaseError, adaptive_layers, shift_probabilities, structural_blockers
+from study.metrics import (
+    PolyphaseError,
+    input_dependent_layers,
+    shift_probabilities,
+    structural_blockers,
+)
 from study.metrics.scores import consistency_per_image
 from study.models import build
 from study.trial.config import ConfigError, from_mapping
@@ -134,7 +139,9 @@ def test_bad_norm_is_a_one_line_error():
         with pytest.raises(ValueError, match=r"^aps_norm must be one of l2, l1, linf; got '") as e:
             make()
         assert "\n" not in str(e.value)
-    with pytest.raises(ValueError, match=r"^downsample must be one of blur, aps; got 'apx'$"):
+    with pytest.raises(
+        ValueError, match=r"^downsample must be one of blur, aps, adaptive, ideal; got 'apx'$"
+    ):
         build("vgg13_bn", width=0.125, downsample="apx")
 
 
@@ -143,7 +150,7 @@ def test_config_fields_are_validated():
     assert config.model.downsampling == "aps(norm=l1, filter=rect-2)"
     assert from_mapping({}).model.downsampling == "delta"  # default: blur, unchanged
     for key, value, allowed in [
-        ("downsample", "APS", "blur, aps"),
+        ("downsample", "APS", "blur, aps, adaptive, ideal"),
         ("aps_norm", "l3", "l2, l1, linf"),
     ]:
         with pytest.raises(ConfigError) as error:
@@ -259,7 +266,7 @@ def test_consistency_metric_is_one_and_polyphase_refuses(caplog):
     with torch.no_grad():
         model.classifier.weight.mul_(100)  # spread the probabilities
     images = torch.randn(2, 3, 8, 8)
-    assert adaptive_layers(model)[0] == "features.6"
+    assert input_dependent_layers(model)[0] == "features.6"
     assert structural_blockers(model)[0].startswith("features.6: adaptive polyphase")
     with pytest.raises(PolyphaseError, match=r"fixed-phase subsampling.*features\.6") as error:
         shift_probabilities(model, images, method="polyphase")

@@ -10,10 +10,17 @@ from collections.abc import Callable, Iterator
 
 from torch import nn
 
+from study.layers.adaptive import (
+    CONTENT_AWARE_TYPES,
+    AdaptiveBlurConv2d,
+    AdaptiveBlurPool2d,
+    AvgAdaptiveBlurPool2d,
+    MaxAdaptiveBlurPool2d,
+    adaptive_blur_pool2d,
+)
 from study.layers.aps import (
     APS_NORMS,
     APS_TYPES,
-    DOWNSAMPLERS,
     APSConv2d,
     APSPool2d,
     AvgAPSPool2d,
@@ -22,8 +29,14 @@ from study.layers.aps import (
     aps_downsample,
     aps_pool2d,
     avg_aps_pool2d,
-    describe_downsampling,
     max_aps_pool2d,
+)
+from study.layers.downsampling import (
+    DOWNSAMPLERS,
+    OWN_LOWPASS,
+    Downsampling,
+    describe_downsampling,
+    downsampling_label,
 )
 from study.layers.functional import (
     PADDING_MODES,
@@ -32,6 +45,15 @@ from study.layers.functional import (
     blur_pool2d,
     max_blur_pool2d,
     pad2d,
+)
+from study.layers.ideal import (
+    IDEAL_TYPES,
+    AvgIdealPool2d,
+    IdealConv2d,
+    IdealPool2d,
+    MaxIdealPool2d,
+    ideal_lowpass2d,
+    ideal_pool2d,
 )
 from study.layers.modules import (
     BlurAvgPool2d,
@@ -49,22 +71,36 @@ __all__ = [
     "APS_NORMS",
     "APS_TYPES",
     "BLUR_TYPES",
+    "CONTENT_AWARE_TYPES",
     "DOWNSAMPLERS",
+    "IDEAL_TYPES",
+    "INPUT_DEPENDENT_TYPES",
     "LAYERS",
+    "OWN_LOWPASS",
     "PADDING_MODES",
     "APSConv2d",
     "APSPool2d",
+    "AdaptiveBlurConv2d",
+    "AdaptiveBlurPool2d",
     "AvgAPSPool2d",
+    "AvgAdaptiveBlurPool2d",
+    "AvgIdealPool2d",
     "BlurAvgPool2d",
     "BlurConv2d",
     "BlurPool2d",
     "CircularAvgPool2d",
     "CircularMaxPool2d",
+    "Downsampling",
     "FixedTaps",
+    "IdealConv2d",
+    "IdealPool2d",
     "LearnableCutoff",
     "LearnableTaps",
     "MaxAPSPool2d",
+    "MaxAdaptiveBlurPool2d",
     "MaxBlurPool2d",
+    "MaxIdealPool2d",
+    "adaptive_blur_pool2d",
     "aps_conv2d",
     "aps_downsample",
     "aps_pool2d",
@@ -75,7 +111,10 @@ __all__ = [
     "check_choice",
     "create_aa",
     "describe_downsampling",
+    "downsampling_label",
     "filter_parameters",
+    "ideal_lowpass2d",
+    "ideal_pool2d",
     "make_taps",
     "max_aps_pool2d",
     "max_blur_pool2d",
@@ -91,10 +130,17 @@ LAYERS: dict[str, Callable[..., nn.Module]] = {
     "avgapspool": AvgAPSPool2d,
 }
 """Blur layer kinds by name; each takes ``(channels, filter, stride=..., padding=...)``
-(the ``aps`` kinds also ``norm=...``, see :mod:`study.layers.aps`)."""
+(the ``aps`` kinds also ``norm=...``, see :mod:`study.layers.aps`). The ideal and
+content-aware layers take their own arguments instead of a filter: make them with
+:class:`Downsampling`."""
 
 BLUR_TYPES = (BlurPool2d, MaxBlurPool2d, BlurAvgPool2d)
-"""The blur layers; the APS layers subclass them, so they count too."""
+"""The blur layers; the APS, ideal and content-aware layers subclass them, so they count
+too."""
+
+INPUT_DEPENDENT_TYPES = (*APS_TYPES, *CONTENT_AWARE_TYPES)
+"""Layers whose subsampling depends on the input (the phase, the kernels): shifts do
+not commute with them as with a fixed filter and a fixed phase."""
 
 
 def create_aa(

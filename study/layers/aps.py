@@ -78,6 +78,7 @@ from study.layers.modules import (
     BlurAvgPool2d,
     BlurConv2d,
     BlurPool2d,
+    DensePoolThen,
     FilterLike,
     MaxBlurPool2d,
     check_choice,
@@ -85,12 +86,10 @@ from study.layers.modules import (
 
 Norm = Literal["l2", "l1", "linf"]
 APS_NORMS: tuple[str, ...] = ("l2", "l1", "linf")
-DOWNSAMPLERS: tuple[str, ...] = ("blur", "aps")
 
 __all__ = [
     "APS_NORMS",
     "APS_TYPES",
-    "DOWNSAMPLERS",
     "APSConv2d",
     "APSPool2d",
     "AvgAPSPool2d",
@@ -101,26 +100,9 @@ __all__ = [
     "aps_phase",
     "aps_pool2d",
     "avg_aps_pool2d",
-    "describe_downsampling",
     "max_aps_pool2d",
     "polyphase_components",
 ]
-
-
-def describe_downsampling(downsample: str, filter: Any, norm: str = "l2") -> str:
-    """The canonical string of a model's downsampling: the filter spec for ``blur``,
-    ``aps(norm=..., filter=...)`` for ``aps``.
-
-    >>> describe_downsampling("aps", "binomial-3"), describe_downsampling("blur", "delta")
-    ('aps(norm=l2, filter=binomial-3)', 'delta')
-    """
-    from study.filters import parse
-
-    check_choice("downsample", downsample, DOWNSAMPLERS)
-    if downsample == "blur":
-        return str(parse(filter))
-    check_choice("aps_norm", norm, APS_NORMS)
-    return f"aps(norm={norm}, filter={parse(filter)})"
 
 
 # --- functional ---------------------------------------------------------------------------
@@ -358,14 +340,8 @@ class APSPool2d(_APSMixin, BlurPool2d):
         return super().extra_repr() + self._aps_repr()
 
 
-class _PoolAPS(_APSMixin):
-    function: Any
-
-    def forward(self, x: Tensor) -> Tensor:
-        with fastpath.suspended():  # bit-exact shift-equivariance (see there)
-            dense = type(self).function(
-                x, self.lowpass(), self.kernel_size, 1, self.padding, self.order, "ceil"
-            )
+class _PoolAPS(_APSMixin, DensePoolThen):
+    def subsample(self, dense: Tensor) -> Tensor:
         return self._adaptive(dense)
 
     def extra_repr(self) -> str:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from study.filters import FilterSpec, parse
+from study.layers import fastpath
 from study.layers.functional import (
     ORDERS,
     PADDING_MODES,
@@ -139,6 +140,31 @@ class BlurAvgPool2d(_PoolBlur):
     function = avg_blur_pool2d
 
 
+class DensePoolThen:
+    """Pool densely (stride 1, blurring with the layer's filter), then ``self.subsample``.
+
+    The form of every pool layer whose subsampling is more than a strided slice (APS,
+    the ideal low-pass, the content-aware filter): mixed in before a :class:`_PoolBlur`
+    subclass, whose ``function``, filter and geometry it reuses. The dense map is
+    computed with the fast path off, so it is bit-exactly shift-equivariant.
+    """
+
+    function: Callable[..., Tensor]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.subsample(self.pooled(x))
+
+    def pooled(self, x: Tensor) -> Tensor:
+        """The input pooled (and blurred) at stride 1: ``(N, C, H, W)``."""
+        with fastpath.suspended():
+            return type(self).function(
+                x, self.lowpass(), self.kernel_size, 1, self.padding, self.order, "ceil"
+            )
+
+    def subsample(self, dense: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
 class BlurConv2d(nn.Conv2d):
     """A strided convolution made ConvBlurDownsample: convolve at stride 1, blur, subsample.
 
@@ -164,9 +190,14 @@ class BlurConv2d(nn.Conv2d):
 
     @classmethod
     def from_conv(
-        cls, conv: nn.Conv2d, filter: FilterLike, blur_padding: Padding | None = None
+        cls,
+        conv: nn.Conv2d,
+        filter: FilterLike,
+        blur_padding: Padding | None = None,
+        **kwargs: Any,
     ) -> BlurConv2d:
-        """The blurred twin of ``conv``, sharing its parameter tensors."""
+        """The blurred twin of ``conv``, sharing its parameter tensors (``kwargs``: the
+        subclass's own arguments)."""
         new = cls(
             conv.in_channels,
             conv.out_channels,
@@ -181,6 +212,7 @@ class BlurConv2d(nn.Conv2d):
             blur_padding=blur_padding,
             device=conv.weight.device,
             dtype=conv.weight.dtype,
+            **kwargs,
         )
         new.weight = conv.weight
         new.bias = conv.bias

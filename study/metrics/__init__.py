@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from study.metrics.evaluate import evaluate, summary
 from study.metrics.features import feature_distance_maps, probed_layers
-from study.metrics.polyphase import PolyphaseError, adaptive_layers, structural_blockers
+from study.metrics.polyphase import PolyphaseError, input_dependent_layers, structural_blockers
 from study.metrics.probabilities import METHODS, shift_probabilities, shift_probabilities_by
 from study.metrics.scores import (
     accuracy,
@@ -37,7 +37,6 @@ __all__ = [
     "PolyphaseError",
     "accuracy",
     "accuracy_by_shift",
-    "adaptive_layers",
     "adversarial_accuracy",
     "consistency",
     "consistency_per_image",
@@ -46,6 +45,7 @@ __all__ = [
     "evaluate",
     "feature_distance_maps",
     "forward_overhead",
+    "input_dependent_layers",
     "normalized_tv",
     "probed_layers",
     "sampled_consistency",

@@ -31,6 +31,8 @@ from tqdm import tqdm
 from study.layers import (
     APS_TYPES,
     BLUR_TYPES,
+    IDEAL_TYPES,
+    INPUT_DEPENDENT_TYPES,
     BlurAvgPool2d,
     BlurConv2d,
     BlurPool2d,
@@ -67,12 +69,15 @@ class PolyphaseError(ValueError):
     """The model cannot be evaluated by phases; the message says which layer and why."""
 
 
-def adaptive_layers(model: nn.Module) -> list[str]:
-    """Names of ``model``'s adaptive polyphase sampling (APS) layers
-    (:mod:`study.layers.aps`): they choose their phase per image, so the fixed-phase
-    expansion here is not exact for them."""
+def input_dependent_layers(model: nn.Module) -> list[str]:
+    """Names of ``model``'s layers whose subsampling depends on the input: adaptive
+    polyphase sampling (:mod:`study.layers.aps`, the phase) and content-aware filters
+    (:mod:`study.layers.adaptive`, the kernels). The fixed-phase expansion here treats
+    only fixed filters and fixed phases, so it is not exact for them."""
     return [
-        name or type(m).__name__ for name, m in model.named_modules() if isinstance(m, APS_TYPES)
+        name or type(m).__name__
+        for name, m in model.named_modules()
+        if isinstance(m, INPUT_DEPENDENT_TYPES)
     ]
 
 
@@ -90,9 +95,15 @@ def is_subsampler(module: nn.Module) -> bool:
     return False
 
 
+def _kind(module: nn.Module) -> str:
+    return "APS picks its phase" if isinstance(module, APS_TYPES) else "predicted kernels"
+
+
 def dense_forward(module: nn.Module, x: Tensor) -> Tensor:
     """The map a subsampling layer subsamples: the layer at stride 1, circularly padded
     where it pads, so that its strided output is ``dense[..., ::s, ::s]``."""
+    if isinstance(module, IDEAL_TYPES):
+        return module.dense(x)
     if isinstance(module, MaxBlurPool2d | BlurAvgPool2d):
         function = max_blur_pool2d if isinstance(module, MaxBlurPool2d) else avg_blur_pool2d
         return function(
@@ -126,6 +137,13 @@ def structural_blockers(model: nn.Module) -> list[str]:
                 f"{label}: adaptive polyphase sampling (APS) picks its phase per image, "
                 "and phase expansion is exact only for fixed-phase subsampling"
             )
+        elif isinstance(module, INPUT_DEPENDENT_TYPES):
+            reasons.append(
+                f"{label}: a content-aware filter predicts its kernels from the input, "
+                "and phase expansion treats only fixed filters"
+            )
+        elif isinstance(module, IDEAL_TYPES):
+            continue  # the FFT is circular whatever the padding; its dense pool is checked
         elif isinstance(module, nn.Conv2d):
             (k_h, k_w), (d_h, d_w) = _pair(module.kernel_size), _pair(module.dilation)
             if isinstance(module.padding, str):
@@ -292,11 +310,12 @@ def polyphase_shift_probabilities(
     ``check``) a mismatch with naive evaluation on the first image at a few shifts.
     """
     check_images(images)
-    adaptive = adaptive_layers(model)
+    adaptive = input_dependent_layers(model)
     if adaptive:
         raise PolyphaseError(
-            f"polyphase evaluation is exact only for fixed-phase subsampling, and "
-            f"{adaptive[0]} (one of {len(adaptive)} APS layers) picks its phase per image; "
+            f"polyphase evaluation is exact only for fixed filters and fixed-phase "
+            f"subsampling, and {adaptive[0]} (one of {len(adaptive)} input-dependent "
+            f"layers: {_kind(model.get_submodule(adaptive[0]))}) depends on the image; "
             "use method='naive' (or 'auto', which falls back to it)"
         )
     blockers = structural_blockers(model)

@@ -183,10 +183,12 @@ def load_children(
 
 
 def _downsampling(spec: str, params: Mapping[str, str]) -> str:
-    """The filter as a front shows it: ``binomial-3``, or ``aps(binomial-3)`` when the
-    trial sampled adaptively (``model.downsample``) instead of blur-pooling."""
-    downsample = params.get("model.downsample", "blur")
-    return spec if downsample == "blur" else f"{downsample}({spec})"
+    """The filter as a front shows it: ``binomial-3``, or the operator that replaced
+    blur-pooling (``model.downsample``): ``aps(binomial-3)``, ``ideal(cutoff=0.5)``, ..."""
+    from study.layers import downsampling_label
+
+    fields = {k.removeprefix("model."): v for k, v in params.items() if k.startswith("model.")}
+    return downsampling_label(spec, fields)
 
 
 def study_objectives(parent: Any) -> dict[str, str]:

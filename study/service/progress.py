@@ -50,9 +50,9 @@ def describe_trial(config: dict[str, Any]) -> str:
         from study import filters
 
         filter_spec = str(filters.parse(filter_spec))
-    downsample = model.get("downsample", "blur")
-    if downsample != "blur":  # APS: say so, the filter alone would read as a blur-pool
-        filter_spec = f"{downsample}({filter_spec})"
+    from study.layers import downsampling_label
+
+    filter_spec = downsampling_label(filter_spec, model)  # aps(...), ideal(...): say so
     return f"{filter_spec} / {augment.get('kind', 'none')}"
 
 

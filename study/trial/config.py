@@ -5,7 +5,8 @@ A YAML file (or mapping) with these sections, all optional (defaults follow the
 paper's Section 4.1)::
 
     model:   {name: vgg13_bn, width: 1.0, filter: binomial-5, padding: circular,
-              downsample: blur, aps_norm: l2}
+              downsample: blur, aps_norm: l2, adaptive_taps: 3, adaptive_groups: 2,
+              ideal_cutoff: 0.5}
     data:    {source: shapes, train_images: null, test_images: null, validation: 0, seed: 0}
     augment: {kind: none, padding: 4, mode: zeros, max_shift: 4}
     train:   {epochs: 200, batch_size: 128, lr: 0.1, momentum: 0.9, weight_decay: 5e-4,
@@ -36,11 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from study.filters import FilterSpecError, parse
-from study.layers import APS_NORMS, DOWNSAMPLERS, PADDING_MODES, describe_downsampling
-from study.models import MODELS, available_models
+from study.layers import APS_NORMS, DOWNSAMPLERS, PADDING_MODES, Downsampling
+from study.models import MODELS, available_models, build
 
 SEARCH_KEYS = ("choice", "uniform", "loguniform", "int")
 AUGMENTATIONS = ("none", "flip", "crop", "shift", "flip+crop", "flip+shift")
@@ -80,9 +82,13 @@ MAX_BYTES = 10_000_000
 class ModelConfig:
     """The network (:func:`study.models.build`); ``filter`` is a canonical spec string.
 
-    ``downsample``: ``blur`` (blur-pool, the paper's) or ``aps`` (adaptive polyphase
-    sampling after the blur, Chaman & Dokmanic 2021), which picks each image's phase by
-    ``aps_norm`` (``l2``, ``l1``, ``linf``; read only with ``aps``).
+    ``downsample`` (:class:`study.layers.Downsampling`): ``blur`` (blur-pool, the
+    paper's), ``aps`` (adaptive polyphase sampling after the blur, Chaman & Dokmanic
+    2021, picking each image's phase by ``aps_norm``: ``l2``, ``l1``, ``linf``),
+    ``adaptive`` (a predicted ``adaptive_taps``-square low-pass per pixel and per one of
+    ``adaptive_groups`` channel groups, Zou et al. 2020) or ``ideal`` (the ideal
+    low-pass up to ``ideal_cutoff`` x Nyquist, Michaeli et al. 2023). Each operator's
+    fields are read only with it; ``adaptive`` and ``ideal`` need ``filter: delta``.
     """
 
     name: str = "vgg13_bn"
@@ -91,6 +97,9 @@ class ModelConfig:
     padding: str = "circular"
     downsample: str = "blur"
     aps_norm: str = "l2"
+    adaptive_taps: int = 3
+    adaptive_groups: int = 2
+    ideal_cutoff: float = 0.5
 
     def check(self, at: str) -> None:
         if self.name not in MODELS:
@@ -102,12 +111,47 @@ class ModelConfig:
             _fail(f"{at}.downsample", repr(self.downsample), DOWNSAMPLERS)
         if self.aps_norm not in APS_NORMS:
             _fail(f"{at}.aps_norm", repr(self.aps_norm), APS_NORMS)
+        try:
+            self.operator()
+            if self.downsample == "adaptive":  # do the groups divide every layer's channels?
+                with torch.device("meta"):
+                    build(**self.build_args(10))
+        except ValueError as error:
+            name, _, problem = str(error).partition(": ")
+            name = {"groups": "adaptive_groups"}.get(name, name)  # a layer's word for it
+            raise ConfigError(f"{at}.{name}", problem) from None
+
+    def operator(self) -> Downsampling:
+        """The downsampling operator these fields describe."""
+        return Downsampling(
+            self.downsample,
+            self.filter,
+            self.aps_norm,
+            self.adaptive_taps,
+            self.adaptive_groups,
+            self.ideal_cutoff,
+        )
+
+    def build_args(self, num_classes: int) -> dict[str, Any]:
+        """The arguments of :func:`study.models.build` for this network."""
+        return {
+            "name": self.name,
+            "num_classes": num_classes,
+            "width": self.width,
+            "filter": self.filter,
+            "padding": self.padding,
+            "downsample": self.downsample,
+            "aps_norm": self.aps_norm,
+            "adaptive_taps": self.adaptive_taps,
+            "adaptive_groups": self.adaptive_groups,
+            "ideal_cutoff": self.ideal_cutoff,
+        }
 
     @property
     def downsampling(self) -> str:
         """The canonical string of the downsampling: the filter spec for ``blur``,
-        ``aps(norm=l2, filter=binomial-3)`` for ``aps``."""
-        return describe_downsampling(self.downsample, self.filter, self.aps_norm)
+        ``aps(norm=l2, filter=binomial-3)`` for ``aps``, ``ideal(cutoff=0.5)``, ..."""
+        return str(self.operator())
 
 
 @dataclass(frozen=True)

@@ -181,15 +181,7 @@ class _Training:
         self.config, self.data, self.device = config, data, device
         torch.manual_seed(config.seed)
         spec = config.model
-        self.model = models.build(
-            spec.name,
-            data.num_classes,
-            spec.width,
-            spec.filter,
-            spec.padding,
-            downsample=spec.downsample,
-            aps_norm=spec.aps_norm,
-        ).to(device)
+        self.model = models.build(**spec.build_args(data.num_classes)).to(device)
         if config.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if config.train.compile else self.model

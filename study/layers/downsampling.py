@@ -1,0 +1,220 @@
+"""One downsampling operator, named and parametrised: what a model's every subsampling
+becomes, and the factory that makes each form of it.
+
+The operators (``kind``), each a search dimension of a study:
+
+* ``blur``: the paper's blur-pool with ``filter`` (``delta``: plain subsampling);
+* ``aps``: blur with ``filter``, then adaptive polyphase sampling by ``norm``
+  (:mod:`study.layers.aps`);
+* ``adaptive``: a predicted per-pixel, per-group ``taps x taps`` low-pass
+  (:mod:`study.layers.adaptive`);
+* ``ideal``: the ideal low-pass up to ``cutoff`` x Nyquist (:mod:`study.layers.ideal`).
+
+``adaptive`` and ``ideal`` bring their own low-pass, so their ``filter`` must be
+``delta``. Each operator has a canonical string, as the filters do:
+
+>>> str(Downsampling("aps", "binomial-3")), str(Downsampling("ideal", cutoff=0.5))
+('aps(norm=l2, filter=binomial-3)', 'ideal(cutoff=0.5)')
+>>> Downsampling("adaptive", "binomial-3")
+Traceback (most recent call last):
+...
+ValueError: filter: adaptive downsampling has its own low-pass; use delta, got binomial-3
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from study.filters import FilterSpec, parse
+from study.layers.adaptive import (
+    AdaptiveBlurConv2d,
+    AdaptiveBlurPool2d,
+    AvgAdaptiveBlurPool2d,
+    MaxAdaptiveBlurPool2d,
+    check_groups,
+    check_kernel_taps,
+)
+from study.layers.aps import (
+    APS_NORMS,
+    APSConv2d,
+    APSPool2d,
+    AvgAPSPool2d,
+    MaxAPSPool2d,
+)
+from study.layers.functional import Padding, Rounding
+from study.layers.ideal import (
+    AvgIdealPool2d,
+    IdealConv2d,
+    IdealPool2d,
+    MaxIdealPool2d,
+    check_cutoff,
+)
+from study.layers.modules import (
+    BlurAvgPool2d,
+    BlurConv2d,
+    BlurPool2d,
+    FilterLike,
+    MaxBlurPool2d,
+    check_choice,
+)
+
+DOWNSAMPLERS: tuple[str, ...] = ("blur", "aps", "adaptive", "ideal")
+OWN_LOWPASS: tuple[str, ...] = ("adaptive", "ideal")
+
+__all__ = [
+    "DOWNSAMPLERS",
+    "OWN_LOWPASS",
+    "Downsampling",
+    "describe_downsampling",
+    "downsampling_label",
+]
+
+
+@dataclass(frozen=True)
+class Downsampling:
+    """A downsampling operator: ``kind`` and the parameters it reads (the others are
+    ignored): ``filter`` (``blur``, ``aps``), ``norm`` (``aps``), ``taps`` and ``groups``
+    (``adaptive``), ``cutoff`` (``ideal``). Invalid values raise a one-line
+    ``ValueError`` naming the parameter."""
+
+    kind: str = "blur"
+    filter: FilterLike = "delta"
+    norm: str = "l2"
+    taps: int = 3
+    groups: int = 2
+    cutoff: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_choice("downsample", self.kind, DOWNSAMPLERS)
+        spec = parse(self.filter)
+        object.__setattr__(self, "filter", spec)
+        if self.kind in OWN_LOWPASS and spec.family != "delta":
+            raise ValueError(
+                f"filter: {self.kind} downsampling has its own low-pass; use delta, got {spec}"
+            )
+        if self.kind == "aps":
+            check_choice("aps_norm", self.norm, APS_NORMS)
+        if self.kind == "adaptive":
+            check_kernel_taps(self.taps, "adaptive_taps")
+            check_groups(self.groups, name="adaptive_groups")
+        if self.kind == "ideal":
+            object.__setattr__(self, "cutoff", check_cutoff(self.cutoff, "ideal_cutoff"))
+
+    @property
+    def spec(self) -> FilterSpec:
+        """The parsed filter spec."""
+        assert isinstance(self.filter, FilterSpec)
+        return self.filter
+
+    @property
+    def plain(self) -> bool:
+        """Plain strided subsampling: blur-pool with the ``delta`` filter."""
+        return self.kind == "blur" and self.spec.family == "delta"
+
+    def __str__(self) -> str:
+        if self.kind == "blur":
+            return str(self.spec)
+        if self.kind == "aps":
+            return f"aps(norm={self.norm}, filter={self.spec})"
+        if self.kind == "adaptive":
+            return f"adaptive(taps={self.taps}, groups={self.groups})"
+        return f"ideal(cutoff={self.cutoff:g})"
+
+    def params(self) -> dict[str, Any]:
+        """The parameters this kind reads, as ``build`` arguments (``downsample=...``)."""
+        own = {
+            "blur": {},
+            "aps": {"aps_norm": self.norm},
+            "adaptive": {"adaptive_taps": self.taps, "adaptive_groups": self.groups},
+            "ideal": {"ideal_cutoff": self.cutoff},
+        }[self.kind]
+        return {"downsample": self.kind, **own}
+
+    # --- the forms ------------------------------------------------------------------------
+
+    def pool(
+        self,
+        channels: int | None,
+        stride: int | tuple[int, int] = 2,
+        padding: Padding = "circular",
+        rounding: Rounding = "ceil",
+    ) -> nn.Module:
+        """Low-pass and subsample (a blur-pool, or what replaces it)."""
+        if self.kind == "aps":
+            return APSPool2d(channels, self.spec, stride, padding, rounding, norm=self.norm)
+        if self.kind == "adaptive":
+            return AdaptiveBlurPool2d(channels, self.taps, self.groups, stride, padding, rounding)
+        if self.kind == "ideal":
+            return IdealPool2d(channels, self.cutoff, stride, rounding, padding)
+        return BlurPool2d(channels, self.spec, stride, padding, rounding)
+
+    def dense_pool(
+        self,
+        kind: str,
+        channels: int | None,
+        kernel_size: int | tuple[int, int] = 2,
+        stride: int | tuple[int, int] = 2,
+        padding: Padding = "circular",
+        rounding: Rounding = "floor",
+    ) -> nn.Module:
+        """A ``max`` or ``avg`` pool evaluated densely, then this operator (eq. 3's
+        MaxBlurPool and its kin)."""
+        check_choice("pool", kind, ("max", "avg"))
+        geometry = (kernel_size, stride, padding)
+        if self.kind == "aps":
+            layer = MaxAPSPool2d if kind == "max" else AvgAPSPool2d
+            return layer(channels, self.spec, *geometry, rounding=rounding, norm=self.norm)
+        if self.kind == "adaptive":
+            layer = MaxAdaptiveBlurPool2d if kind == "max" else AvgAdaptiveBlurPool2d
+            return layer(channels, self.taps, self.groups, *geometry, rounding=rounding)
+        if self.kind == "ideal":
+            layer = MaxIdealPool2d if kind == "max" else AvgIdealPool2d
+            return layer(channels, self.cutoff, *geometry, rounding=rounding)
+        layer = MaxBlurPool2d if kind == "max" else BlurAvgPool2d
+        return layer(channels, self.spec, *geometry, rounding=rounding)
+
+    def conv(self, conv: nn.Conv2d, padding: Padding | None = None) -> BlurConv2d:
+        """``conv`` (strided) as a convolution at stride 1 followed by this operator,
+        sharing its parameter tensors."""
+        if self.kind == "aps":
+            return APSConv2d.from_conv(conv, self.spec, padding, self.norm)
+        if self.kind == "adaptive":
+            return AdaptiveBlurConv2d.from_conv(conv, self.taps, self.groups, padding)
+        if self.kind == "ideal":
+            return IdealConv2d.from_conv(conv, self.cutoff, padding)
+        return BlurConv2d.from_conv(conv, self.spec, padding)
+
+
+def describe_downsampling(downsample: str, filter: Any, norm: str = "l2", **params: Any) -> str:
+    """The canonical string of a model's downsampling: the filter spec for ``blur``,
+    ``aps(norm=..., filter=...)`` for ``aps``, and so on (see :class:`Downsampling`).
+
+    >>> describe_downsampling("aps", "binomial-3"), describe_downsampling("blur", "delta")
+    ('aps(norm=l2, filter=binomial-3)', 'delta')
+    """
+    return str(Downsampling(downsample, filter, norm, **params))
+
+
+def downsampling_label(filter_spec: str, fields: Mapping[str, Any]) -> str:
+    """A trial's downsampling as fronts and progress lines show it, from its model
+    fields (a config section, or MLflow's ``model.*`` params as strings): the filter for
+    ``blur``, ``aps(binomial-3)``, ``adaptive(taps=3, groups=2)``, ``ideal(cutoff=0.5)``.
+
+    >>> downsampling_label("delta", {"downsample": "ideal", "ideal_cutoff": "0.25"})
+    'ideal(cutoff=0.25)'
+    """
+    kind = fields.get("downsample", "blur")
+    if kind == "adaptive":
+        taps, groups = fields.get("adaptive_taps", 3), fields.get("adaptive_groups", 2)
+        return f"adaptive(taps={taps}, groups={groups})"
+    if kind == "ideal":
+        cutoff = fields.get("ideal_cutoff", 0.5)
+        with contextlib.suppress(TypeError, ValueError):  # shown as given if not a number
+            cutoff = f"{float(cutoff):g}"
+        return f"ideal(cutoff={cutoff})"
+    return filter_spec if kind == "blur" else f"{kind}({filter_spec})"
