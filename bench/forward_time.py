@@ -3,8 +3,9 @@
 Part 1: VGG13-BN (CIFAR, 32x32, batch 100 as in the paper) with plain max-pooling,
 with dense max-pooling then subsampling (filter ``delta`` through the blur layer), and
 with dense pooling plus a 3, 5 and 7-tap binomial blur, and with adaptive polyphase
-sampling (APS, ``model.downsample: aps``) without and with a 3-tap blur. Part 2: one blur-downsample
-layer, our separable two-pass blur against the direct K x K depthwise convolution
+sampling (APS, ``model.downsample: aps``) without and with a 3-tap blur, the ideal
+Fourier low-pass (``ideal``) and the content-aware filter (``adaptive``). Part 2: one
+blur-downsample layer, our separable two-pass blur against the direct K x K depthwise convolution
 that antialiased-cnns uses, on the same input.
 
 All variants run interleaved, round after round, in one process, so that drift in
@@ -44,6 +45,14 @@ def vgg_table(batch: int, rounds: int, warmup: int, device: torch.device) -> Non
         network = models.build("vgg13_bn", filter=spec, downsample="aps")
         network.load_state_dict(state)
         networks[label] = network.to(device).eval()
+    # The ideal Fourier low-pass (no parameters: the same state dict loads) and the
+    # content-aware filter of Zou et al. (its predictors are new parameters).
+    ideal = models.build("vgg13_bn", downsample="ideal", ideal_cutoff=0.5)
+    ideal.load_state_dict(state)
+    networks["ideal low-pass (cutoff 0.5)"] = ideal.to(device).eval()
+    adaptive = models.build("vgg13_bn", downsample="adaptive", adaptive_taps=3, adaptive_groups=2)
+    adaptive.load_state_dict(state, strict=False)
+    networks["content-aware 3x3, 2 groups"] = adaptive.to(device).eval()
     images = torch.randn(batch, 3, 32, 32, device=device)
 
     def forward(network):

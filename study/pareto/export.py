@@ -49,6 +49,8 @@ FAMILY_LABELS = {
     "weights": "Weights",
     "learnable": "Learnable",
     "learnable-cutoff": "Learnable cutoff",
+    "adaptive": "Content-aware (adaptive)",
+    "ideal": "Ideal low-pass",
 }
 _PALETTE = {
     "delta": "#000000",
@@ -60,6 +62,8 @@ _PALETTE = {
     "weights": "#8c564b",
     "learnable": "#e377c2",
     "learnable-cutoff": "#7f7f7f",
+    "adaptive": "#17becf",
+    "ideal": "#bcbd22",
 }
 _SPARE = ("#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a")
 _LINESTYLES = ("-", "--", ":", "-.")
@@ -424,7 +428,7 @@ def _encoding_handles(studies: Sequence[StudyTrials]) -> list[Any]:
         header("filter family (colour)"),
         *(swatch(FAMILY_LABELS.get(f, f), family_color(f)) for f in families),
         header("taps (sides)"),
-        *(swatch("1 tap" if t == 1 else f"{t} taps", marker=tap_marker(t)) for t in taps_seen),
+        *(swatch(_taps_label(t), marker=tap_marker(t)) for t in taps_seen),
         header("training augmentation (fill)"),
         *augmentation,
     ]
@@ -532,6 +536,12 @@ def _plotly_marker(
             "color": color if augmented else "black",
         },
     }
+
+
+def _taps_label(taps: int | None) -> str:
+    if taps is None:
+        return "no fixed taps (own low-pass)"
+    return "1 tap" if taps == 1 else f"{taps} taps"
 
 
 def _family_key(family: str) -> tuple[int, str]:

@@ -128,6 +128,10 @@ def _record(run: Any, study: str, objectives: Mapping[str, str]) -> TrialRecord 
         taps = None
     if taps is None and info is not None:
         taps = int(info["taps"])
+    weights = tuple(info["weights"]) if info else ()
+    downsample = params.get("model.downsample", "blur")
+    if downsample in ("adaptive", "ideal"):  # their own low-pass: no fixed taps to show
+        family, taps, weights = downsample, None, ()
     return TrialRecord(
         study=study,
         run_id=run.info.run_id,
@@ -136,7 +140,7 @@ def _record(run: Any, study: str, objectives: Mapping[str, str]) -> TrialRecord 
         filter=_downsampling(str(info["filter"]) if info else spec, params),
         family=str(family),
         taps=taps,
-        weights=tuple(info["weights"]) if info else (),
+        weights=weights,
         augment=params.get("augment.kind", "-"),
         objectives=values,
         metrics=metrics,
