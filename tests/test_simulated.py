@@ -97,6 +97,16 @@ def test_a_simulated_study_runs_through_the_service_and_is_tagged(tmp_path):
             assert child.data.metrics["final.test_acc"] == pytest.approx(expected["test_acc"])
             steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
             assert sorted(steps) == [1, 2, 3, 4]
+        # Tune got a checkpoint only with the last epoch and the end (the default policy:
+        # every 30 s, and these trials take 0.2 s), so no experiment snapshot was forced.
+        results = sorted((tmp_path / "ray_results" / "simulated").glob("trial_*/result.json"))
+        assert len(results) == 6
+        for path in results:
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            checkpointed = [
+                (r.get("epoch"), r["complete"]) for r in rows if r.get("checkpoint_dir_name")
+            ]
+            assert checkpointed == [(4, False), (None, True)], (path, checkpointed)
         refused = study("pareto", "simulated", "--out", "front", cwd=tmp_path, env=env)
         assert refused.returncode == 2 and "is simulated" in refused.stderr
         assert not (tmp_path / "front").exists()

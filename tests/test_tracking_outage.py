@@ -52,6 +52,30 @@ def test_trial_logger_buffers_while_the_server_is_away(tmp_path, monkeypatch):
     assert finished.data.tags["study.note"] == "while away" and not logger.backlog
 
 
+def test_a_retried_attempt_logs_each_epoch_once(tmp_path, monkeypatch, capsys):
+    """What a retry reads before it trains: the epochs an earlier attempt logged (it
+    may train them again from an older checkpoint, and must not log them twice), and
+    backfill adds only what the run lacks. A server that does not answer reads as none
+    logged, in one line, and training goes on."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(store)
+    run = client.create_run(client.create_experiment("retry"))
+    logger = TrialLogger(store, run.info.run_id, patience=5)
+    for epoch in (1, 2, 3):
+        logger.epoch({"epoch": epoch, "train_loss": 1.0 / epoch})
+    logger.drain()
+    assert logger.logged_epochs() == {1, 2, 3}
+    rows = [{"epoch": epoch, "train_loss": 0.5} for epoch in (1, 2, 3, 4)]
+    assert logger.backfill(rows, {1, 2, 3}) == {4}
+    logger.drain()
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    assert sorted(steps) == [1, 2, 3, 4]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    away = TrialLogger(f"http://127.0.0.1:{free_port()}", run.info.run_id, patience=1)
+    assert away.logged_epochs() == set()
+    assert "could not read the logged epochs" in capsys.readouterr().out
+
+
 def test_a_refused_request_still_fails_at_once(tmp_path):
     """Buffering is for a server that is away, not for a request it refuses."""
     with mlflow_server(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path) as url:

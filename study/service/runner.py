@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from study.inputs import seconds_setting
 from study.service.paths import leave_ray_working_dir
 from study.service.plan import StudyPlan, check_resources, ray_address, runs_locally
 from study.service.repair import (
@@ -124,8 +125,8 @@ def run_study(
     # the driver's 54 s of CPU (docs/SCALE.md). Tune adds each default logger that is
     # missing unless told not to; the two kept are listed with the study's callbacks.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    # A checkpoint every epoch forces a snapshot of the experiment each time; that is
-    # intended (a resumed study loses at most one epoch), so don't warn about it.
+    # Checkpoints at every epoch (STUDY_CHECKPOINT_INTERVAL_S=0) force a snapshot of the
+    # experiment each time; that is asked for, so don't warn about it.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if has_secret(study_plan.optuna_storage):  # pickled storages reveal it from here
         os.environ["STUDY_OPTUNA_STORAGE"] = study_plan.optuna_storage
@@ -257,7 +258,17 @@ def _new_tuner(
     settings = space.settings
     # Trial configs are saved by Tune and shown by Ray: the URI goes redacted, a worker
     # takes the real one from its environment (secrets.reveal).
-    constants = {"tracking": {"uri": redact(study_plan.tracking_uri), "parent": parent}}
+    constants = {
+        "tracking": {"uri": redact(study_plan.tracking_uri), "parent": parent},
+        # When trials hand Tune a checkpoint (trainable.CheckpointPolicy): decided here,
+        # where the environment was checked, for every worker alike.
+        "checkpoints": {
+            "every_s": seconds_setting("STUDY_CHECKPOINT_INTERVAL_S"),
+            "rungs": [settings.scheduler.grace, settings.scheduler.eta]
+            if settings.scheduler
+            else None,
+        },
+    }
     search = OptunaSearch(
         space=DefineByRun(space, constants),
         metric=study_plan.metrics,

@@ -503,12 +503,29 @@ class TrialLogger:
         for start in range(0, len(metrics), 1000):
             self.client.log_batch(self.run_id, metrics=metrics[start : start + 1000])
 
-    def backfill(self, rows: list[Mapping[str, Any]]) -> None:
-        """Log the epochs of ``rows`` (a checkpoint's history) that the run lacks."""
-        logged = {m.step for m in self.client.get_metric_history(self.run_id, "train_loss")}
+    def logged_epochs(self) -> set[int]:
+        """The epochs the run holds already (steps of ``train_loss``); empty if the
+        server does not answer (then a retried epoch may be logged twice)."""
+        try:
+            history = self.client.get_metric_history(self.run_id, "train_loss")
+        except Exception as error:  # the server is away: training goes on regardless
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+            print(f"tracking: could not read the logged epochs ({type(error).__name__}: {reason})")
+            return set()
+        return {int(m.step) for m in history}
+
+    def backfill(self, rows: list[Mapping[str, Any]], logged: set[int] | None = None) -> set[int]:
+        """Log the epochs of ``rows`` (a checkpoint's history) that the run lacks
+        (``logged``: the epochs it holds, read from the run if not given); returns the
+        epochs logged now."""
+        if logged is None:
+            logged = self.logged_epochs()
+        added = set()
         for row in rows:
             if int(row["epoch"]) not in logged:
                 self.epoch(row)
+                added.add(int(row["epoch"]))
+        return added
 
     def final(self, metrics: Mapping[str, Any], out: Path) -> None:
         """Final metrics and artifacts, then FINISHED: once everything buffered is sent

@@ -1,9 +1,9 @@
 """What runs on the workers: Optuna's define-by-run function and the Ray Tune trainable.
 
 :func:`trainable` resumes from Tune's checkpoint if there is one, runs
-:func:`study.trial.run_trial` in the trial's folder, reports every epoch to Tune with
-a checkpoint (so a retried trial resumes from its last epoch) and logs to the trial's
-MLflow child run.
+:func:`study.trial.run_trial` in the trial's folder, reports every epoch to Tune (with a
+checkpoint when :class:`CheckpointPolicy` says so, so a retried trial resumes from there)
+and logs every epoch to the trial's MLflow child run, once.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +41,57 @@ class DefineByRun:
         }
 
 
+@dataclass
+class CheckpointPolicy:
+    """Which epoch reports hand Tune a checkpoint: the last epoch, every rung of the
+    early-stopping scheduler (a stopped trial's rung is never trained twice), and any
+    epoch ``every_s`` seconds or more after the previous checkpoint (``0``: every epoch).
+
+    Each checkpoint Tune registers may force a snapshot of the whole experiment (Tune
+    does so once a trial has checkpointed ``num_to_keep`` times since the last one), and
+    a snapshot serialises every trial: one per epoch made a 1,000-trial study's driver
+    O(n) per epoch (docs/SCALE.md). The trial still writes its own checkpoint file every
+    epoch (it is how ``run_trial`` resumes within an attempt); Tune only holds fewer.
+
+    >>> policy = CheckpointPolicy.from_params(10, {"every_s": 3600, "rungs": [1, 3]})
+    >>> [epoch for epoch in range(1, 11) if policy.due(epoch)]
+    [1, 3, 9, 10]
+    """
+
+    epochs: int
+    every_s: float = 0.0
+    rungs: frozenset[int] = frozenset()
+    last: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def from_params(cls, epochs: int, settings: Mapping[str, Any] | None) -> CheckpointPolicy:
+        """From the study's ``checkpoints`` constants: ``every_s`` and ``rungs`` (MO-ASHA's
+        ``[grace, eta]``: rungs at ``grace * eta**k``; every bracket's rungs are among
+        them). None (a study recorded before this policy): every epoch."""
+        settings = settings or {}
+        rungs: set[int] = set()
+        if settings.get("rungs"):
+            grace, eta = (int(v) for v in settings["rungs"])
+            rung = grace
+            while rung < epochs:
+                rungs.add(rung)
+                rung *= eta
+        return cls(epochs, float(settings.get("every_s", 0.0)), frozenset(rungs))
+
+    def due(self, epoch: int | None) -> bool:
+        """Whether the report of ``epoch`` carries a checkpoint."""
+        if epoch is None or epoch >= self.epochs or epoch in self.rungs:
+            return True
+        return time.monotonic() - self.last >= self.every_s
+
+    def saved(self) -> None:
+        self.last = time.monotonic()
+
+
 def trainable(params: dict[str, Any]) -> None:
     """One Ray Tune trial: resume from Tune's checkpoint if there is one, train, report
-    every epoch with a checkpoint, log to the trial's MLflow child run."""
+    every epoch (with a checkpoint when :class:`CheckpointPolicy` says so), log each
+    epoch to the trial's MLflow child run once."""
     import socket
 
     import ray
@@ -91,11 +142,14 @@ def trainable(params: dict[str, Any]) -> None:
     # A checkpoint from Tune, or one a stopped attempt left in this folder: run_trial
     # resumes from it, so log the epochs it holds that an attempt never logged.
     resuming = (work / CHECKPOINT).is_file()
+    # Epochs an earlier attempt logged: one that resumes from an older checkpoint (or
+    # from none) trains them again, and MLflow keeps the first attempt's rows.
+    logged = logger.logged_epochs()
     if resuming:
         from study.trial.checkpoint import checkpoint_history
 
         history = checkpoint_history(work / CHECKPOINT)
-        logger.backfill(history)
+        logged |= logger.backfill(history, logged)
         if restored is None and history:
             # Newer than anything Tune holds (a driver killed before Tune's snapshot took
             # this trial's checkpoint): report its epochs, so that an early-stopping
@@ -104,27 +158,33 @@ def trainable(params: dict[str, Any]) -> None:
             _replay(history, work)
 
     resumed: list = []
+    policy = CheckpointPolicy.from_params(config.train.epochs, params.get("checkpoints"))
 
     def report(row: dict[str, Any]) -> None:
         from ray.tune import Checkpoint
 
         complete = row.pop("done")  # Tune reads a reported "done" as "stop this trial now"
-        if resuming and not resumed and row.get("epoch") is not None:
-            resumed.append(row.get("epoch"))  # the first epoch this attempt trained
+        epoch = row.get("epoch")
+        if resuming and not resumed and epoch is not None:
+            resumed.append(epoch)  # the first epoch this attempt trained
             logger.tags({"study.resumed_at_epoch": str(resumed[0])})
         if complete:
             logger.final(row, work)  # before Tune hears of the end, which may stop us
         metrics = {k: v for k, v in row.items() if isinstance(v, int | float | str | bool)}
         metrics[MLFLOW_RUN_ID] = run_id  # for the Optuna trial (study.service.pruning)
-        with tempfile.TemporaryDirectory(dir=work.parent) as folder:
-            _link_or_copy(work / CHECKPOINT, Path(folder) / CHECKPOINT)
-            tune.report(
-                {**metrics, "complete": complete}, checkpoint=Checkpoint.from_directory(folder)
-            )
-        if not complete:
-            # Only once Tune holds this epoch's checkpoint: a resume never trains (and
-            # logs) it again; one stopped right here is logged by `backfill` on resume.
+        metrics["complete"] = complete
+        if complete or policy.due(epoch):
+            with tempfile.TemporaryDirectory(dir=work.parent) as folder:
+                _link_or_copy(work / CHECKPOINT, Path(folder) / CHECKPOINT)
+                tune.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+            policy.saved()
+        else:
+            tune.report(metrics)
+        if not complete and epoch not in logged:
+            # After Tune has the report: a trial stopped right there (at a rung, which
+            # always has a checkpoint) is logged by `backfill` if it is ever resumed.
             logger.epoch(row)
+            logged.add(epoch)
 
     try:
         if not resuming and not config.simulate.enabled:
