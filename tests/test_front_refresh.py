@@ -82,3 +82,26 @@ def test_the_live_front_kept_incrementally_is_the_front_of_every_result():
             assert sorted(label for label, _ in progress.front()) == expected
     progress._add_result("t0", ("trial 0", [1.0, 0.0]))  # re-run: dominates everything
     assert [label for label, _ in progress.front()] == ["trial 0"]
+
+
+def test_refreshes_take_at_most_their_share_of_the_time():
+    """A refresh that took d seconds waits d / share before the next one, however often
+    it is asked for: the parent's front never costs the driver more than its share."""
+    import itertools
+    import time
+
+    starts = []
+
+    def slow_refresh():
+        starts.append(time.monotonic())
+        time.sleep(0.2)
+
+    refresher = FrontRefresher(slow_refresh, every_s=0, share=0.25)  # 0.2 s -> 0.8 s apart
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        refresher.request()
+        time.sleep(0.01)
+    refresher.close()
+    gaps = [b - a for a, b in itertools.pairwise(starts[:-1])]  # the last one is close()'s
+    assert len(starts) >= 3 and gaps, starts
+    assert min(gaps) >= 0.75, gaps

@@ -8,7 +8,10 @@ finished trial inside Tune's callback, it held up the scheduling of the next tri
 
 :class:`FrontRefresher` takes it off the loop: a finished trial only marks the front
 stale (:meth:`~FrontRefresher.request`, constant time); one background thread refreshes
-it at most every ``every_s`` seconds (``$STUDY_FRONT_REFRESH_S``, default 30), and
+it at most every ``every_s`` seconds (``$STUDY_FRONT_REFRESH_S``, default 30) and never
+for more than ``share`` (5 %) of the time (a refresh that took ``d`` seconds waits at
+least ``d / share`` before the next: at 1,000 trials one took 4 s, so 80 s apart; a
+fixed 30 s made the refreshes 28 % of that study's driver CPU, docs/SCALE.md), and
 :meth:`~FrontRefresher.close` refreshes it once more, synchronously, when the study
 ends, so the final front is always complete. A refresh that fails (the tracking server
 away) is tried again after the interval, and at the end.
@@ -41,9 +44,13 @@ class FrontRefresher:
     True
     """
 
-    def __init__(self, refresh: Callable[[], object], every_s: float | None = None) -> None:
+    def __init__(
+        self, refresh: Callable[[], object], every_s: float | None = None, share: float = 0.05
+    ) -> None:
         self.refresh = refresh
         self.every_s = refresh_interval() if every_s is None else every_s
+        self.share = share
+        self._gap = self.every_s  # seconds from the start of one refresh to the next
         self.refreshes = 0
         self._stale = False
         self._last = -float("inf")
@@ -75,7 +82,7 @@ class FrontRefresher:
             with self._wake:
                 while not self._closing and not self._stale:
                     self._wake.wait()
-                while not self._closing and (due := self._last + self.every_s) > (
+                while not self._closing and (due := self._last + self._gap) > (
                     now := time.monotonic()
                 ):
                     self._wake.wait(due - now)
@@ -93,3 +100,5 @@ class FrontRefresher:
             except Exception as error:  # the study goes on; the next request retries
                 self._stale = True
                 warnings.warn(f"could not refresh the parent run's front: {error}", stacklevel=1)
+            took = time.monotonic() - self._last
+            self._gap = max(self.every_s, took / self.share if self.share > 0 else 0.0)
