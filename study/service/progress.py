@@ -69,6 +69,10 @@ def failure_reason(trial) -> str:
     return f"see {trial.error_file or 'the trial folder'}"
 
 
+#: Metrics a finished trial's line shows besides the objectives.
+SHOWN_METRICS = ("test_acc", "test_consistency")
+
+
 class StudyProgress(Callback):
     """Progress lines, a bar over the planned trials, and the parent run's front."""
 
@@ -148,7 +152,7 @@ class StudyProgress(Callback):
         values = [float(result[metric]) for metric in self.objectives]
         self._add_result(trial.trial_id, (describe_trial(trial.config), values))
         scores = "  ".join(f"{m} {v:.4f}" for m, v in zip(self.objectives, values, strict=True))
-        reported = [m for m in ("test_acc", "test_consistency") if m not in self.objectives]
+        reported = [m for m in SHOWN_METRICS if m not in self.objectives]
         if reported and all(m in result for m in reported):
             scores += "  | " + "  ".join(f"{m} {float(result[m]):.4f}" for m in reported)
         self.line(f"trial {trial.trial_id} done: {self.results[trial.trial_id][0]}  {scores}")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from study.inputs import seconds_setting
 from study.service.paths import leave_ray_working_dir
 from study.service.plan import StudyPlan, check_resources, ray_address, runs_locally
+from study.service.progress import SHOWN_METRICS
 from study.service.repair import (
     fail_requeued_trials,
     known_optuna_trials,
@@ -37,7 +38,7 @@ from study.service.repair import (
 from study.service.samplers import optuna_storage, sampler
 from study.service.secrets import has_secret, redact
 from study.service.space import SearchSpace, StudySettings
-from study.service.stopping import build_scheduler
+from study.service.stopping import PER_EPOCH, build_scheduler
 from study.service.tracking import (
     SIMULATED_TAG,
     close_unfinished,
@@ -268,6 +269,11 @@ def _new_tuner(
             if settings.scheduler
             else None,
         },
+        # What Tune hears of each result (trainable.tune_metrics): Tune keeps statistics
+        # of every number it is told, per trial, in each experiment snapshot.
+        "tune_metrics": sorted(
+            {*study_plan.metrics, *PER_EPOCH, *SHOWN_METRICS, "epoch", "complete"}
+        ),
     }
     search = OptunaSearch(
         space=DefineByRun(space, constants),
