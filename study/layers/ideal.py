@@ -124,7 +124,9 @@ def ideal_pool2d(
 
 
 class _IdealMixin:
-    """What every ideal layer adds to its blur layer: ``cutoff`` and the filter."""
+    """What every ideal layer adds to its blur layer: ``cutoff``, the dense map
+    (:meth:`dense`, for the all-shift evaluation by phases) and ``subsample``: filter,
+    then keep every ``stride``-th sample."""
 
     stride: Any
     rounding: Rounding

@@ -141,7 +141,8 @@ class BlurAvgPool2d(_PoolBlur):
 
 
 class DensePoolThen:
-    """Pool densely (stride 1, blurring with the layer's filter), then ``self.subsample``.
+    """Pool densely (stride 1, blurring with the layer's filter), then
+    ``self.subsample(dense)``: the layer's own low-pass, if it has one, and subsampling.
 
     The form of every pool layer whose subsampling is more than a strided slice (APS,
     the ideal low-pass, the content-aware filter): mixed in before a :class:`_PoolBlur`
