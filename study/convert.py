@@ -671,10 +671,13 @@ def _hashable(value: object) -> bool:
 
 
 def _moved(new: nn.Module, old: nn.Module, model: nn.Module) -> nn.Module:
-    """``new`` on the device of ``old``'s tensors, else of the model's first tensor."""
+    """``new`` on the device (and floating dtype) of ``old``'s tensors, else of the
+    model's first tensor."""
     for source in (old, model):
         tensor = next(iter((*source.parameters(), *source.buffers())), None)
         if tensor is not None:
+            if tensor.is_floating_point():
+                return new.to(device=tensor.device, dtype=tensor.dtype)
             return new.to(tensor.device)
     return new
 

@@ -105,3 +105,23 @@ def test_refreshes_take_at_most_their_share_of_the_time():
     gaps = [b - a for a, b in itertools.pairwise(starts[:-1])]  # the last one is close()'s
     assert len(starts) >= 3 and gaps, starts
     assert min(gaps) >= 0.75, gaps
+
+
+def test_a_failed_refresh_is_retried_after_the_interval_not_its_share():
+    """A refresh that fails (slowly, as a request to an absent server does) is tried
+    again after ``every_s``: the share cap is for refreshes that work."""
+    import time
+
+    attempts = []
+
+    def failing():
+        attempts.append(time.monotonic())
+        time.sleep(0.3)
+        raise ConnectionError("the tracking server is away")
+
+    refresher = FrontRefresher(failing, every_s=0.1, share=0.05)  # a success: 6 s apart
+    refresher.request()
+    with pytest.warns(UserWarning, match="could not refresh"):
+        time.sleep(2.0)
+        refresher.close()
+    assert len(attempts) >= 3, attempts

@@ -296,3 +296,23 @@ def test_circular_conversion_reaches_the_new_layers(fields):
     )
     circular(model, log=False)
     assert model[1].padding == "circular"
+
+
+def test_surgery_keeps_the_models_dtype_and_lazy_predictors_start_as_eager_ones():
+    torch.manual_seed(0)
+    model = antialias(
+        torchvision.models.resnet18(num_classes=10).double(), "delta", downsample="adaptive",
+        log=False,
+    )  # fmt: skip
+    assert model(torch.randn(2, 3, 32, 32, dtype=torch.float64)).dtype == torch.float64
+    lazy, eager = MaxAdaptiveBlurPool2d(None), MaxAdaptiveBlurPool2d(64)
+    lazy(torch.randn(2, 64, 8, 8))
+    expected = (2 / (18 * 9)) ** 0.5  # Kaiming normal, fan-out: 18 outputs x 3 x 3
+    for layer in (lazy, eager):
+        assert abs(layer.predictor.conv.weight.std().item() - expected) < 0.15 * expected
+
+
+def test_ideal_pools_padding_other_than_circular_are_not_evaluated_by_phases():
+    model = nn.Sequential(MaxIdealPool2d(2, padding="zeros"), nn.Flatten())
+    assert structural_blockers(model) == ["0: dense pool pads with zeros, not circular"]
+    assert not structural_blockers(nn.Sequential(MaxIdealPool2d(2), nn.Flatten()))

@@ -542,6 +542,9 @@ def test_early_stopped_trials_are_pruned_in_optuna_mlflow_pareto_and_status(trac
             assert child.data.tags["study.rung_rank"] == str(decision["rank"])
             assert child.data.metrics["rung.val_acc"] == decision["values"][0]
             assert sorted(epochs) == list(range(1, decision["rung"] + 1))
+            # the whole row of the rung epoch, not only what Tune was told
+            rates = [m.step for m in client.get_metric_history(child.info.run_id, "lr")]
+            assert sorted(rates) == list(range(1, decision["rung"] + 1))
             assert not any(k.startswith("final.") for k in child.data.metrics)
         else:
             assert child.info.status == "FINISHED" and "study.pruned" not in child.data.tags

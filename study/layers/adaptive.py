@@ -148,7 +148,7 @@ class KernelPredictor(nn.Module):
         self.stride = _pair(stride)
         outputs = groups * taps * taps
         if channels is None:
-            self.conv: nn.Module = nn.LazyConv2d(outputs, taps, self.stride, bias=False)
+            self.conv: nn.Module = _LazyKaimingConv2d(outputs, taps, self.stride, bias=False)
             self.norm: nn.Module = nn.LazyBatchNorm2d()
         else:
             self.conv = nn.Conv2d(channels, outputs, taps, self.stride, bias=False)
@@ -162,6 +162,15 @@ class KernelPredictor(nn.Module):
         batch, _, out_h, out_w = logits.shape
         logits = logits.view(batch, self.groups, self.taps * self.taps, out_h, out_w)
         return logits.softmax(dim=2)
+
+
+class _LazyKaimingConv2d(nn.LazyConv2d):
+    """``nn.LazyConv2d`` whose weights, once sized by the first batch, are initialised as
+    the eager predictor's (Kaiming normal, fan-out) instead of PyTorch's default."""
+
+    def reset_parameters(self) -> None:
+        if not self.has_uninitialized_params() and self.in_channels != 0:
+            nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
 
 
 class _ContentAwareMixin:
@@ -257,7 +266,8 @@ class AdaptiveBlurConv2d(BlurConv2d):
     ) -> None:
         super().__init__(*args, filter=filter, blur_padding=blur_padding, **kwargs)
         padding = blur_padding if blur_padding is not None else self.padding_mode
-        self.blur = AdaptiveBlurPool2d(self.out_channels, taps, kernel_groups, self.stride, padding)
+        blur = AdaptiveBlurPool2d(self.out_channels, taps, kernel_groups, self.stride, padding)
+        self.blur = blur.to(device=self.weight.device, dtype=self.weight.dtype)
 
     @classmethod
     def from_conv(

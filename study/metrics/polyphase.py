@@ -142,8 +142,10 @@ def structural_blockers(model: nn.Module) -> list[str]:
                 f"{label}: a content-aware filter predicts its kernels from the input, "
                 "and phase expansion treats only fixed filters"
             )
-        elif isinstance(module, IDEAL_TYPES):
-            continue  # the FFT is circular whatever the padding; its dense pool is checked
+        elif isinstance(module, IDEAL_TYPES):  # the FFT is circular whatever the padding
+            kernel = _pair(getattr(module, "kernel_size", 1))
+            if module.padding != "circular" and kernel != (1, 1):
+                reasons.append(f"{label}: dense pool pads with {module.padding}, not circular")
         elif isinstance(module, nn.Conv2d):
             (k_h, k_w), (d_h, d_w) = _pair(module.kernel_size), _pair(module.dilation)
             if isinstance(module.padding, str):

@@ -170,6 +170,12 @@ def trainable(params: dict[str, Any]) -> None:
             logger.tags({"study.resumed_at_epoch": str(resumed[0])})
         if complete:
             logger.final(row, work)  # before Tune hears of the end, which may stop us
+        if not complete and epoch not in logged:
+            # Before Tune hears of it, which may stop the trial right there (at a rung):
+            # the whole row, while Tune gets only `tune_metrics`. A retry that trains
+            # this epoch again does not log it again (`logged`).
+            logger.epoch(row)
+            logged.add(epoch)
         metrics = tune_metrics(row, params.get("tune_metrics"))
         metrics[MLFLOW_RUN_ID] = run_id  # for the Optuna trial (study.service.pruning)
         metrics["complete"] = complete
@@ -180,11 +186,6 @@ def trainable(params: dict[str, Any]) -> None:
             policy.saved()
         else:
             tune.report(metrics)
-        if not complete and epoch not in logged:
-            # After Tune has the report: a trial stopped right there (at a rung, which
-            # always has a checkpoint) is logged by `backfill` if it is ever resumed.
-            logger.epoch(row)
-            logged.add(epoch)
 
     try:
         if not resuming and not config.simulate.enabled:
