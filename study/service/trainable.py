@@ -155,7 +155,7 @@ def trainable(params: dict[str, Any]) -> None:
             # this trial's checkpoint): report its epochs, so that an early-stopping
             # scheduler judges every rung once, as in an uninterrupted run. It may stop
             # the trial right here.
-            _replay(history, work, params.get("tune_metrics"))
+            _replay(history, work)
 
     resumed: list = []
     policy = CheckpointPolicy.from_params(config.train.epochs, params.get("checkpoints"))
@@ -170,13 +170,10 @@ def trainable(params: dict[str, Any]) -> None:
             logger.tags({"study.resumed_at_epoch": str(resumed[0])})
         if complete:
             logger.final(row, work)  # before Tune hears of the end, which may stop us
-        if not complete and epoch not in logged:
-            # Before Tune hears of it, which may stop the trial right there (at a rung):
-            # the whole row, while Tune gets only `tune_metrics`. A retry that trains
-            # this epoch again does not log it again (`logged`).
-            logger.epoch(row)
-            logged.add(epoch)
-        metrics = tune_metrics(row, params.get("tune_metrics"))
+        # Epoch rows go to Tune whole: a trial the scheduler stops at a rung never gets
+        # past this report, and the driver logs that epoch from Tune's copy
+        # (tracking.mark_pruned). The final row, the one with most values, is trimmed.
+        metrics = tune_metrics(row, params.get("tune_metrics") if complete else None)
         metrics[MLFLOW_RUN_ID] = run_id  # for the Optuna trial (study.service.pruning)
         metrics["complete"] = complete
         if complete or policy.due(epoch):
@@ -186,6 +183,12 @@ def trainable(params: dict[str, Any]) -> None:
             policy.saved()
         else:
             tune.report(metrics)
+        if not complete and epoch not in logged:
+            # After Tune has the report: a trial stopped right there (at a rung) has the
+            # epoch logged by the driver from Tune's copy; a retry that trains this epoch
+            # again does not log it again (`logged`).
+            logger.epoch(row)
+            logged.add(epoch)
 
     try:
         if not resuming and not config.simulate.enabled:
@@ -202,9 +205,9 @@ def trainable(params: dict[str, Any]) -> None:
 def tune_metrics(row: Mapping[str, Any], names: list[str] | None) -> dict[str, Any]:
     """The values of ``row`` that Tune hears of: ``names`` (the objectives, the
     scheduler's per-epoch metrics, what progress lines show, ``epoch``), or every scalar
-    when ``names`` is None (a study recorded before). MLflow gets the whole row; Tune
-    keeps running statistics of each number it is told, per trial, in every experiment
-    snapshot (about 20 kB a trial with the whole rows), so fewer makes snapshots cheaper.
+    when ``names`` is None (epoch rows, and a study recorded before). MLflow gets the
+    whole row; Tune keeps running statistics of each number it is told, per trial, in
+    every experiment snapshot, so the final row (some 25 values) is trimmed.
 
     >>> tune_metrics({"epoch": 2, "val_acc": 0.5, "train_seconds": 3.1}, ["epoch", "val_acc"])
     {'epoch': 2, 'val_acc': 0.5}
@@ -224,7 +227,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy(source, target)
 
 
-def _replay(history: list[dict[str, Any]], work: Path, names: list[str] | None) -> None:
+def _replay(history: list[dict[str, Any]], work: Path) -> None:
     """Report to Tune the epochs of a checkpoint Tune never saw, the last one with it."""
     from ray import tune
     from ray.tune import Checkpoint
@@ -232,7 +235,7 @@ def _replay(history: list[dict[str, Any]], work: Path, names: list[str] | None) 
     from study.trial.run import CHECKPOINT
 
     for index, row in enumerate(history):
-        metrics = tune_metrics(row, names)
+        metrics = tune_metrics(row, None)  # epoch rows go whole (see `report`)
         metrics["complete"] = False
         if index < len(history) - 1:
             tune.report(metrics)
