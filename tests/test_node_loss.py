@@ -66,6 +66,9 @@ def test_a_lost_worker_node_costs_a_retry_not_a_trial(tmp_path):
         mlflow_server(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path) as url,
     ):
         env = environment(url, cluster)
+        # A checkpoint to Tune every epoch (the default is one every 30 s, longer than
+        # this trial runs before the node is lost): what is tested is the resume from it.
+        env["STUDY_CHECKPOINT_INTERVAL_S"] = "0"
         args = [
             *TINY,
             "--set",
