@@ -59,6 +59,47 @@ def _requests(log: Path, start: int) -> dict[str, int]:
     return {"all": len(api), "log_batch": sum("log-batch" in line for line in api)}
 
 
+class ThreadCPU:
+    """CPU seconds of a process's threads, grouped by thread name (``/proc/PID/task``),
+    polled in the background: a thread that ends keeps what it was last seen using.
+    Ray's C++ threads carry their own names; other threads show as the process's."""
+
+    def __init__(self, pid: int, every_s: float = 0.25) -> None:
+        import threading
+
+        self._pid, self._every_s = pid, every_s
+        self._seen: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        while not self._stop.wait(self._every_s):
+            try:
+                tasks = os.listdir(f"/proc/{self._pid}/task")
+            except OSError:
+                return
+            for tid in tasks:
+                try:
+                    stat = Path(f"/proc/{self._pid}/task/{tid}/stat").read_text()
+                except OSError:
+                    continue
+                name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                name = "(main thread)" if int(tid) == self._pid else name
+                fields = stat[stat.rindex(")") + 2 :].split()
+                self._seen[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds by thread name, largest first."""
+        self._stop.set()
+        self._thread.join()
+        by_name: dict[str, float] = {}
+        for name, seconds in self._seen.values():
+            by_name[name] = by_name.get(name, 0.0) + seconds
+        return dict(sorted(by_name.items(), key=lambda item: -item[1]))
+
+
 def run_study(n: int, concurrent: int, cluster: dict, folder: Path) -> dict:
     """``study run`` of ``n`` simulated trials; the driver's costs and the study's."""
     import mlflow
@@ -88,7 +129,9 @@ def run_study(n: int, concurrent: int, cluster: dict, folder: Path) -> dict:
         started = time.perf_counter()
         with open(folder / f"driver-{n}.log", "w") as out:
             driver = subprocess.Popen(argv, cwd=folder, env=env, stdout=out, stderr=out)
+            threads = ThreadCPU(driver.pid)
             _, status, usage = os.wait4(driver.pid, 0)
+            thread_cpu = threads.stop()
         wall = time.perf_counter() - started
         if os.waitstatus_to_exitcode(status) != 0:
             raise RuntimeError((folder / f"driver-{n}.log").read_text()[-3000:])
@@ -118,6 +161,7 @@ def run_study(n: int, concurrent: int, cluster: dict, folder: Path) -> dict:
         "mlflow_requests_per_trial_epoch": requests["all"] / (n * EPOCHS),
         "mlflow_log_batch_per_trial_epoch": requests["log_batch"] / (n * EPOCHS),
         "front_refresh_s": statistics.median(refresh),
+        "driver_thread_cpu_s": {name: round(s, 2) for name, s in thread_cpu.items()},
     }
 
 
@@ -214,7 +258,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[10, 100, 1000])
     parser.add_argument("--concurrent", type=int, default=8, help="trials at once")
-    parser.add_argument("--samplers", nargs="+", default=["random", "tpe", "nsga2", "gp"])
+    parser.add_argument("--samplers", nargs="*", default=["random", "tpe", "nsga2", "gp"],
+                        help="none: studies only")  # fmt: skip
     parser.add_argument("--sampler-sizes", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args()
@@ -236,6 +281,8 @@ def main() -> None:
                 f" front refresh {row['front_refresh_s']:.2f} s",
                 flush=True,
             )
+            top = list(row["driver_thread_cpu_s"].items())[:6]
+            print("         driver threads (CPU s): " + ", ".join(f"{k} {v:.1f}" for k, v in top))
     for before, after in itertools.pairwise(studies):
         extra = after["trials"] - before["trials"]
         after["marginal_driver_cpu_s_per_trial"] = (
@@ -250,8 +297,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     partial = {"machine": machine(), "studies": studies, "samplers": []}
     (args.out / "scale.json").write_text(json.dumps(partial, indent=2))
-    print("Optuna ask + tell on PostgreSQL:")
-    samplers = sampler_costs(args.samplers, args.sampler_sizes)
+    if args.samplers:
+        print("Optuna ask + tell on PostgreSQL:")
+    samplers = sampler_costs(args.samplers, args.sampler_sizes) if args.samplers else []
     result = {"machine": machine(), "studies": studies, "samplers": samplers}
     (args.out / "scale.json").write_text(json.dumps(result, indent=2))
     plot(studies, samplers, args.out / "scale.png")

@@ -8,7 +8,9 @@ every such character the way Python's ``repr`` does.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -72,3 +74,20 @@ def seconds_setting(name: str) -> float:
     if not 0 <= seconds < float("inf"):
         raise ValueError(f"{name}: {raw!r} is not a number of seconds >= 0")
     return seconds
+
+
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of a block, then put back what was
+    there (MLflow reads its settings from the environment on every call; Tune reads some
+    when an experiment starts)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

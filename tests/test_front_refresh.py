@@ -125,3 +125,15 @@ def test_a_failed_refresh_is_retried_after_the_interval_not_its_share():
         time.sleep(2.0)
         refresher.close()
     assert len(attempts) >= 3, attempts
+
+
+def test_tunes_snapshot_period_grows_with_the_study_unless_the_user_set_it(monkeypatch):
+    """The driver's other O(n) chore: Tune's experiment snapshot (study.service.runner)."""
+    from study.service.runner import SNAPSHOT_PERIOD, snapshot_period
+
+    monkeypatch.delenv(SNAPSHOT_PERIOD, raising=False)
+    assert [snapshot_period(n) for n in (1, 200, 1000, 6000, 10**6)] == [
+        "10", "10", "50", "300", "300",
+    ]  # fmt: skip
+    monkeypatch.setenv(SNAPSHOT_PERIOD, "auto")
+    assert snapshot_period(1000) == "auto"

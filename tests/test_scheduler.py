@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -24,9 +25,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from ray.tune import register_trainable
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import TrialScheduler
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from study.service.scheduler import (
+    LiveFIFOScheduler,
     MultiObjectiveASHA,
     RungDecision,
     SchedulerState,
@@ -520,3 +522,36 @@ def test_a_study_killed_midway_and_restored_decides_as_an_uninterrupted_one(
     assert 1 <= report["restored"] <= 6  # decisions brought back from Tune's snapshot
     assert report["decisions"] == expected["decisions"]
     assert report["fates"] == expected["fates"]
+
+
+class _Controller:
+    """What a scheduler reads of Tune's controller when choosing a trial to run."""
+
+    def __init__(self, trials: list[Trial]) -> None:
+        self.trials = trials
+
+    def get_trials(self) -> list[Trial]:
+        return self.trials
+
+    def get_live_trials(self) -> set[Trial]:
+        return {t for t in self.trials if t.status not in (Trial.TERMINATED, Trial.ERROR)}
+
+
+@given(st.lists(st.sampled_from(["PENDING", "RUNNING", "PAUSED", "TERMINATED", "ERROR"])))
+def test_the_live_fifo_scheduler_chooses_as_tunes_fifo_does(statuses):
+    """The same choice as Tune's FIFOScheduler (the first pending trial in the order
+    added, else the first paused one), looking at live trials only."""
+    trials = [Trial("__fake", trial_id=f"fifo_{i:05d}", stub=True) for i in range(len(statuses))]
+    live = LiveFIFOScheduler()
+    for trial, status in zip(trials, statuses, strict=True):
+        live.on_trial_add(None, trial)
+        trial.status = status
+        if status in (Trial.TERMINATED, Trial.ERROR):
+            live.on_trial_complete(None, trial, {})
+    controller = _Controller(trials)
+    assert live.choose_trial_to_run(controller) is FIFOScheduler().choose_trial_to_run(controller)
+    assert set(live._added) == {t.trial_id for t in controller.get_live_trials()}
+    assert pickle.loads(pickle.dumps(live))._added == live._added
+    older = LiveFIFOScheduler.__new__(LiveFIFOScheduler)  # pickled before it kept an order
+    older.__setstate__({k: v for k, v in vars(live).items() if k not in ("_added", "_next")})
+    assert (older._added, older._next) == ({}, 0)

@@ -14,11 +14,13 @@
 from __future__ import annotations
 
 import io
+import pickle
 
 import mlflow
 import optuna
 import pytest
 import yaml
+from optuna.storages._cached_storage import _CachedStorage
 from optuna.trial import TrialState
 from ray.tune.experiment import Trial
 from ray.tune.search import ConcurrencyLimiter
@@ -30,6 +32,7 @@ from study.service.samplers import optuna_storage
 from study.service.scheduler import MultiObjectiveASHA
 from study.service.space import SearchSpace
 from study.service.stopping import SchedulerSettings, build_scheduler
+from study.service.storage import SnapshotCache, cached
 from study.service.trainable import DefineByRun
 from study.trial.config import ConfigError
 
@@ -193,7 +196,7 @@ def searcher_for(space: SearchSpace, url: str, scheduler: MultiObjectiveASHA):
         mode=list(METRICS.values()),
         sampler=optuna.samplers.RandomSampler(seed=0),
         study_name="stopping",
-        storage=optuna_storage(url),
+        storage=cached(optuna_storage(url)),  # as the runner builds it
     )
     return PruningSearcher(search, scheduler, url, "stopping")
 
@@ -312,6 +315,39 @@ def test_the_searcher_state_goes_through_tunes_save_and_restore(tmp_path):
     study = optuna.load_study(study_name="stopping", storage=optuna_storage(url))
     assert study.trials[1].state == TrialState.PRUNED
     assert study.trials[1].user_attrs["rung_decision"]["rank"] == 1
+
+
+def test_a_snapshot_of_the_searcher_does_not_grow_with_the_study(tmp_path, storage_url):
+    """Tune pickles the searcher at every experiment snapshot: told trials leave
+    OptunaSearch's table, and an RDB storage's cache pickles no trials; a restored
+    searcher still tells the running trial and reads every trial back."""
+    space = space_with("mo-asha")
+    first = SearchGenerator(ConcurrencyLimiter(searcher_for(space, storage_url, None), 8))
+    for i in range(6):
+        first.searcher.suggest(f"t{i}")
+    final = {"epoch": 9, "val_acc": 0.9, "val_consistency": 0.95, "complete": True}
+    for i in range(5):
+        first.on_trial_complete(f"t{i}", result={**final, "val_acc": 0.1 * i})
+    optuna_search = first.searcher.searcher.searcher
+    assert list(optuna_search._ot_trials) == ["t5"]
+    storage = optuna_search._ot_study._storage
+    if storage_url.startswith("sqlite"):
+        assert isinstance(storage, SnapshotCache)
+        [live] = storage._studies.values()
+        assert len(live.trials) == 6  # the live cache keeps them all
+        pickled = pickle.loads(pickle.dumps(storage))
+        [lean] = pickled._studies.values()
+        assert lean.trials == {} and lean.directions == live.directions
+        full = pickle.dumps(_CachedStorage.__getstate__(storage))  # Optuna's own pickle
+        assert len(pickle.dumps(storage)) < len(full) / 2
+    first.save_to_dir(str(tmp_path), session_str="s")
+
+    second = SearchGenerator(ConcurrencyLimiter(searcher_for(space, storage_url, None), 8))
+    second.restore_from_dir(str(tmp_path))
+    second.on_trial_complete("t5", result=final)
+    restored = second.searcher.searcher.searcher._ot_study
+    assert [t.state for t in restored.trials] == [TrialState.COMPLETE] * 6
+    assert [t.values[0] for t in restored.trials] == pytest.approx([0, 0.1, 0.2, 0.3, 0.4, 0.9])
 
 
 # --- MLflow: every reader agrees on what a pruned trial is -------------------------------------

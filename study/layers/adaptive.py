@@ -48,7 +48,7 @@ import torch  # noqa: F401 (the doctests use it)
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from study.layers.functional import Padding, Rounding, _round, pad2d
+from study.layers.functional import Padding, Rounding, _pair, _round, pad2d
 from study.layers.modules import (
     BlurAvgPool2d,
     BlurConv2d,
@@ -74,9 +74,8 @@ MAX_TAPS = 9
 
 def check_kernel_taps(taps: Any, name: str = "taps") -> int:
     """``taps`` if it is an odd whole number in ``[3, 9]``, else a one-line ``ValueError``."""
-    if isinstance(taps, bool) or not isinstance(taps, int) or not 3 <= taps <= MAX_TAPS:
-        raise ValueError(f"{name}: expected an odd whole number in [3, {MAX_TAPS}], got {taps!r}")
-    if taps % 2 == 0:
+    whole = isinstance(taps, int) and not isinstance(taps, bool)
+    if not whole or not 3 <= taps <= MAX_TAPS or taps % 2 == 0:
         raise ValueError(f"{name}: expected an odd whole number in [3, {MAX_TAPS}], got {taps!r}")
     return taps
 
@@ -284,7 +283,3 @@ class AdaptiveBlurConv2d(BlurConv2d):
 CONTENT_AWARE_TYPES = (AdaptiveBlurPool2d, MaxAdaptiveBlurPool2d, AvgAdaptiveBlurPool2d)
 """The content-aware layers (an :class:`AdaptiveBlurConv2d` holds an
 :class:`AdaptiveBlurPool2d` as ``blur``)."""
-
-
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))

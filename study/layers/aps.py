@@ -69,6 +69,7 @@ from study.layers.functional import (
     Order,
     Padding,
     Rounding,
+    _pair,
     avg_blur_pool2d,
     blur_pool2d,
     max_blur_pool2d,
@@ -422,7 +423,3 @@ def _phase_indices(n: int, stride: int, count: int, device: torch.device) -> Ten
         count, device=device
     )
     return grid % n
-
-
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))

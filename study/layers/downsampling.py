@@ -65,9 +65,20 @@ from study.layers.modules import (
 
 DOWNSAMPLERS: tuple[str, ...] = ("blur", "aps", "adaptive", "ideal")
 OWN_LOWPASS: tuple[str, ...] = ("adaptive", "ideal")
+#: The name of each :class:`Downsampling` field where models and configs take it as a
+#: keyword (:func:`study.models.build`, :func:`study.convert.antialias`, ``model.*``).
+FIELD_NAMES: dict[str, str] = {
+    "downsample": "kind",
+    "filter": "filter",
+    "aps_norm": "norm",
+    "adaptive_taps": "taps",
+    "adaptive_groups": "groups",
+    "ideal_cutoff": "cutoff",
+}
 
 __all__ = [
     "DOWNSAMPLERS",
+    "FIELD_NAMES",
     "OWN_LOWPASS",
     "Downsampling",
     "describe_downsampling",
@@ -104,6 +115,18 @@ class Downsampling:
             check_groups(self.groups, name="adaptive_groups")
         if self.kind == "ideal":
             object.__setattr__(self, "cutoff", check_cutoff(self.cutoff, "ideal_cutoff"))
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> Downsampling:
+        """From keyword names (:data:`FIELD_NAMES`); others are ignored, missing ones
+        take their defaults.
+
+        >>> str(Downsampling.from_fields({"downsample": "adaptive", "adaptive_taps": 5}))
+        'adaptive(taps=5, groups=2)'
+        """
+        return cls(
+            **{FIELD_NAMES[key]: value for key, value in fields.items() if key in FIELD_NAMES}
+        )
 
     @property
     def spec(self) -> FilterSpec:

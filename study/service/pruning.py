@@ -127,7 +127,7 @@ class PruningSearcher(Searcher):
                 number,
             )
             self._mark_invalid(number, problem)
-            self.searcher.on_trial_complete(inner, result=None, error=True)  # FAIL
+            self._complete(inner, result=None, error=True)  # FAIL
             inner = f"{trial_id}~resampled{attempt}"
         else:
             raise RuntimeError(
@@ -161,8 +161,7 @@ class PruningSearcher(Searcher):
         stopped = not error and self.scheduler is not None
         decision = self.scheduler.stopped_by(trial_id) if stopped else None
         if decision is None:
-            inner = self.aliases.get(trial_id, trial_id)
-            self.searcher.on_trial_complete(inner, result=result, error=error)
+            self._complete(self.aliases.get(trial_id, trial_id), result=result, error=error)
             return
         epoch = (result or {}).get("epoch")
         self.pending[trial_id] = {
@@ -183,13 +182,21 @@ class PruningSearcher(Searcher):
                     "trial %s: rung decision not recorded in Optuna: %s", trial_id, problem
                 )
             try:
-                inner = self.aliases.get(trial_id, trial_id)
-                self.searcher.on_trial_complete(inner, result=None)  # None: PRUNED
+                self._complete(self.aliases.get(trial_id, trial_id), result=None)  # PRUNED
             except Exception as problem:  # never break Tune's snapshot
                 logger.warning("trial %s: not told to Optuna as pruned: %s", trial_id, problem)
                 continue
             told.append(trial_id)
         return told
+
+    def _complete(self, inner: str, result: dict | None, error: bool = False) -> None:
+        """Tell the wrapped searcher, then drop the trial from ``OptunaSearch``'s table of
+        Optuna trials: it never reads a told trial again, but pickles the table into every
+        experiment snapshot, which made each snapshot grow with the study."""
+        self.searcher.on_trial_complete(inner, result=result, error=error)
+        table = getattr(self.searcher, "_ot_trials", None)
+        if isinstance(table, dict):
+            table.pop(inner, None)
 
     # -- Optuna ---------------------------------------------------------------------------
     def _mark_invalid(self, number: Any, problem: str) -> None:

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from study.inputs import seconds_setting
+from study.inputs import environment, seconds_setting
 from study.service.paths import leave_ray_working_dir
 from study.service.plan import StudyPlan, check_resources, ray_address, runs_locally
 from study.service.progress import SHOWN_METRICS
@@ -53,6 +53,27 @@ from study.trial.config import ConfigError
 
 if TYPE_CHECKING:
     from study.service.scheduler import MultiObjectiveASHA
+
+#: Tune's setting for how often it snapshots the experiment: seconds, or ``auto``.
+SNAPSHOT_PERIOD = "TUNE_GLOBAL_CHECKPOINT_S"
+
+
+def snapshot_period(trials: int) -> str:
+    """How often Tune snapshots the experiment (``TUNE_GLOBAL_CHECKPOINT_S``): what the
+    user set, else 0.05 s per planned trial, between 10 s and 300 s.
+
+    A snapshot writes every trial's state: it costs O(n). Tune's own rule (``auto``)
+    snapshots every 10 s until one takes 0.5 s and then spends 5 % of the time on them,
+    so the driver's cost per trial grew with the study (docs/SCALE.md). A period in
+    proportion to the planned size keeps the snapshots' share of the driver's time the
+    same at any size. What a longer period costs: a driver killed between two snapshots
+    resumes Tune's bookkeeping from up to that long before, and Optuna hears of a trial
+    stopped at a rung at the next snapshot (:mod:`study.service.pruning`).
+
+    >>> [snapshot_period(n) for n in (10, 1000, 100_000)]  # with the variable unset
+    ['10', '50', '300']
+    """
+    return os.environ.get(SNAPSHOT_PERIOD) or f"{min(300.0, max(10.0, 0.05 * trials)):g}"
 
 
 def _warn_if_tracking_is_local(uri: str) -> None:
@@ -171,7 +192,8 @@ def run_study(
         _log_prepared(study_plan, parent, prepared, warm_from)
         tuner = _new_tuner(space, study_plan, resourced, parent, progress, scheduler)
     try:
-        results = tuner.fit()
+        with environment(**{SNAPSHOT_PERIOD: snapshot_period(study_plan.trials)}):
+            results = tuner.fit()
     except BaseException:
         set_parent_status(study_plan.tracking_uri, parent, "FAILED", {})
         raise
@@ -255,6 +277,8 @@ def _new_tuner(
     from ray.tune.search.optuna import OptunaSearch
 
     from study.service.pruning import PruningSearcher
+    from study.service.scheduler import LiveFIFOScheduler
+    from study.service.storage import cached
 
     settings = space.settings
     # Trial configs are saved by Tune and shown by Ray: the URI goes redacted, a worker
@@ -281,7 +305,7 @@ def _new_tuner(
         mode=study_plan.modes,
         sampler=sampler(space),
         study_name=study_plan.name,
-        storage=optuna_storage(study_plan.optuna_storage),
+        storage=cached(optuna_storage(study_plan.optuna_storage)),
     )
     callbacks = [progress]
     # Stopped trials reach Optuna as PRUNED, not COMPLETE with half-trained values; every
@@ -295,7 +319,7 @@ def _new_tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(search, max_concurrent=settings.concurrent),
-            scheduler=scheduler,
+            scheduler=scheduler or LiveFIFOScheduler(),
             num_samples=study_plan.trials,
             trial_dirname_creator=_trial_dirname,
             trial_name_creator=_trial_name,

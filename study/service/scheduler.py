@@ -233,7 +233,50 @@ class RungDecision:
         return {**asdict(self), "values": list(self.values)}
 
 
-class MultiObjectiveASHA(FIFOScheduler):
+class LiveFIFOScheduler(FIFOScheduler):
+    """Tune's FIFO scheduler, choosing among the live trials only.
+
+    Tune asks its scheduler which trial to start several times per step of its loop;
+    ``FIFOScheduler`` answers by scanning every trial of the experiment, finished ones
+    included, which made each step O(n) (docs/SCALE.md). This one scans the live trials
+    (pending, running, paused: about the concurrency) and picks the earliest added, as
+    FIFO does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._added: dict[str, int] = {}  # live trial id -> the order Tune added it in
+        self._next = 0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"_added": {}, "_next": 0, **state})  # pickled before it had them
+
+    def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
+        self._added[trial.trial_id] = self._next
+        self._next += 1
+
+    def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
+        self._added.pop(trial.trial_id, None)
+
+    def on_trial_complete(
+        self, tune_controller: TuneController, trial: Trial, result: dict
+    ) -> None:
+        self._added.pop(trial.trial_id, None)
+
+    def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
+        self._added.pop(trial.trial_id, None)
+
+    def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
+        from ray.tune.experiment import Trial
+
+        live = tune_controller.get_live_trials()
+        for status in (Trial.PENDING, Trial.PAUSED):
+            ready = [trial for trial in live if trial.status == status]
+            if ready:
+                return min(ready, key=lambda t: self._added.get(t.trial_id, self._next))
+        return None
+
+
+class MultiObjectiveASHA(LiveFIFOScheduler):
     """Asynchronous successive halving over several objectives (see the module notes).
 
     Args:
@@ -319,6 +362,7 @@ class MultiObjectiveASHA(FIFOScheduler):
         return metric is None and mode is None
 
     def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
+        super().on_trial_add(tune_controller, trial)
         self._bracket(trial.trial_id)
 
     def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict) -> str:
@@ -342,9 +386,11 @@ class MultiObjectiveASHA(FIFOScheduler):
     ) -> None:
         """Nothing to decide: the trial's rung values were recorded as it reported them
         (its final report carries no new rung), and they stay in their rungs."""
+        super().on_trial_complete(tune_controller, trial, result)
 
     def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
         """A pending or paused trial dropped by Tune: it holds no place at any rung."""
+        super().on_trial_remove(tune_controller, trial)
 
     def debug_string(self) -> str:
         directions = ", ".join(f"{m}:{d}" for m, d in self._metrics.items())

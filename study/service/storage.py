@@ -17,6 +17,7 @@ error (a constraint, a bad value) fail at once, as before.
 
 from __future__ import annotations
 
+import copy
 import functools
 import threading
 import time
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+from optuna.storages._cached_storage import _CachedStorage  # what create_study wraps RDB in
 
 from study.inputs import seconds_setting
 from study.service.secrets import redact, reveal
@@ -119,3 +121,39 @@ def _patience(given: float | None) -> float:
 
 for _name in PATIENT_CALLS:
     setattr(RedactingRDBStorage, _name, _patient(getattr(optuna.storages.RDBStorage, _name)))
+
+
+class SnapshotCache(_CachedStorage):
+    """Optuna's cache of an RDB storage (what ``optuna.create_study`` wraps one in),
+    pickled without the trials it holds.
+
+    Tune pickles the searcher, and with it the study's storage, at every experiment
+    snapshot; Optuna's ``_CachedStorage`` pickled every trial it had read, so each
+    snapshot grew with the study (docs/SCALE.md). Optuna's ``JournalStorage`` drops its
+    cache when pickled; so does this one (keeping each study's name, directions and
+    distributions): unpickled, it reads the trials back from the database on first use.
+    """
+
+    def __getstate__(self) -> dict[Any, Any]:
+        with self._lock:
+            state = super().__getstate__()
+            studies = {}
+            for study_id, info in self._studies.items():
+                lean = copy.copy(info)
+                lean.trials, lean.unfinished_trial_ids = {}, set()
+                lean.last_finished_trial_id = -1  # read every trial again
+                studies[study_id] = lean
+        return {
+            **state,
+            "_studies": studies,
+            "_trial_id_to_study_id_and_number": {},
+            "_study_id_and_number_to_trial_id": {},
+        }
+
+
+def cached(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+    """``storage`` as a study uses it: an RDB storage behind a :class:`SnapshotCache`
+    (where Optuna would put its own cache), any other as it is."""
+    if isinstance(storage, optuna.storages.RDBStorage):
+        return SnapshotCache(storage)
+    return storage

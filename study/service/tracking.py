@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from study.inputs import environment
 from study.service.secrets import redact, redact_text
 
 DEFAULT_DB = "mlflow.db"
@@ -53,26 +54,10 @@ def tracking_uri(configured: str | None = None) -> str:
 
 
 @contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """Set environment variables for the duration of a block (MLflow reads its settings
-    from the environment on every call)."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@contextlib.contextmanager
 def fail_fast() -> Iterator[None]:
     """No retries and a short timeout for MLflow's HTTP client (default: 7 retries with
     backoff, minutes on a dead host)."""
-    with _environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
+    with environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
         yield
 
 
@@ -179,7 +164,7 @@ def study_document(uri: str, study_name: str) -> dict[str, Any]:
     parent = find_parent(uri, study_name)
     if parent is None:
         raise ValueError(f"name: no study named {study_name!r} at {redact(uri)}")
-    with _environment(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):  # one small file
+    with environment(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):  # one small file
         path = mlflow.MlflowClient(uri).download_artifacts(parent.info.run_id, STUDY_DOCUMENT)
     return yaml.safe_load(Path(path).read_text())
 

@@ -42,6 +42,7 @@ import yaml
 
 from study.filters import FilterSpecError, parse
 from study.layers import APS_NORMS, DOWNSAMPLERS, PADDING_MODES, Downsampling
+from study.layers.downsampling import FIELD_NAMES
 from study.models import MODELS, available_models, build
 
 SEARCH_KEYS = ("choice", "uniform", "loguniform", "int")
@@ -123,14 +124,7 @@ class ModelConfig:
 
     def operator(self) -> Downsampling:
         """The downsampling operator these fields describe."""
-        return Downsampling(
-            self.downsample,
-            self.filter,
-            self.aps_norm,
-            self.adaptive_taps,
-            self.adaptive_groups,
-            self.ideal_cutoff,
-        )
+        return Downsampling.from_fields({name: getattr(self, name) for name in FIELD_NAMES})
 
     def build_args(self, num_classes: int) -> dict[str, Any]:
         """The arguments of :func:`study.models.build` for this network."""
@@ -138,13 +132,8 @@ class ModelConfig:
             "name": self.name,
             "num_classes": num_classes,
             "width": self.width,
-            "filter": self.filter,
             "padding": self.padding,
-            "downsample": self.downsample,
-            "aps_norm": self.aps_norm,
-            "adaptive_taps": self.adaptive_taps,
-            "adaptive_groups": self.adaptive_groups,
-            "ideal_cutoff": self.ideal_cutoff,
+            **{name: getattr(self, name) for name in FIELD_NAMES},
         }
 
     @property
