@@ -129,7 +129,7 @@ def test_a_failed_refresh_is_retried_after_the_interval_not_its_share():
 
 def test_tunes_snapshot_period_grows_with_the_study_unless_the_user_set_it(monkeypatch):
     """The driver's other O(n) chore: Tune's experiment snapshot (study.service.runner)."""
-    from study.service.runner import SNAPSHOT_PERIOD, snapshot_period
+    from study.service.plan import SNAPSHOT_PERIOD, snapshot_period
 
     monkeypatch.delenv(SNAPSHOT_PERIOD, raising=False)
     assert [snapshot_period(n) for n in (1, 200, 1000, 6000, 10**6)] == [

@@ -353,3 +353,18 @@ def test_bad_durations_in_the_environment_are_refused_up_front(
     assert code == 2, (out, err)
     assert err.strip() == f"study: error: {name}: {value!r} is not a number of seconds >= 0"
     _nothing_started(tmp_path)
+
+
+@pytest.mark.parametrize("value", ["often", "-5", ""])
+def test_a_bad_tune_snapshot_period_is_refused_up_front(
+    hostile, tmp_path, capsys, monkeypatch, value
+):
+    """``TUNE_GLOBAL_CHECKPOINT_S`` is Tune's; the service passes a user's value on, so
+    it checks it first (Tune would raise mid-start)."""
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", value)
+    smoke = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
+    code, out, err = _run(["run", str(smoke)], capsys)
+    assert code == 2, (out, err)
+    expected = f"{value!r} is not 'auto' or a number of seconds >= 0"
+    assert err.strip() == f"study: error: TUNE_GLOBAL_CHECKPOINT_S: {expected}"
+    _nothing_started(tmp_path)

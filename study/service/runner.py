@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 from study.inputs import environment, seconds_setting
 from study.service.paths import leave_ray_working_dir
-from study.service.plan import StudyPlan, check_resources, ray_address, runs_locally
+from study.service.plan import (
+    SNAPSHOT_PERIOD,
+    StudyPlan,
+    check_resources,
+    ray_address,
+    runs_locally,
+    snapshot_period,
+)
 from study.service.progress import SHOWN_METRICS
 from study.service.repair import (
     fail_requeued_trials,
@@ -53,27 +60,6 @@ from study.trial.config import ConfigError
 
 if TYPE_CHECKING:
     from study.service.scheduler import MultiObjectiveASHA
-
-#: Tune's setting for how often it snapshots the experiment: seconds, or ``auto``.
-SNAPSHOT_PERIOD = "TUNE_GLOBAL_CHECKPOINT_S"
-
-
-def snapshot_period(trials: int) -> str:
-    """How often Tune snapshots the experiment (``TUNE_GLOBAL_CHECKPOINT_S``): what the
-    user set, else 0.05 s per planned trial, between 10 s and 300 s.
-
-    A snapshot writes every trial's state: it costs O(n). Tune's own rule (``auto``)
-    snapshots every 10 s until one takes 0.5 s and then spends 5 % of the time on them,
-    so the driver's cost per trial grew with the study (docs/SCALE.md). A period in
-    proportion to the planned size keeps the snapshots' share of the driver's time the
-    same at any size. What a longer period costs: a driver killed between two snapshots
-    resumes Tune's bookkeeping from up to that long before, and Optuna hears of a trial
-    stopped at a rung at the next snapshot (:mod:`study.service.pruning`).
-
-    >>> [snapshot_period(n) for n in (10, 1000, 100_000)]  # with the variable unset
-    ['10', '50', '300']
-    """
-    return os.environ.get(SNAPSHOT_PERIOD) or f"{min(300.0, max(10.0, 0.05 * trials)):g}"
 
 
 def _warn_if_tracking_is_local(uri: str) -> None:
