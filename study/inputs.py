@@ -76,6 +76,35 @@ def seconds_setting(name: str) -> float:
     return seconds
 
 
+#: The on/off switches a study reads from the environment: name -> default.
+FLAG_SETTINGS = {
+    "STUDY_TUNE_RESULT_FILES": False,
+}
+_FLAG_VALUES = {"1": True, "true": True, "on": True, "0": False, "false": False, "off": False}
+
+
+def flag_setting(name: str) -> bool:
+    """The switch environment variable ``name`` sets (``1``/``true``/``on`` or
+    ``0``/``false``/``off``), else its default (:data:`FLAG_SETTINGS`); a one-line
+    ``ValueError`` naming it otherwise.
+
+    >>> os.environ["STUDY_TUNE_RESULT_FILES"] = "yes please"
+    >>> flag_setting("STUDY_TUNE_RESULT_FILES")
+    Traceback (most recent call last):
+    ValueError: STUDY_TUNE_RESULT_FILES: 'yes please' is not one of 1, true, on, 0, false, off
+    >>> del os.environ["STUDY_TUNE_RESULT_FILES"]
+    >>> flag_setting("STUDY_TUNE_RESULT_FILES")
+    False
+    """
+    raw = os.environ.get(name)
+    if raw is None:
+        return FLAG_SETTINGS[name]
+    value = _FLAG_VALUES.get(raw.strip().lower())
+    if value is None:
+        raise ValueError(f"{name}: {raw!r} is not one of {', '.join(_FLAG_VALUES)}")
+    return value
+
+
 @contextlib.contextmanager
 def environment(**values: str) -> Iterator[None]:
     """Set environment variables for the duration of a block, then put back what was

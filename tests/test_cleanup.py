@@ -27,7 +27,7 @@ def _a_trial_started(folder: Path) -> bool:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reaping reads /proc: Linux only")
 def test_the_next_study_ends_what_a_killed_one_left_behind(tmp_path):
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = environment(tracking)
+    env = {**environment(tracking), "STUDY_TUNE_RESULT_FILES": "1"}  # a trial's result.json
     with ray_cluster(nodes=1) as cluster:  # a live `ray start` instance must be spared
         spared = _cluster_processes(cluster["temp_dir"])
         assert spared, "no process of the `ray start` cluster found"

@@ -355,6 +355,18 @@ def test_bad_durations_in_the_environment_are_refused_up_front(
     _nothing_started(tmp_path)
 
 
+def test_a_bad_switch_in_the_environment_is_refused_up_front(
+    hostile, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("STUDY_TUNE_RESULT_FILES", "maybe")
+    smoke = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
+    code, out, err = _run(["run", str(smoke)], capsys)
+    assert code == 2, (out, err)
+    allowed = "1, true, on, 0, false, off"
+    assert err.strip() == f"study: error: STUDY_TUNE_RESULT_FILES: 'maybe' is not one of {allowed}"
+    _nothing_started(tmp_path)
+
+
 @pytest.mark.parametrize("value", ["often", "-5", ""])
 def test_a_bad_tune_snapshot_period_is_refused_up_front(
     hostile, tmp_path, capsys, monkeypatch, value

@@ -227,7 +227,10 @@ def test_smoke_study_on_local_ray_with_mlflow_server(tracking, tmp_path):
             assert entry.dataset.name == "shapes (256 training images)"
             assert child.data.tags["study.optuna_trial"] in {"0", "1"}
         assert [c.data.metrics["final.threads"] for c in children] == [1.0, 1.0]
-        storage = optuna_url or str(tmp_path / "ray_results" / "smoke-local" / "optuna.journal")
+        # Tune's per-trial result files are opt-in (STUDY_TUNE_RESULT_FILES): MLflow has them
+        results = tmp_path / "ray_results" / "smoke-local"
+        assert list(results.glob("trial_*")) and not list(results.rglob("result.json"))
+        storage = optuna_url or str(results / "optuna.journal")
         if not optuna_url:
             from optuna.storages.journal import JournalFileBackend
 

@@ -78,7 +78,7 @@ def test_a_simulated_study_runs_through_the_service_and_is_tagged(tmp_path):
         "--name", "simulated",
     ]  # fmt: skip
     with mlflow_server(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path) as url:
-        env = environment(url)
+        env = {**environment(url), "STUDY_TUNE_RESULT_FILES": "1"}  # read below
         result = study("run", str(SMOKE), *args, cwd=tmp_path, env=env)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert "6 of 6 trials complete" in result.stdout

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from study.inputs import DURATION_SETTINGS, seconds_setting
+from study.inputs import DURATION_SETTINGS, FLAG_SETTINGS, flag_setting, seconds_setting
 from study.service.paths import absolute_sqlite, default_root
 from study.service.secrets import reveal
 from study.service.space import SearchSpace
@@ -103,6 +103,8 @@ def plan(
     settings = space.settings
     for name in DURATION_SETTINGS:  # read later, on the driver and the workers
         seconds_setting(name)
+    for name in FLAG_SETTINGS:
+        flag_setting(name)
     snapshot_period(settings.trials)
     if runs_locally(address):
         check_local_resources(settings.cpus, settings.gpus)

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from study.inputs import environment, seconds_setting
+from study.inputs import environment, flag_setting, seconds_setting
 from study.service.paths import leave_ray_working_dir
 from study.service.plan import (
     SNAPSHOT_PERIOD,
@@ -128,10 +128,8 @@ def run_study(
     # Epoch reports carry per-epoch metrics only; the objectives arrive with the final
     # report, which is the one Optuna reads.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    # Tune's own result files (result.json, progress.csv) yes, its TensorBoard files no:
-    # MLflow has every metric, and at 300 trials the TensorBoard writer took 7.6 s of
-    # the driver's 54 s of CPU (docs/SCALE.md). Tune adds each default logger that is
-    # missing unless told not to; the two kept are listed with the study's callbacks.
+    # Tune's own per-trial result files only when asked for (_result_loggers): MLflow has
+    # every metric. Tune adds each default logger that is missing unless told not to.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     # Checkpoints at every epoch (STUDY_CHECKPOINT_INTERVAL_S=0) force a snapshot of the
     # experiment each time; that is asked for, so don't warn about it.
@@ -244,9 +242,17 @@ def _use_progress(tuner, progress) -> MultiObjectiveASHA | None:
 
 
 def _result_loggers() -> list:
-    """Tune's per-trial ``result.json`` and ``progress.csv`` writers (not TensorBoard's)."""
+    """Tune's per-trial ``result.json`` and ``progress.csv`` writers, with
+    ``STUDY_TUNE_RESULT_FILES=1``; none by default (MLflow has every metric).
+
+    Tune writes them on the driver, in the folder it uploads to the storage path whole
+    at every experiment snapshot, so each snapshot copied files of every trial: at
+    1,000 trials that took 50 of the driver's 183 s of CPU (docs/SCALE.md). TensorBoard's
+    writer is never added (7.6 of 54 s at 300 trials)."""
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+    if not flag_setting("STUDY_TUNE_RESULT_FILES"):
+        return []
     return [CSVLoggerCallback(), JsonLoggerCallback()]
 
 
