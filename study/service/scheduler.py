@@ -244,7 +244,9 @@ class LiveFIFOScheduler(FIFOScheduler):
 
     def __init__(self) -> None:
         super().__init__()
-        self._added: dict[str, int] = {}  # live trial id -> the order Tune added it in
+        # trial id -> the order Tune added it in; kept for an errored trial, which Tune
+        # may retry without adding it again
+        self._added: dict[str, int] = {}
         self._next = 0
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -253,9 +255,6 @@ class LiveFIFOScheduler(FIFOScheduler):
     def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
         self._added[trial.trial_id] = self._next
         self._next += 1
-
-    def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
-        self._added.pop(trial.trial_id, None)
 
     def on_trial_complete(
         self, tune_controller: TuneController, trial: Trial, result: dict
