@@ -67,13 +67,17 @@ def seconds_setting(name: str) -> float:
     raw = os.environ.get(name)
     if raw is None:
         return DURATION_SETTINGS[name]
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = float("nan")
-    if not 0 <= seconds < float("inf"):
+    if not is_seconds(raw):
         raise ValueError(f"{name}: {raw!r} is not a number of seconds >= 0")
-    return seconds
+    return float(raw)
+
+
+def is_seconds(raw: str) -> bool:
+    """Whether ``raw`` reads as a duration: a finite number of seconds >= 0."""
+    try:
+        return 0 <= float(raw) < float("inf")
+    except ValueError:
+        return False
 
 
 #: The on/off switches a study reads from the environment: name -> default.

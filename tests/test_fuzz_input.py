@@ -367,7 +367,7 @@ def test_a_bad_switch_in_the_environment_is_refused_up_front(
     _nothing_started(tmp_path)
 
 
-@pytest.mark.parametrize("value", ["often", "-5", ""])
+@pytest.mark.parametrize("value", ["often", "-5", "", "inf"])
 def test_a_bad_tune_snapshot_period_is_refused_up_front(
     hostile, tmp_path, capsys, monkeypatch, value
 ):

@@ -13,7 +13,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from study.inputs import DURATION_SETTINGS, FLAG_SETTINGS, flag_setting, seconds_setting
+from study.inputs import (
+    DURATION_SETTINGS,
+    FLAG_SETTINGS,
+    flag_setting,
+    is_seconds,
+    seconds_setting,
+)
 from study.service.paths import absolute_sqlite, default_root
 from study.service.secrets import reveal
 from study.service.space import SearchSpace
@@ -65,11 +71,7 @@ def snapshot_period(trials: int) -> str:
     raw = os.environ.get(SNAPSHOT_PERIOD)
     if raw is None:
         return f"{min(300.0, max(10.0, 0.05 * trials)):g}"
-    try:
-        valid = raw == "auto" or float(raw) >= 0
-    except ValueError:
-        valid = False
-    if not valid:
+    if raw != "auto" and not is_seconds(raw):
         raise ValueError(f"{SNAPSHOT_PERIOD}: {raw!r} is not 'auto' or a number of seconds >= 0")
     return raw
 
