@@ -166,7 +166,8 @@ def antialias(
     aps_norm: str = "l2",
     adaptive_taps: int = 3,
     adaptive_groups: int = 2,
-    ideal_cutoff: float = 0.5,
+    ideal_cutoff: float | None = None,
+    ideal_edge: str = "zero",
     log: bool = True,
 ) -> nn.Module:
     """Blur every downsampling layer of ``model`` in place, and return it.
@@ -193,7 +194,9 @@ def antialias(
             by ``aps_norm``: ``l2``, ``l1``, ``linf``), ``"adaptive"`` (a predicted
             ``adaptive_taps``-square low-pass per pixel and per one of
             ``adaptive_groups`` channel groups) or ``"ideal"`` (the ideal low-pass up to
-            ``ideal_cutoff`` x Nyquist); the last two need ``filter="delta"``.
+            ``ideal_cutoff`` x Nyquist, default ``1/stride``, the bin on the cutoff
+            weighted by ``ideal_edge``: ``"zero"`` or ``"half"``); the last two need
+            ``filter="delta"``.
         log: log the report at INFO level.
 
     The report of what changed is :func:`convert_downsampling`'s; a
@@ -212,6 +215,7 @@ def antialias(
         adaptive_taps=adaptive_taps,
         adaptive_groups=adaptive_groups,
         ideal_cutoff=ideal_cutoff,
+        ideal_edge=ideal_edge,
     )
     _announce(report, "antialias", log)
     return model
@@ -230,12 +234,13 @@ def convert_downsampling(
     aps_norm: str = "l2",
     adaptive_taps: int = 3,
     adaptive_groups: int = 2,
-    ideal_cutoff: float = 0.5,
+    ideal_cutoff: float | None = None,
+    ideal_edge: str = "zero",
 ) -> ConversionReport:
     """:func:`antialias`'s work, returning the :class:`ConversionReport`."""
     check_choice("aps_norm", aps_norm, APS_NORMS)
     operator = Downsampling(
-        downsample, filter, aps_norm, adaptive_taps, adaptive_groups, ideal_cutoff
+        downsample, filter, aps_norm, adaptive_taps, adaptive_groups, ideal_cutoff, ideal_edge
     )
     check_choice("avgpool", avgpool, ("replace", "dense"))
     check_choice("strided_conv", strided_conv, STRIDED_CONV)

@@ -78,7 +78,8 @@ def build(
     aps_norm: str = "l2",
     adaptive_taps: int = 3,
     adaptive_groups: int = 2,
-    ideal_cutoff: float = 0.5,
+    ideal_cutoff: float | None = None,
+    ideal_edge: str = "zero",
 ) -> nn.Module:
     """Build a registered network; bad arguments raise a one-line ``ValueError``.
 
@@ -87,7 +88,8 @@ def build(
     by ``aps_norm``: ``l2``, ``l1``, ``linf``), ``adaptive`` (a predicted
     ``adaptive_taps``-square low-pass per pixel and per one of ``adaptive_groups``
     channel groups; ``filter`` must be ``delta``) or ``ideal`` (the ideal low-pass up to
-    ``ideal_cutoff`` x Nyquist; ``filter`` must be ``delta``). The model's ``spec``
+    ``ideal_cutoff`` x Nyquist, default ``1/stride``, the bin on the cutoff weighted by
+    ``ideal_edge``; ``filter`` must be ``delta``). The model's ``spec``
     attribute is the parsed filter spec, ``downsampling`` the canonical string of the
     whole choice (``aps(norm=l2, filter=binomial-3)``), and ``build_args`` the arguments
     that rebuild it (what a checkpoint stores, see :mod:`study.trial.checkpoint`; the
@@ -104,7 +106,7 @@ def build(
     check_choice("padding", padding, PADDING_MODES)
     check_choice("aps_norm", aps_norm, APS_NORMS)
     operator = Downsampling(
-        downsample, filter, aps_norm, adaptive_taps, adaptive_groups, ideal_cutoff
+        downsample, filter, aps_norm, adaptive_taps, adaptive_groups, ideal_cutoff, ideal_edge
     )
     spec = operator.spec
     down = _Down(operator, padding)

@@ -50,13 +50,14 @@ OPERATORS = [
 # --- the ideal low-pass ---------------------------------------------------------------------
 
 
-def _numpy_ideal(x: np.ndarray, cutoff: float) -> np.ndarray:
+def _numpy_ideal(x: np.ndarray, cutoff: float, on_edge: float = 0.0) -> np.ndarray:
     """The brick wall by its definition, with numpy's full 2-D FFT: bins strictly below
-    ``cutoff / 2`` cycles per pixel pass, bins on it pass at 1/2, per axis."""
+    ``cutoff / 2`` cycles per pixel pass, bins on it pass at ``on_edge`` (0: alias-free
+    convnets' ``create_lpf_rect``), per axis."""
 
     def axis(n: int) -> np.ndarray:
         f = np.abs(np.fft.fftfreq(n))
-        return np.where(np.isclose(f, cutoff / 2), 0.5, (f < cutoff / 2).astype(float))
+        return np.where(np.isclose(f, cutoff / 2), on_edge, (f < cutoff / 2).astype(float))
 
     mask = np.outer(axis(x.shape[-2]), axis(x.shape[-1]))
     return np.real(np.fft.ifft2(np.fft.fft2(x) * mask))
@@ -64,10 +65,68 @@ def _numpy_ideal(x: np.ndarray, cutoff: float) -> np.ndarray:
 
 @pytest.mark.parametrize("size", [(8, 8), (7, 10), (1, 6), (2, 2)])
 @pytest.mark.parametrize("cutoff", [0.5, 0.25, 0.3, 1.0])
-def test_ideal_lowpass_matches_its_definition(size, cutoff):
+@pytest.mark.parametrize("edge", ["zero", "half"])
+def test_ideal_lowpass_matches_its_definition(size, cutoff, edge):
     x = torch.randn(2, 3, *size, dtype=torch.float64)
-    expected = x.numpy() if cutoff == 1 else _numpy_ideal(x.numpy(), cutoff)
-    np.testing.assert_allclose(ideal_lowpass2d(x, cutoff).numpy(), expected, atol=1e-12)
+    on_edge = {"zero": 0.0, "half": 0.5}[edge]
+    expected = x.numpy() if cutoff == 1 else _numpy_ideal(x.numpy(), cutoff, on_edge)
+    np.testing.assert_allclose(ideal_lowpass2d(x, cutoff, edge).numpy(), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [4, 6, 7, 8, 15, 16])
+def test_ideal_pool_at_its_default_matches_numpy_with_the_edge_bin_dropped(size):
+    """The default pool (cutoff ``1/stride``, edge bin 0) is numpy's brick wall at 1/2,
+    subsampled, for even and odd sizes, on both axes."""
+    x = torch.randn(2, 3, size, size + 1, dtype=torch.float64)
+    expected = _numpy_ideal(x.numpy(), 0.5)[..., ::2, ::2]
+    np.testing.assert_allclose(IdealPool2d(3)(x).numpy(), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [4, 6, 8, 16])
+@pytest.mark.parametrize("stride", [2, (1, 2)])
+def test_ideal_pool_does_not_alias_shifts_by_the_stride_commute_every_phase_same_energy(
+    size, stride
+):
+    """With the edge bin at 0 nothing above the subsampled map's band is left: shifting
+    the input by a multiple of the stride shifts the output exactly, and the energy of
+    the subsampled map is the same at every subsampling phase (Parseval, no alias). With
+    the edge bin at 1/2 the Nyquist component survives and the phases' energies differ."""
+    torch.manual_seed(size)
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    s_h, s_w = (stride, stride) if isinstance(stride, int) else stride
+    pool = IdealPool2d(3, stride=stride)
+    out = pool(x)
+    for k_h in range(0, size, s_h):
+        for k_w in range(0, size, s_w):
+            moved = pool(x.roll((k_h, k_w), (-2, -1)))
+            assert torch.allclose(moved, out.roll((k_h // s_h, k_w // s_w), (-2, -1)), atol=1e-6)
+
+    def phase_energies(layer: IdealPool2d) -> torch.Tensor:
+        return torch.stack(
+            [
+                layer(x.roll((p_h, p_w), (-2, -1))).pow(2).sum()
+                for p_h in range(s_h)
+                for p_w in range(s_w)
+            ]
+        )
+
+    energies = phase_energies(pool)
+    assert (energies.max() - energies.min()).item() < 1e-6 * energies.max().item()
+    half = phase_energies(IdealPool2d(3, stride=stride, edge="half"))
+    spread = (half.max() - half.min()).item() / half.max().item()
+    if size % (2 * s_w) == 0:  # a bin sits on the cutoff: at 1/2 it aliases
+        assert spread > 1e-3
+    else:  # no bin on the cutoff: the edge weight changes nothing
+        assert spread < 1e-6
+
+
+def test_ideal_layers_default_cutoff_is_one_over_their_stride():
+    x = torch.randn(1, 2, 16, 16, dtype=torch.float64)
+    assert torch.equal(IdealPool2d(2, stride=4)(x), IdealPool2d(2, 0.25, stride=4)(x))
+    assert IdealPool2d(2, stride=(1, 2)).cutoffs == (1.0, 0.5)
+    assert "cutoff=1/stride" in repr(IdealPool2d(2)) and "edge=half" in repr(
+        IdealPool2d(2, edge="half")
+    )
 
 
 def test_ideal_keeps_constants_and_the_band_and_removes_the_rest():
@@ -207,7 +266,12 @@ def test_models_build_and_their_state_dicts_round_trip(name, fields):
 
 
 def _own(fields: dict) -> dict:
-    names = {"ideal_cutoff": "cutoff", "adaptive_taps": "taps", "adaptive_groups": "groups"}
+    names = {
+        "ideal_cutoff": "cutoff",
+        "ideal_edge": "edge",
+        "adaptive_taps": "taps",
+        "adaptive_groups": "groups",
+    }
     return {names[k]: v for k, v in fields.items() if k in names}
 
 
@@ -240,11 +304,15 @@ def test_config_fields_labels_and_simulated_metrics():
         ({"downsample": "adaptive", "filter": "binomial-3"}, "model.filter"),
         ({"downsample": "adaptive", "adaptive_taps": 4}, "model.adaptive_taps"),
         ({"downsample": "ideal", "ideal_cutoff": 2}, "model.ideal_cutoff"),
+        ({"downsample": "ideal", "ideal_edge": "one"}, "model.ideal_edge"),
         ({"downsample": "adaptive", "adaptive_groups": 3, "width": 0.125}, "model.adaptive_groups"),
     ]:
         with pytest.raises(ConfigError) as error:
             from_mapping({"model": model})
         assert str(error.value).startswith(f"{field}: ") and "\n" not in str(error.value)
+    assert from_mapping({"model": {"downsample": "ideal"}}).model.downsampling == (
+        "ideal(cutoff=1/stride)"
+    )
     params = {"downsample": "adaptive", "adaptive_taps": "5", "adaptive_groups": "4"}
     assert downsampling_label("delta", params) == "adaptive(taps=5, groups=4)"
     assert downsampling_label("binomial-3", {"downsample": "aps"}) == "aps(binomial-3)"

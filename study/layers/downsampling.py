@@ -8,13 +8,16 @@ The operators (``kind``), each a search dimension of a study:
   (:mod:`study.layers.aps`);
 * ``adaptive``: a predicted per-pixel, per-group ``taps x taps`` low-pass
   (:mod:`study.layers.adaptive`);
-* ``ideal``: the ideal low-pass up to ``cutoff`` x Nyquist (:mod:`study.layers.ideal`).
+* ``ideal``: the ideal low-pass up to ``cutoff`` x Nyquist (default ``1/stride``), the
+  bin on the cutoff weighted by ``edge`` (:mod:`study.layers.ideal`).
 
 ``adaptive`` and ``ideal`` bring their own low-pass, so their ``filter`` must be
 ``delta``. Each operator has a canonical string, as the filters do:
 
 >>> str(Downsampling("aps", "binomial-3")), str(Downsampling("ideal", cutoff=0.5))
 ('aps(norm=l2, filter=binomial-3)', 'ideal(cutoff=0.5)')
+>>> str(Downsampling("ideal")), str(Downsampling("ideal", edge="half"))
+('ideal(cutoff=1/stride)', 'ideal(cutoff=1/stride, edge=half)')
 >>> Downsampling("adaptive", "binomial-3")
 Traceback (most recent call last):
 ...
@@ -53,6 +56,7 @@ from study.layers.ideal import (
     IdealPool2d,
     MaxIdealPool2d,
     check_cutoff,
+    check_edge,
 )
 from study.layers.modules import (
     BlurAvgPool2d,
@@ -74,6 +78,7 @@ FIELD_NAMES: dict[str, str] = {
     "adaptive_taps": "taps",
     "adaptive_groups": "groups",
     "ideal_cutoff": "cutoff",
+    "ideal_edge": "edge",
 }
 
 __all__ = [
@@ -90,15 +95,17 @@ __all__ = [
 class Downsampling:
     """A downsampling operator: ``kind`` and the parameters it reads (the others are
     ignored): ``filter`` (``blur``, ``aps``), ``norm`` (``aps``), ``taps`` and ``groups``
-    (``adaptive``), ``cutoff`` (``ideal``). Invalid values raise a one-line
-    ``ValueError`` naming the parameter."""
+    (``adaptive``), ``cutoff`` and ``edge`` (``ideal``; ``cutoff=None``: ``1/stride``
+    at each layer). Invalid values raise a one-line ``ValueError`` naming the
+    parameter."""
 
     kind: str = "blur"
     filter: FilterLike = "delta"
     norm: str = "l2"
     taps: int = 3
     groups: int = 2
-    cutoff: float = 0.5
+    cutoff: float | None = None
+    edge: str = "zero"
 
     def __post_init__(self) -> None:
         check_choice("downsample", self.kind, DOWNSAMPLERS)
@@ -114,7 +121,9 @@ class Downsampling:
             check_kernel_taps(self.taps, "adaptive_taps")
             check_groups(self.groups, name="adaptive_groups")
         if self.kind == "ideal":
-            object.__setattr__(self, "cutoff", check_cutoff(self.cutoff, "ideal_cutoff"))
+            if self.cutoff is not None:
+                object.__setattr__(self, "cutoff", check_cutoff(self.cutoff, "ideal_cutoff"))
+            check_edge(self.edge, "ideal_edge")
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, Any]) -> Downsampling:
@@ -146,7 +155,7 @@ class Downsampling:
             return f"aps(norm={self.norm}, filter={self.spec})"
         if self.kind == "adaptive":
             return f"adaptive(taps={self.taps}, groups={self.groups})"
-        return f"ideal(cutoff={self.cutoff:g})"
+        return ideal_label(self.cutoff, self.edge)
 
     def params(self) -> dict[str, Any]:
         """The parameters this kind reads, as ``build`` arguments (``downsample=...``)."""
@@ -154,7 +163,7 @@ class Downsampling:
             "blur": {},
             "aps": {"aps_norm": self.norm},
             "adaptive": {"adaptive_taps": self.taps, "adaptive_groups": self.groups},
-            "ideal": {"ideal_cutoff": self.cutoff},
+            "ideal": {"ideal_cutoff": self.cutoff, "ideal_edge": self.edge},
         }[self.kind]
         return {"downsample": self.kind, **own}
 
@@ -173,7 +182,7 @@ class Downsampling:
         if self.kind == "adaptive":
             return AdaptiveBlurPool2d(channels, self.taps, self.groups, stride, padding, rounding)
         if self.kind == "ideal":
-            return IdealPool2d(channels, self.cutoff, stride, rounding, padding)
+            return IdealPool2d(channels, self.cutoff, stride, rounding, padding, self.edge)
         return BlurPool2d(channels, self.spec, stride, padding, rounding)
 
     def dense_pool(
@@ -197,7 +206,7 @@ class Downsampling:
             return layer(channels, self.taps, self.groups, *geometry, rounding=rounding)
         if self.kind == "ideal":
             layer = MaxIdealPool2d if kind == "max" else AvgIdealPool2d
-            return layer(channels, self.cutoff, *geometry, rounding=rounding)
+            return layer(channels, self.cutoff, *geometry, rounding=rounding, edge=self.edge)
         layer = MaxBlurPool2d if kind == "max" else BlurAvgPool2d
         return layer(channels, self.spec, *geometry, rounding=rounding)
 
@@ -209,8 +218,19 @@ class Downsampling:
         if self.kind == "adaptive":
             return AdaptiveBlurConv2d.from_conv(conv, self.taps, self.groups, padding)
         if self.kind == "ideal":
-            return IdealConv2d.from_conv(conv, self.cutoff, padding)
+            return IdealConv2d.from_conv(conv, self.cutoff, padding, self.edge)
         return BlurConv2d.from_conv(conv, self.spec, padding)
+
+
+def ideal_label(cutoff: Any, edge: Any = "zero") -> str:
+    """The canonical string of an ideal low-pass: ``ideal(cutoff=0.5)``,
+    ``ideal(cutoff=1/stride)`` (``None``), ``, edge=half`` added for the 1/2 edge.
+
+    >>> ideal_label(0.25, "half")
+    'ideal(cutoff=0.25, edge=half)'
+    """
+    shown = "1/stride" if cutoff is None else f"{cutoff:g}" if isinstance(cutoff, float) else cutoff
+    return f"ideal(cutoff={shown}" + ("" if edge == "zero" else f", edge={edge}") + ")"
 
 
 def describe_downsampling(downsample: str, filter: Any, norm: str = "l2", **params: Any) -> str:
@@ -230,14 +250,18 @@ def downsampling_label(filter_spec: str, fields: Mapping[str, Any]) -> str:
 
     >>> downsampling_label("delta", {"downsample": "ideal", "ideal_cutoff": "0.25"})
     'ideal(cutoff=0.25)'
+    >>> downsampling_label("delta", {"downsample": "ideal", "ideal_cutoff": "None"})
+    'ideal(cutoff=1/stride)'
     """
     kind = fields.get("downsample", "blur")
     if kind == "adaptive":
         taps, groups = fields.get("adaptive_taps", 3), fields.get("adaptive_groups", 2)
         return f"adaptive(taps={taps}, groups={groups})"
     if kind == "ideal":
-        cutoff = fields.get("ideal_cutoff", 0.5)
+        cutoff = fields.get("ideal_cutoff")
+        if cutoff in ("None", ""):
+            cutoff = None
         with contextlib.suppress(TypeError, ValueError):  # shown as given if not a number
-            cutoff = f"{float(cutoff):g}"
-        return f"ideal(cutoff={cutoff})"
+            cutoff = float(cutoff)
+        return ideal_label(cutoff, fields.get("ideal_edge", "zero"))
     return filter_spec if kind == "blur" else f"{kind}({filter_spec})"

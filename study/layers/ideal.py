@@ -9,11 +9,18 @@ attenuates what subsampling folds back; the ideal filter removes it: with ``cuto
 subsampling, so (Nyquist bin aside) no input frequency aliases.
 
 **Cutoff** is a fraction of the input's Nyquist frequency, as in scipy's ``firwin`` and
-the filter specs (:mod:`study.filters`): ``0.5`` keeps ``|f| <= 0.25`` cycles per pixel,
-the band a stride-2 subsampling keeps. Along each axis the mask is 1 below the cutoff, 0
-above, and 1/2 on a bin that sits exactly on it (the symmetric choice: the filter stays
-real and even); the 2-D mask is the product of the two axes' masks (a square pass-band,
-matching subsampling along each axis). ``cutoff=1`` keeps everything.
+the filter specs (:mod:`study.filters`): ``0.5`` keeps ``|f| < 0.25`` cycles per pixel,
+the band a stride-2 subsampling keeps. The default (``None``) ties it to the layer's
+stride, ``1/stride`` on each axis, as the reference does (its stride-4 stem filters at
+1/4). Along each axis the mask is 1 below the cutoff and 0 above; a bin that sits
+exactly *on* the cutoff (every map whose size is a multiple of ``2 x stride``) gets
+``edge``: ``"zero"`` (the default, the reference's ``create_lpf_rect``), or ``"half"``
+(1/2, the symmetric choice). Only ``"zero"`` removes every frequency the subsampled map
+cannot hold: with ``"half"`` the Nyquist component of the subsampled map survives at
+half weight, and its sign flips between the subsampling phases (a one-pixel shift of
+the input changes the output's energy). The 2-D mask is the product of the two axes'
+masks (a square pass-band, matching subsampling along each axis). ``cutoff=1`` keeps
+everything.
 
 **Circular** by construction: the FFT treats the map as periodic, so the filter commutes
 with circular shifts whatever the ``padding`` of the layer around it (``padding`` is the
@@ -30,6 +37,11 @@ parameters, no buffers: state dicts are the blur layers'.
 >>> x = torch.tensor([[[[1.0, -1, 1, -1, 1, -1, 1, -1]]]])  # the highest frequency
 >>> ideal_lowpass2d(x + 2, 0.5)  # gone; the constant stays
 tensor([[[[2., 2., 2., 2., 2., 2., 2., 2.]]]])
+>>> y = torch.tensor([[[[1.0, 0, -1, 0, 1, 0, -1, 0]]]])  # exactly on the cutoff
+>>> ideal_lowpass2d(y, 0.5)[0, 0, 0]
+tensor([0., 0., 0., 0., 0., 0., 0., 0.])
+>>> ideal_lowpass2d(y, 0.5, edge="half")[0, 0, 0]
+tensor([ 0.5000,  0.0000, -0.5000,  0.0000,  0.5000,  0.0000, -0.5000,  0.0000])
 """
 
 from __future__ import annotations
@@ -50,16 +62,23 @@ from study.layers.modules import (
 )
 
 __all__ = [
+    "EDGES",
     "IDEAL_TYPES",
     "AvgIdealPool2d",
     "IdealConv2d",
     "IdealPool2d",
     "MaxIdealPool2d",
     "check_cutoff",
+    "check_edge",
     "ideal_lowpass2d",
     "ideal_mask",
     "ideal_pool2d",
+    "stride_cutoffs",
 ]
+
+EDGES: tuple[str, ...] = ("zero", "half")
+"""The weight of a frequency bin exactly on the cutoff: 0 (the reference's) or 1/2."""
+Cutoff = float | tuple[float, float]
 
 _DELTA = torch.ones(1)
 
@@ -73,53 +92,90 @@ def check_cutoff(cutoff: Any, name: str = "cutoff") -> float:
     return float(cutoff)
 
 
-def _axis_mask(size: int, cutoff: float, one_sided: bool) -> Tensor:
+def check_edge(edge: Any, name: str = "edge") -> str:
+    """``edge`` if it is one of :data:`EDGES`, else a one-line ``ValueError``."""
+    if edge not in EDGES:
+        raise ValueError(f"{name}: expected one of {', '.join(EDGES)}, got {edge!r}")
+    return edge
+
+
+def _pair_of(cutoff: Cutoff, name: str = "cutoff") -> tuple[float, float]:
+    if isinstance(cutoff, tuple | list):
+        if len(cutoff) != 2:
+            raise ValueError(f"{name}: expected a number or a pair (height, width), got {cutoff!r}")
+        return check_cutoff(cutoff[0], name), check_cutoff(cutoff[1], name)
+    value = check_cutoff(cutoff, name)
+    return value, value
+
+
+def stride_cutoffs(stride: int | tuple[int, int]) -> tuple[float, float]:
+    """The default cutoff of a layer: ``1/stride`` on each axis (the band its subsampling
+    keeps).
+
+    >>> stride_cutoffs(2), stride_cutoffs((1, 4))
+    ((0.5, 0.5), (1.0, 0.25))
+    """
+    pair = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    return 1 / pair[0], 1 / pair[1]
+
+
+def _axis_mask(size: int, cutoff: float, one_sided: bool, edge: str) -> Tensor:
     """Pass-band weights of one axis's FFT bins (``rfftfreq`` order if ``one_sided``)."""
     freqs = torch.fft.rfftfreq(size) if one_sided else torch.fft.fftfreq(size)
-    freqs, edge = freqs.double().abs(), cutoff / 2
+    freqs, limit = freqs.double().abs(), cutoff / 2
     if cutoff >= 1:
         return torch.ones_like(freqs)
-    mask = (freqs < edge).double()
-    on_edge = torch.isclose(freqs, torch.tensor(edge, dtype=torch.float64), rtol=0, atol=1e-12)
-    return mask.masked_fill(on_edge, 0.5)
+    mask = (freqs < limit).double()
+    on_edge = torch.isclose(freqs, torch.tensor(limit, dtype=torch.float64), rtol=0, atol=1e-12)
+    return mask.masked_fill(on_edge, 0.5 if edge == "half" else 0.0)
 
 
-def ideal_mask(height: int, width: int, cutoff: float) -> Tensor:
-    """``(height, width // 2 + 1)``: the filter's weights on ``torch.fft.rfft2``'s bins.
+def ideal_mask(height: int, width: int, cutoff: Cutoff, edge: str = "zero") -> Tensor:
+    """``(height, width // 2 + 1)``: the filter's weights on ``torch.fft.rfft2``'s bins;
+    ``cutoff`` for both axes or ``(height's, width's)``.
 
     >>> ideal_mask(1, 8, 0.5)  # bins 0..4 of 8: 0.125 passes, 0.25 is on the edge
+    tensor([[1., 1., 0., 0., 0.]], dtype=torch.float64)
+    >>> ideal_mask(1, 8, 0.5, edge="half")
     tensor([[1.0000, 1.0000, 0.5000, 0.0000, 0.0000]], dtype=torch.float64)
     """
-    cutoff = check_cutoff(cutoff)
-    return torch.outer(_axis_mask(height, cutoff, False), _axis_mask(width, cutoff, True))
+    cut_h, cut_w = _pair_of(cutoff)
+    check_edge(edge)
+    return torch.outer(_axis_mask(height, cut_h, False, edge), _axis_mask(width, cut_w, True, edge))
 
 
-def ideal_lowpass2d(x: Tensor, cutoff: float = 0.5) -> Tensor:
+def ideal_lowpass2d(x: Tensor, cutoff: Cutoff = 0.5, edge: str = "zero") -> Tensor:
     """``(N, C, H, W) -> (N, C, H, W)``: the ideal (brick-wall) low-pass of ``x``,
-    circularly, keeping frequencies up to ``cutoff`` x Nyquist (see the module docs)."""
-    cutoff = check_cutoff(cutoff)
-    if cutoff >= 1:
+    circularly, keeping frequencies below ``cutoff`` x Nyquist (a number, or one per
+    axis), the bin on the cutoff weighted by ``edge`` (see the module docs)."""
+    cuts = _pair_of(cutoff)
+    if min(cuts) >= 1:
         return x
     height, width = x.shape[-2:]
     dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-    mask = ideal_mask(height, width, cutoff).to(device=x.device, dtype=dtype)
+    mask = ideal_mask(height, width, cuts, edge).to(device=x.device, dtype=dtype)
     spectrum = torch.fft.rfft2(x.to(dtype))
     return torch.fft.irfft2(spectrum * mask, s=(height, width)).to(x.dtype)
 
 
 def ideal_pool2d(
     x: Tensor,
-    cutoff: float = 0.5,
+    cutoff: Cutoff | None = None,
     stride: int | tuple[int, int] = 2,
     rounding: Rounding = "ceil",
+    edge: str = "zero",
 ) -> Tensor:
-    """The ideal low-pass, then subsampling: ``(N, C, ceil(H/s), ceil(W/s))`` (or floor).
+    """The ideal low-pass (``cutoff``; default ``1/stride``), then subsampling: ``(N, C,
+    ceil(H/s), ceil(W/s))`` (or floor).
 
-    >>> ideal_pool2d(torch.arange(4.0).view(1, 1, 1, 4), 0.5, (1, 2))
+    >>> ideal_pool2d(torch.arange(4.0).view(1, 1, 1, 4), 0.5, (1, 2), edge="half")
     tensor([[[[1.0000, 2.0000]]]])
+    >>> ideal_pool2d(torch.arange(4.0).view(1, 1, 1, 4), stride=(1, 2))  # 1/stride, edge 0
+    tensor([[[[1.5000, 1.5000]]]])
     """
+    cuts = stride_cutoffs(stride) if cutoff is None else cutoff
     return blur_pool2d(
-        ideal_lowpass2d(x, cutoff), _DELTA.to(x.device), stride, "circular", rounding
+        ideal_lowpass2d(x, cuts, edge), _DELTA.to(x.device), stride, "circular", rounding
     )
 
 
@@ -132,29 +188,38 @@ class _IdealMixin:
     rounding: Rounding
     pooled: Any  # the dense pool (identity for IdealPool2d)
 
-    def _init_ideal(self, cutoff: float) -> None:
-        self.cutoff = check_cutoff(cutoff)
+    def _init_ideal(self, cutoff: float | None, edge: str) -> None:
+        self.cutoff = None if cutoff is None else check_cutoff(cutoff)
+        self.edge = check_edge(edge)
+
+    @property
+    def cutoffs(self) -> tuple[float, float]:
+        """The cutoff on each axis: ``cutoff``, or ``1/stride`` by default."""
+        return stride_cutoffs(self.stride) if self.cutoff is None else _pair_of(self.cutoff)
 
     def dense(self, x: Tensor) -> Tensor:
         """The map the layer subsamples: ``x`` (densely pooled, for the pool forms)
         through the ideal low-pass, at full resolution."""
-        return ideal_lowpass2d(self.pooled(x), self.cutoff)
+        return ideal_lowpass2d(self.pooled(x), self.cutoffs, self.edge)
 
     def subsample(self, dense: Tensor) -> Tensor:
-        return ideal_pool2d(dense, self.cutoff, self.stride, self.rounding)
+        return ideal_pool2d(dense, self.cutoffs, self.stride, self.rounding, self.edge)
 
     def _ideal_repr(self) -> str:
-        return f"{self.channels}, cutoff={self.cutoff:g}, stride={self.stride}"
+        cutoff = "1/stride" if self.cutoff is None else f"{self.cutoff:g}"
+        edge = "" if self.edge == "zero" else f", edge={self.edge}"
+        return f"{self.channels}, cutoff={cutoff}{edge}, stride={self.stride}"
 
 
 class IdealPool2d(_IdealMixin, BlurPool2d):
     """The ideal low-pass, then subsampling.
 
-    ``(channels, cutoff=0.5, stride=2, rounding="ceil")``: ``(N, C, H, W) -> (N, C,
-    ceil(H/s), ceil(W/s))``.
+    ``(channels, cutoff=None, stride=2, rounding="ceil", padding="circular",
+    edge="zero")``: ``(N, C, H, W) -> (N, C, ceil(H/s), ceil(W/s))``; ``cutoff=None``
+    filters at ``1/stride``.
 
     >>> x = torch.tensor([0.0, 4, 0, 4, 0, 4, 0, 4]).expand(1, 1, 2, 8)
-    >>> pool = IdealPool2d(1, cutoff=0.5, stride=(1, 2))
+    >>> pool = IdealPool2d(1, stride=(1, 2))
     >>> pool(x)[0, 0, 0], pool(x.roll(1, -1))[0, 0, 0]  # the alias of plain subsampling is gone
     (tensor([2., 2., 2., 2.]), tensor([2., 2., 2., 2.]))
     """
@@ -162,13 +227,14 @@ class IdealPool2d(_IdealMixin, BlurPool2d):
     def __init__(
         self,
         channels: int | None,
-        cutoff: float = 0.5,
+        cutoff: float | None = None,
         stride: int | tuple[int, int] = 2,
         rounding: Rounding = "ceil",
         padding: Padding = "circular",
+        edge: str = "zero",
     ) -> None:
         super().__init__(channels, "delta", stride, padding, rounding)
-        self._init_ideal(cutoff)
+        self._init_ideal(cutoff, edge)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.subsample(x)
@@ -184,14 +250,15 @@ class _PoolIdeal(_IdealMixin, DensePoolThen):
     def __init__(
         self,
         channels: int | None,
-        cutoff: float = 0.5,
+        cutoff: float | None = None,
         kernel_size: int | tuple[int, int] = 2,
         stride: int | tuple[int, int] = 2,
         padding: Padding = "circular",
         rounding: Rounding = "floor",
+        edge: str = "zero",
     ) -> None:
         super().__init__(channels, "delta", kernel_size, stride, padding, "pool-blur", rounding)
-        self._init_ideal(cutoff)
+        self._init_ideal(cutoff, edge)
 
     def extra_repr(self) -> str:
         return f"{self._ideal_repr()}, kernel_size={self.kernel_size}, padding={self.padding}"
@@ -199,8 +266,9 @@ class _PoolIdeal(_IdealMixin, DensePoolThen):
 
 class MaxIdealPool2d(_PoolIdeal, MaxBlurPool2d):
     """Max-pool densely (``kernel_size``, ``padding`` for the pool's window), the ideal
-    low-pass, subsample: ``(channels, cutoff=0.5, kernel_size=2, stride=2,
-    padding="circular", rounding="floor")``, the shape ``nn.MaxPool2d(2, 2)`` gives."""
+    low-pass, subsample: ``(channels, cutoff=None, kernel_size=2, stride=2,
+    padding="circular", rounding="floor", edge="zero")``, the shape ``nn.MaxPool2d(2, 2)``
+    gives."""
 
 
 class AvgIdealPool2d(_PoolIdeal, BlurAvgPool2d):
@@ -214,15 +282,26 @@ class IdealConv2d(BlurConv2d):
     load unchanged); ``self.blur`` is an :class:`IdealPool2d`."""
 
     def __init__(
-        self, *args: Any, cutoff: float = 0.5, filter: Any = "delta", **kwargs: Any
+        self,
+        *args: Any,
+        cutoff: float | None = None,
+        edge: str = "zero",
+        filter: Any = "delta",
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, filter=filter, **kwargs)
-        self.blur = IdealPool2d(self.out_channels, cutoff, self.stride)
+        self.blur = IdealPool2d(self.out_channels, cutoff, self.stride, edge=edge)
 
     @classmethod
-    def from_conv(cls, conv: Any, cutoff: float = 0.5, padding: Padding | None = None) -> Any:
+    def from_conv(
+        cls,
+        conv: Any,
+        cutoff: float | None = None,
+        padding: Padding | None = None,
+        edge: str = "zero",
+    ) -> Any:
         """The ideal twin of ``conv``, sharing its parameter tensors."""
-        return super().from_conv(conv, "delta", padding, cutoff=cutoff)
+        return super().from_conv(conv, "delta", padding, cutoff=cutoff, edge=edge)
 
     def _blur_first(self) -> bool:
         return False

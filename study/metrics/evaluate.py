@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from study.metrics.families import (
+    DEFAULT_MARGIN,
+    DEFAULT_STEPS,
+    FAMILIES,
+    check_grid,
+    circular_scores,
+    family_scores,
+)
 from study.metrics.features import feature_distance_maps
 from study.metrics.probabilities import shift_probabilities_by
 from study.metrics.scores import (
@@ -42,6 +51,9 @@ def evaluate(
     baseline: nn.Module | None = None,
     timing_batch: int = 100,
     seed: int = 0,
+    families: Sequence[str] = FAMILIES,
+    crop_margin: int = DEFAULT_MARGIN,
+    subpixel_steps: int = DEFAULT_STEPS,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Every metric of Section 4.2 and Appendices B and D on ``images`` ``(N, C, H, W)``
@@ -52,8 +64,15 @@ def evaluate(
     the first ``feature_images`` images (0 skips them) and shifts ``0 .. max_shift - 1``
     (default: all). With a ``baseline`` (the same network with ``filter="delta"``) the
     Table 2 forward-time overhead is measured on ``timing_batch`` images.
+
+    ``families`` (:mod:`study.metrics.families`): each adds ``consistency_<family>``,
+    ``acc_worst_<family>`` and ``acc_mean_<family>``, exact over its grid (``crop``:
+    zero-fill shifts up to ``crop_margin`` px; ``subpixel``: steps of ``1 /
+    subpixel_steps`` px); ``circular`` comes from the all-shift pass above, free.
     """
     check_images(images)
+    for family in families:
+        check_grid(family, crop_margin, subpixel_steps, images.shape[-2:])
     started = time.perf_counter()
     probs, used = shift_probabilities_by(model, images, method, progress=progress)
     check_probs(probs, labels)
@@ -76,6 +95,14 @@ def evaluate(
         "adversarial_accuracy": adversarial_accuracy(probs, labels),
         "total_variation": total_variation(model),
     }
+    for family in families:
+        family_started = time.perf_counter()
+        if family == "circular":
+            scores = circular_scores(probs, labels)
+        else:
+            scores = family_scores(model, images, labels, family, crop_margin, subpixel_steps)
+        result.update({f"{name}_{family}": value for name, value in scores.items()})
+        result[f"shift_seconds_{family}"] = time.perf_counter() - family_started
     if feature_images:
         if feature_images < 2:
             raise ValueError(f"feature_images: need 0 (skip) or at least 2, got {feature_images}")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from study.metrics.families import describe_family
 from study.service.pruning import MLFLOW_RUN_ID
 from study.service.secrets import reveal
 from study.service.space import SearchSpace
@@ -134,6 +135,12 @@ def trainable(params: dict[str, Any]) -> None:
             "study.threads": str(threads),
             "study.optuna_trial": str(params.get("optuna_trial", "")),
             **({SIMULATED_TAG: "true"} if config.simulate.enabled else {}),
+            **{
+                f"study.shift.{family}": describe_family(
+                    family, config.eval.crop_margin, config.eval.subpixel_steps
+                )
+                for family in config.eval.families
+            },
         }
     )
     logger.dataset(dataclasses.asdict(config.data))

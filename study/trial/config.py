@@ -6,13 +6,14 @@ paper's Section 4.1)::
 
     model:   {name: vgg13_bn, width: 1.0, filter: binomial-5, padding: circular,
               downsample: blur, aps_norm: l2, adaptive_taps: 3, adaptive_groups: 2,
-              ideal_cutoff: 0.5}
+              ideal_cutoff: null, ideal_edge: zero}
     data:    {source: shapes, train_images: null, test_images: null, validation: 0, seed: 0}
     augment: {kind: none, padding: 4, mode: zeros, max_shift: 4}
     train:   {epochs: 200, batch_size: 128, lr: 0.1, momentum: 0.9, weight_decay: 5e-4,
               schedule: step, milestones: [100, 150], gamma: 0.1, ...}
     eval:    {images: 1000, method: auto, consistency_max_shift: 16, feature_images: 8,
-              val_images: 0, val_method: sampled}
+              val_images: 0, val_method: sampled, families: [circular, crop, subpixel],
+              crop_margin: 4, subpixel_steps: 4}
     simulate: {enabled: false, epoch_seconds: 0.0, noise: 0.02}   # no training: see
               # study.trial.simulated
     seed: 0
@@ -43,6 +44,7 @@ import yaml
 from study.filters import FilterSpecError, parse
 from study.layers import APS_NORMS, DOWNSAMPLERS, PADDING_MODES, Downsampling
 from study.layers.downsampling import FIELD_NAMES
+from study.metrics.families import DEFAULT_MARGIN, DEFAULT_STEPS, FAMILIES
 from study.models import MODELS, available_models, build
 
 SEARCH_KEYS = ("choice", "uniform", "loguniform", "int")
@@ -52,6 +54,11 @@ METHODS = ("auto", "naive", "polyphase")
 VAL_METHODS = ("sampled", "exact")
 FIGURES = ("all", "essential", "none")
 BUILTIN_SOURCES = ("shapes",)
+#: Image sizes known before any data is read (a dataset path's are checked when a trial
+#: reads it).
+KNOWN_IMAGE_SIZES = {"shapes": 32, "cifar10": 32, "cifar100": 32}
+MAX_CROP_MARGIN = 512
+MAX_SUBPIXEL_STEPS = 64
 
 
 class ConfigError(ValueError):
@@ -88,7 +95,9 @@ class ModelConfig:
     2021, picking each image's phase by ``aps_norm``: ``l2``, ``l1``, ``linf``),
     ``adaptive`` (a predicted ``adaptive_taps``-square low-pass per pixel and per one of
     ``adaptive_groups`` channel groups, Zou et al. 2020) or ``ideal`` (the ideal
-    low-pass up to ``ideal_cutoff`` x Nyquist, Michaeli et al. 2023). Each operator's
+    low-pass up to ``ideal_cutoff`` x Nyquist, default ``1/stride`` at each layer, the
+    bin on the cutoff weighted by ``ideal_edge``: ``zero``, the reference's, or ``half``;
+    Michaeli et al. 2023). Each operator's
     fields are read only with it; ``adaptive`` and ``ideal`` need ``filter: delta``.
     """
 
@@ -100,7 +109,8 @@ class ModelConfig:
     aps_norm: str = "l2"
     adaptive_taps: int = 3
     adaptive_groups: int = 2
-    ideal_cutoff: float = 0.5
+    ideal_cutoff: float | None = None
+    ideal_edge: str = "zero"
 
     def check(self, at: str) -> None:
         if self.name not in MODELS:
@@ -242,7 +252,13 @@ class EvalConfig:
     ``consistency_max_shift``) or ``exact`` (all shifts, like the test set's).
     ``figures``: ``all`` of them, ``essential`` (training curves and the accuracy by
     shift; about 0.3 s instead of 1.5 s of CPU) or ``none``. ``log_model``: the study
-    service logs the trained network as an MLflow model (``mlflow.pytorch``)."""
+    service logs the trained network as an MLflow model (``mlflow.pytorch``).
+
+    ``families``: the shift families the test set is also scored under
+    (:mod:`study.metrics.families`: ``circular``, ``crop``, ``subpixel``), each exact
+    over its grid: ``crop`` zero-fill shifts of up to ``crop_margin`` pixels each way
+    (at most half the image), ``subpixel`` band-limited shifts in steps of ``1 /
+    subpixel_steps`` pixel."""
 
     images: int = 1000
     method: str = "auto"
@@ -253,8 +269,18 @@ class EvalConfig:
     val_method: str = "sampled"
     figures: str = "all"
     log_model: bool = True
+    families: tuple[str, ...] = FAMILIES
+    crop_margin: int = DEFAULT_MARGIN
+    subpixel_steps: int = DEFAULT_STEPS
 
     def check(self, at: str) -> None:
+        for family in self.families:
+            if family not in FAMILIES:
+                _fail(f"{at}.families", repr(family), FAMILIES)
+        if len(set(self.families)) != len(self.families):
+            raise ConfigError(f"{at}.families", f"{list(self.families)} names a family twice")
+        _range(f"{at}.crop_margin", self.crop_margin, 0, MAX_CROP_MARGIN)
+        _range(f"{at}.subpixel_steps", self.subpixel_steps, 1, MAX_SUBPIXEL_STEPS)
         _range(f"{at}.images", self.images, 0, 10_000_000)
         _range(f"{at}.val_images", self.val_images, 0, 10_000_000)
         if self.method not in METHODS:
@@ -303,6 +329,9 @@ class TrialConfig:
 
     def check(self, at: str = "") -> None:
         _range("seed", self.seed, 0, 2**63 - 1)
+        size = KNOWN_IMAGE_SIZES.get(self.data.source)
+        if size is not None:
+            check_crop_margin(self.eval.crop_margin, (size, size))
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ConfigError("device", f"{self.device!r}; allowed: auto, cpu, cuda, cuda:N")
 
@@ -319,6 +348,15 @@ class TrialConfig:
             else:
                 out[key] = value
         return out
+
+
+def check_crop_margin(margin: int, size: Sequence[int]) -> None:
+    """``eval.crop_margin`` against the images' ``(H, W)``: at most half the smaller side."""
+    if margin > min(size) // 2:
+        raise ConfigError(
+            "eval.crop_margin",
+            f"{margin} is over half the {size[0]}x{size[1]} images; allowed: 0 to {min(size) // 2}",
+        )
 
 
 def from_mapping(raw: Mapping[str, Any] | None) -> TrialConfig:

@@ -39,24 +39,27 @@ from study.data.augment import augment
 from study.data.dataset import Dataset, load_dataset
 from study.layers import filter_parameters
 from study.metrics import evaluate, summary
+from study.metrics.families import family_metric_names
 from study.metrics.figures import ESSENTIAL, report_figures
 from study.metrics.probabilities import shift_probabilities_by
 from study.metrics.scores import accuracy, consistency, shifted_scores
 from study.trial.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from study.trial.config import ConfigError, TrialConfig
+from study.trial.config import ConfigError, TrialConfig, check_crop_margin
 
 Report = Callable[[dict[str, Any]], None]
 #: Receives the trained network (eval mode) and an input example ``(1, C, H, W)``.
 KeepModel = Callable[[torch.nn.Module, torch.Tensor], None]
 #: Per-epoch metrics on the validation split (also final: the last epoch's values).
 VAL_METRICS = ("val_acc", "val_acc_shift", "val_consistency")
-#: Final metrics on the test set, computed once at the end (all circular shifts).
+#: Final metrics on the test set, computed once at the end: all circular shifts, then
+#: each shift family's three scores (:mod:`study.metrics.families`, ``eval.families``).
 TEST_METRICS = (
     "test_acc",
     "test_acc_shift_random",
     "test_acc_shift_mean",
     "test_consistency",
     "test_variation",
+    *family_metric_names("test"),
 )
 #: The numeric final metrics of every trial: what a study may optimise.
 FINAL_METRICS = (*VAL_METRICS, *TEST_METRICS, "train_loss", "train_seconds", "eval_seconds")
@@ -127,6 +130,8 @@ def run_trial(
     device = resolve_device(config.device)
     out = Path(out) if out is not None else None
     data = (dataset or load_dataset(**_data_args(config))).to(device)
+    if "crop" in config.eval.families:
+        check_crop_margin(config.eval.crop_margin, data.test_images.shape[-2:])
     if progress:
         print(f"{data.description}; {device}, {threads} torch threads", flush=True)
     run = _Training(config, data, device)
@@ -327,6 +332,9 @@ class _Training:
             feature_images=min(config.feature_images, count) if count >= 2 else 0,
             feature_max_shift=config.feature_shifts,
             seed=self.config.seed,
+            families=config.families,
+            crop_margin=config.crop_margin,
+            subpixel_steps=config.subpixel_steps,
         )
         self.seconds["test"] = time.perf_counter() - testing
         last = self.history[-1] if self.history else {}
@@ -337,6 +345,11 @@ class _Training:
             "test_acc_shift_mean": result["acc_shift_mean"],
             "test_consistency": result["consistency"],
             "test_variation": result["variation"],
+            **{
+                f"test_{name}": result[name]
+                for name in (n.removeprefix("test_") for n in family_metric_names())
+                if name in result
+            },
             "train_loss": last.get("train_loss"),
             "epochs": self.epoch,
             "train_seconds": sum(row["epoch_seconds"] for row in self.history),
@@ -345,6 +358,10 @@ class _Training:
             "eval_shifts": result["shifts"],
             "eval_method": result["shift_method"],
             "eval_seconds": result["shift_seconds"],
+            **{
+                f"eval_seconds_{family}": result[f"shift_seconds_{family}"]
+                for family in config.families
+            },
             "data": self.data.description,
             "device": str(self.device),
         }

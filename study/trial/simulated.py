@@ -26,6 +26,12 @@ With ``flip`` and ``shift`` 1 when the augmentation flips or shifts (or crops):
   kept (it adapts to the content), ``test_acc`` 0.004 higher; ``ideal``: ``content =
   min(1, 4 cutoff)``, ``leak = max(0, 2 cutoff - 1)``, ``test_acc`` 0.002 lower (ringing).
 
+Under the other shift families (:mod:`study.metrics.families`), with ``c`` the circular
+consistency: ``crop`` loses ``0.06 (1 - 0.5 shift)`` more (new content enters at the
+border; APS is no exception), ``subpixel`` loses ``0.5 leak`` of it, and ``0.04`` with
+``aps`` (a half-pixel shift has no phase to pick); in each family ``acc_mean = acc - 0.03
+(1 - consistency)`` and ``acc_worst = acc - 0.6 (1 - consistency)``.
+
 The final values are those; the per-epoch validation values rise to them along
 ``1 - exp(-4 e / E)`` with Gaussian noise of standard deviation
 ``simulate.noise * exp(-3 e / E)``, deterministic for a seed. Each epoch sleeps
@@ -76,8 +82,9 @@ def final_metrics(config: TrialConfig) -> dict[str, float]:
         content, leak = filter_bands(f"binomial-{model.adaptive_taps}")
         content, bonus = (1 + content) / 2, 0.004
     elif model.downsample == "ideal":  # a brick wall: all of the band below its cutoff
-        content = min(1.0, model.ideal_cutoff / 0.25)
-        leak, bonus = max(0.0, (model.ideal_cutoff - 0.5) / 0.5), -0.002  # ringing
+        cutoff = model.ideal_cutoff if model.ideal_cutoff is not None else 0.5  # 1/stride
+        content = min(1.0, cutoff / 0.25)
+        leak, bonus = max(0.0, (cutoff - 0.5) / 0.5), -0.002  # ringing
     flip = float("flip" in kind)
     shift = float("shift" in kind or "crop" in kind)
     spread = _normal(config, "seed")
@@ -88,12 +95,28 @@ def final_metrics(config: TrialConfig) -> dict[str, float]:
         acc, consistency = acc - 0.003, 1.0
     acc, consistency = _unit(acc), _unit(consistency)
     inconsistent = 1 - consistency
+    by_family = {
+        "circular": consistency,
+        "crop": _unit(consistency - 0.06 * (1 - 0.5 * shift)),
+        "subpixel": _unit(consistency - 0.5 * leak - (0.04 if model.downsample == "aps" else 0.0)),
+    }
+    families = {}
+    for family in config.eval.families:
+        agree = by_family[family]
+        families.update(
+            {
+                f"test_consistency_{family}": agree,
+                f"test_acc_worst_{family}": _unit(acc - 0.6 * (1 - agree)),
+                f"test_acc_mean_{family}": _unit(acc - 0.03 * (1 - agree)),
+            }
+        )
     return {
         "test_acc": acc,
         "test_acc_shift_random": _unit(acc - 0.05 * inconsistent),
         "test_acc_shift_mean": _unit(acc - 0.03 * inconsistent),
         "test_consistency": consistency,
         "test_variation": 0.5 * inconsistent,
+        **families,
     }
 
 
