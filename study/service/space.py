@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from study.metrics.families import FAMILIES
 from study.service.samplers import ADAPTIVE, SAMPLERS
 from study.service.stopping import SchedulerSettings, check_budget, parse_scheduler
 from study.trial.config import (
@@ -50,6 +51,8 @@ from study.trial.config import (
     read_yaml,
 )
 from study.trial.run import FINAL_METRICS, TEST_METRICS, VAL_METRICS
+
+FAMILY_SUFFIXES = tuple(f"_{family}" for family in FAMILIES)
 
 MAX_GRID = 100_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -315,6 +318,17 @@ class SearchSpace:
                 config = from_mapping(self.sample(trial))
             except ConfigError as error:
                 raise ConfigError(error.field, f"{_problem(error)} (in a sampled trial)") from None
+            missing = [
+                m
+                for m in settings.objectives
+                if m.endswith(FAMILY_SUFFIXES) and m.rsplit("_", 1)[1] not in config.eval.families
+            ]
+            if missing:
+                raise ConfigError(
+                    f"study.objectives.{missing[0]}",
+                    f"needs the {missing[0].rsplit('_', 1)[1]} family in eval.families "
+                    f"(a sampled trial has {list(config.eval.families)})",
+                )
             if on_validation and config.data.validation == 0:
                 raise ConfigError(
                     on_validation[0],

@@ -504,9 +504,11 @@ def _convert(hint: Any, value: Any, at: str) -> Any:
             return None
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     if typing.get_origin(hint) is tuple:
+        item_hint = typing.get_args(hint)[0]
         if not isinstance(value, list | tuple):
-            raise ConfigError(at, f"expected a list of whole numbers, got {value!r}")
-        return tuple(_convert(int, item, f"{at}[{i}]") for i, item in enumerate(value))
+            kind = "whole numbers" if item_hint is int else "names"
+            raise ConfigError(at, f"expected a list of {kind}, got {value!r}")
+        return tuple(_convert(item_hint, item, f"{at}[{i}]") for i, item in enumerate(value))
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(at, f"expected true or false, got {value!r}")
