@@ -69,3 +69,33 @@ def test_one_epoch_of_a_trial_on_real_cifar10(tmp_path):
     assert final["epochs"] == 1 and "1500 train, 300 validation, 200 test" in final["data"]
     assert final["test_acc"] > 0.15  # ten classes: chance is 0.10, one epoch learns a little
     assert 0 < final["test_consistency"] <= 1 and final["eval_shifts"] == 1024
+
+
+SHIFT_SPACE = SPACE.parent / "downsampling-cifar10.yaml"
+
+
+def test_the_shift_family_space_puts_seven_operators_under_three_families():
+    """docs/RESULTS.md's shift-family run: every operator the issue names, with and
+    without shift augmentation, each scored under the circular, crop and sub-pixel
+    families at the literature's grids."""
+    space = SearchSpace.load(SHIFT_SPACE)
+    assert space.grid_size() == 14
+    labels = set()
+    for operator in range(7):
+        for augment in ("none", "shift"):
+            trial = optuna.trial.FixedTrial(
+                {"model": f"option-{operator}", "augment.kind": augment}
+            )
+            config = space.config(space.sample(trial))
+            labels.add(config.model.downsampling)
+            assert config.eval.families == ("circular", "crop", "subpixel")
+            assert (config.eval.crop_margin, config.eval.subpixel_steps) == (4, 4)
+    assert labels == {
+        "delta",
+        "binomial-3",
+        "binomial-5",
+        "aps(norm=l2, filter=delta)",
+        "aps(norm=l2, filter=binomial-3)",
+        "ideal(cutoff=1/stride)",
+        "adaptive(taps=3, groups=2)",
+    }

@@ -51,6 +51,9 @@ FAMILIES: tuple[str, ...] = ("circular", "crop", "subpixel")
 """The shift families, in the order metrics and tables list them."""
 SCORES: tuple[str, ...] = ("consistency", "acc_worst", "acc_mean")
 """The scores of every family (see the module docs)."""
+SHOWN_BESIDE: tuple[str, ...] = ("test_consistency_crop", "test_consistency_subpixel")
+"""The family scores that progress lines, ``study status`` and ``study pareto`` show
+beside today's test accuracy and consistency (exports carry all of them)."""
 DEFAULT_MARGIN = 4
 """``crop``: zero-fill shifts of up to 4 pixels each way (81 offsets), the augmentation
 the paper trains with."""
@@ -62,6 +65,7 @@ __all__ = [
     "DEFAULT_STEPS",
     "FAMILIES",
     "SCORES",
+    "SHOWN_BESIDE",
     "check_grid",
     "circular_scores",
     "crop_offsets",

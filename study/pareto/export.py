@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from study.metrics.families import SHOWN_BESIDE
 from study.pareto import front as fr
 from study.pareto.records import Reference, StudyTrials, TrialRecord
 
@@ -145,9 +146,11 @@ def _number(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-REPORTED_TEST = ("test_acc", "test_consistency")
-"""Test-set columns shown beside the objectives in every export: the front is chosen on
-the objectives (validation metrics, in a search), the test set only reported."""
+REPORTED_TEST = ("test_acc", "test_consistency", *SHOWN_BESIDE)
+"""Test-set columns shown beside the objectives in every export (those a trial has): the
+front is chosen on the objectives (validation metrics, in a search), the test set only
+reported; consistency under crops and sub-pixel shifts beside the circular one
+(:mod:`study.metrics.families`)."""
 
 
 def record_row(record: TrialRecord, objectives: Sequence[str], **extra: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 from tqdm import tqdm
 
+from study.metrics.families import SHOWN_BESIDE
 from study.service.front_refresh import FrontRefresher
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def failure_reason(trial) -> str:
 
 
 #: Metrics a finished trial's line shows besides the objectives.
-SHOWN_METRICS = ("test_acc", "test_consistency")
+SHOWN_METRICS = ("test_acc", "test_consistency", *SHOWN_BESIDE)
 
 
 class StudyProgress(Callback):
@@ -152,8 +153,8 @@ class StudyProgress(Callback):
         values = [float(result[metric]) for metric in self.objectives]
         self._add_result(trial.trial_id, (describe_trial(trial.config), values))
         scores = "  ".join(f"{m} {v:.4f}" for m, v in zip(self.objectives, values, strict=True))
-        reported = [m for m in SHOWN_METRICS if m not in self.objectives]
-        if reported and all(m in result for m in reported):
+        reported = [m for m in SHOWN_METRICS if m not in self.objectives and m in result]
+        if reported:
             scores += "  | " + "  ".join(f"{m} {float(result[m]):.4f}" for m in reported)
         self.line(f"trial {trial.trial_id} done: {self.results[trial.trial_id][0]}  {scores}")
         self._status(trials, trial)

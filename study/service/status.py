@@ -58,7 +58,11 @@ def print_status(uri: str, name: str, stream: TextIO | None = None) -> dict[str,
             [[run.data.metrics[f"final.{m}"] for m in objectives] for run in complete]
         )
         mask = front_mask(values, list(objectives.values()))
-        reported = [n for n in REPORTED_TEST if n not in objectives]
+        reported = [
+            n
+            for n in REPORTED_TEST
+            if n not in objectives and any(f"final.{n}" in run.data.metrics for run in complete)
+        ]
         header = ", ".join(f"{m} {d}" for m, d in objectives.items())
         if reported:
             header += f" | reported: {', '.join(reported)}"
