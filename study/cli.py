@@ -377,6 +377,12 @@ def _trial(args: argparse.Namespace) -> int:
         f"  ({final['eval_images']} images x {final['eval_shifts']} shifts, "
         f"{final['eval_method']})"
     )
+    for family in config.eval.families:
+        scores = "  ".join(
+            f"{score} {final[f'test_{score}_{family}']:.4f}"
+            for score in ("consistency", "acc_worst", "acc_mean")
+        )
+        print(f"  {family:<9} {scores}")
     print(f"wrote {args.out / 'metrics.json'}, checkpoint and figures in {args.out}")
     return 0
 

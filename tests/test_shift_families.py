@@ -15,6 +15,7 @@ from torch import nn
 
 from study.layers import APSPool2d
 from study.metrics import evaluate
+from study.metrics.figures import ESSENTIAL, report_figures
 from study.metrics.families import (
     FAMILIES,
     check_grid,
@@ -234,8 +235,16 @@ def test_evaluate_reports_every_family_and_the_circular_one_matches_today():
     assert result["consistency_circular"] == pytest.approx(result["consistency"], abs=1e-12)
     assert result["acc_mean_circular"] == pytest.approx(result["acc_shift_mean"], abs=1e-12)
     assert set(family_metric_names()) <= set(TEST_METRICS) <= set(FINAL_METRICS)
+    assert result["offset_accuracy_crop"].shape == (3, 3)
+    assert result["offset_accuracy_subpixel"].shape == (2, 2)
+    assert result["offset_accuracy_crop"].mean().item() == pytest.approx(result["acc_mean_crop"])
+    assert result["offset_accuracy_crop"][1, 1].item() == pytest.approx(result["acc"])  # (0, 0)
+    figures = report_figures({"vgg": result}, ESSENTIAL)
+    assert set(figures) == {"shift_heatmap", "shift_families"}
+    assert len(figures["shift_families"].axes) == 3  # two panels and the colour bar
     only = evaluate(model, images, labels, feature_images=0, families=())
     assert not any(key.endswith(("_crop", "_subpixel")) for key in only)
+    assert "shift_families" not in report_figures({"vgg": only}, ESSENTIAL)
 
 
 @pytest.mark.parametrize(

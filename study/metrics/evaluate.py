@@ -3,7 +3,8 @@ a trial's final evaluation write).
 
 :func:`evaluate` returns a flat dict: scalars under their metric names (JSON-ready
 through :func:`summary`), and the arrays the figures draw under ``*_per_image``,
-``accuracy_heatmap``, ``accuracy_diagonal``, ``adversarial_accuracy``,
+``accuracy_heatmap``, ``offset_accuracy_<family>`` (accuracy at each offset of a
+shift family's grid), ``accuracy_diagonal``, ``adversarial_accuracy``,
 ``feature_distance`` and ``total_variation``.
 """
 
@@ -23,7 +24,8 @@ from study.metrics.families import (
     FAMILIES,
     check_grid,
     circular_scores,
-    family_scores,
+    family_top_classes,
+    grid_scores,
 )
 from study.metrics.features import feature_distance_maps
 from study.metrics.probabilities import shift_probabilities_by
@@ -100,7 +102,11 @@ def evaluate(
         if family == "circular":
             scores = circular_scores(probs, labels)
         else:
-            scores = family_scores(model, images, labels, family, crop_margin, subpixel_steps)
+            top = family_top_classes(model, images, family, crop_margin, subpixel_steps)
+            scores = grid_scores(top, labels)
+            side = round(top.shape[1] ** 0.5)  # square grids
+            correct = (top == labels.view(-1, 1)).double().mean(0)
+            result[f"offset_accuracy_{family}"] = correct.view(side, side)
         result.update({f"{name}_{family}": value for name, value in scores.items()})
         result[f"shift_seconds_{family}"] = time.perf_counter() - family_started
     if feature_images:
@@ -129,7 +135,9 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
                 "equivariance_mean": _rounded(value["equivariance"].mean((1, 2))),
                 "invariance_mean": _rounded(value["invariance"].mean((1, 2))),
             }
-        elif key in ("consistency_per_image", "variation_per_image", "accuracy_heatmap"):
+        elif key in ("consistency_per_image", "variation_per_image", "accuracy_heatmap") or (
+            key.startswith("offset_accuracy_")
+        ):
             continue  # per-image and per-shift arrays go to figures, not to the summary
         elif isinstance(value, Tensor):
             out[key] = _rounded(value)

@@ -54,9 +54,11 @@ SCORES: tuple[str, ...] = ("consistency", "acc_worst", "acc_mean")
 SHOWN_BESIDE: tuple[str, ...] = ("test_consistency_crop", "test_consistency_subpixel")
 """The family scores that progress lines, ``study status`` and ``study pareto`` show
 beside today's test accuracy and consistency (exports carry all of them)."""
-DEFAULT_MARGIN = 4
-"""``crop``: zero-fill shifts of up to 4 pixels each way (81 offsets), the augmentation
-the paper trains with."""
+DEFAULT_MARGIN = 2
+"""``crop``: zero-fill shifts of up to 2 pixels each way (25 offsets). Chosen on
+bench/shift_families.py (docs/PERFORMANCE.md): with 4 (81 offsets, the paper's crop
+augmentation) the families alone took 2.6x a ResNet-20's whole test-time evaluation;
+with 2 and quarter-pixel steps at most 1.5x (``eval.crop_margin: 4`` for the wider grid)."""
 DEFAULT_STEPS = 4
 """``subpixel``: quarter-pixel steps (16 offsets)."""
 

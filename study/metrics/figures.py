@@ -151,7 +151,44 @@ def tv_by_layer(tvs: Mapping[str, Mapping[str, float]]) -> Figure:
 
 #: The figures a study draws for every trial when told ``essential``: what a reader
 #: looks at first. ``study report CHECKPOINT`` draws them all for any trial later.
-ESSENTIAL = ("shift_heatmap",)
+def family_heatmaps(grids: Mapping[str, Mapping[str, Tensor]]) -> Figure:
+    """Accuracy at each offset of the crop and sub-pixel shift families
+    (:mod:`study.metrics.families`), one row per label, one panel per family, on a shared
+    colour scale; each panel's title gives the mean and the worst offset's accuracy.
+    ``grids[label][family]`` is ``evaluate(...)["offset_accuracy_<family>"]``: ``(2m + 1,
+    2m + 1)`` for ``crop`` (offsets ``-m .. m``), ``(q, q)`` for ``subpixel``
+    (offsets ``0, 1/q, ..``)."""
+    _check(grids, "grids")
+    families = sorted({family for panels in grids.values() for family in panels})
+    maps = {(label, f): _numpy(p[f]) for label, p in grids.items() for f in families if f in p}
+    low = min(float(m.min()) for m in maps.values())
+    high = max(float(m.max()) for m in maps.values())
+    fig = Figure(figsize=(3.2 * len(families) + 0.8, 3.1 * len(grids)), layout="constrained")
+    axes = fig.subplots(len(grids), len(families), squeeze=False)
+    for row, label in enumerate(grids):
+        for col, family in enumerate(families):
+            ax = axes[row, col]
+            if (label, family) not in maps:
+                ax.set_axis_off()
+                continue
+            values = maps[label, family]
+            side = values.shape[0]
+            if family == "crop":
+                margin = (side - 1) // 2
+                extent, unit = (-margin - 0.5, margin + 0.5, margin + 0.5, -margin - 0.5), "px"
+            else:
+                extent, unit = (-0.5 / side, 1 - 0.5 / side, 1 - 0.5 / side, -0.5 / side), "px"
+            image = ax.imshow(values, cmap="viridis", vmin=low, vmax=high, extent=extent)
+            ax.set(
+                title=f"{label}: {family}\nmean {values.mean():.3f}, worst {values.min():.3f}",
+                xlabel=f"dx ({unit})",
+                ylabel=f"dy ({unit})",
+            )
+    fig.colorbar(image, ax=axes.ravel().tolist(), label="accuracy")
+    return fig
+
+
+ESSENTIAL = ("shift_heatmap", "shift_families")
 
 
 def report_figures(
@@ -164,9 +201,19 @@ def report_figures(
     def having(key: str) -> dict:
         return {label: r[key] for label, r in results.items() if r.get(key) is not None}
 
+    families = {
+        label: {
+            key.removeprefix("offset_accuracy_"): value
+            for key, value in r.items()
+            if key.startswith("offset_accuracy_") and value is not None
+        }
+        for label, r in results.items()
+    }
+    families = {label: panels for label, panels in families.items() if panels}
     makers = {
         "variation_histogram": (variation_histogram, having("variation_per_image")),
         "shift_heatmap": (shift_heatmap, having("accuracy_heatmap")),
+        "shift_families": (family_heatmaps, families),
         "diagonal_curve": (diagonal_curve, having("accuracy_diagonal")),
         "adversarial_curve": (adversarial_curve, having("adversarial_accuracy")),
         "distance_grid": (distance_grid, having("feature_distance")),
@@ -182,6 +229,7 @@ __all__ = [
     "adversarial_curve",
     "diagonal_curve",
     "distance_grid",
+    "family_heatmaps",
     "report_figures",
     "shift_heatmap",
     "tv_by_layer",

@@ -13,7 +13,7 @@ paper's Section 4.1)::
               schedule: step, milestones: [100, 150], gamma: 0.1, ...}
     eval:    {images: 1000, method: auto, consistency_max_shift: 16, feature_images: 8,
               val_images: 0, val_method: sampled, families: [circular, crop, subpixel],
-              crop_margin: 4, subpixel_steps: 4}
+              crop_margin: 2, subpixel_steps: 4}
     simulate: {enabled: false, epoch_seconds: 0.0, noise: 0.02}   # no training: see
               # study.trial.simulated
     seed: 0
