@@ -15,7 +15,6 @@ from torch import nn
 
 from study.layers import APSPool2d
 from study.metrics import evaluate
-from study.metrics.figures import ESSENTIAL, report_figures
 from study.metrics.families import (
     FAMILIES,
     check_grid,
@@ -26,6 +25,7 @@ from study.metrics.families import (
     subpixel_offsets,
     subpixel_shift,
 )
+from study.metrics.figures import ESSENTIAL, report_figures
 from study.service.space import SearchSpace
 from study.trial.config import ConfigError, from_mapping
 from study.trial.run import FINAL_METRICS, TEST_METRICS
