@@ -98,9 +98,15 @@ class FrontRefresher:
                 self.refresh()
                 self.refreshes += 1
             except Exception as error:  # the study goes on; the next request retries
+                from study.service.tracking import error_gist, tracking_unreachable
+
                 self._stale = True
                 self._gap = self.every_s  # a failure's time says nothing of a refresh's
-                warnings.warn(f"could not refresh the parent run's front: {error}", stacklevel=1)
+                if tracking_unreachable(error):  # the relay's lines say it: once
+                    return
+                warnings.warn(
+                    f"could not refresh the parent run's front: {error_gist(error)}", stacklevel=1
+                )
                 return
             took = time.monotonic() - self._last
             self._gap = max(self.every_s, took / self.share if self.share > 0 else 0.0)

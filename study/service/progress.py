@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import sys
 import time
-import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 from study.metrics.families import SHOWN_BESIDE
 from study.service.front_refresh import FrontRefresher
+from study.service.outbox import PENDING
+from study.service.relay import Relay
 
 if TYPE_CHECKING:
     from study.service.scheduler import MultiObjectiveASHA
@@ -64,7 +66,13 @@ def failure_reason(trial) -> str:
         error = trial.get_pickled_error()
     except Exception:
         error = None
-    lines = [line.strip() for line in str(error or "").splitlines() if line.strip()]
+    text = str(error or "")
+    if not text.strip() and trial.error_file:  # not pickled (yet): Tune's text of it
+        try:
+            text = Path(trial.error_file).read_text(errors="replace")
+        except OSError:
+            text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if lines:
         return lines[-1][:300]
     return f"see {trial.error_file or 'the trial folder'}"
@@ -97,6 +105,7 @@ class StudyProgress(Callback):
         self.seeded = False
         self._logged, self._logged_at = 0, 0.0  # decisions in the parent's decisions.json
         self.refresher: FrontRefresher | None = None  # the parent's front, off the loop
+        self.relay: Relay | None = None  # the driver's MLflow writes, off the loop
         self._front: list[tuple[str, list[float]]] = []  # non-dominated among results
 
     def __getstate__(self) -> dict[str, Any]:
@@ -104,8 +113,20 @@ class StudyProgress(Callback):
         # progress callback with the real URI, see runner._use_progress).
         from study.service.secrets import redact
 
-        state = {**self.__dict__, "bar": None, "seeded": False, "refresher": None}
+        state = {
+            **self.__dict__,
+            "bar": None,
+            "seeded": False,
+            "refresher": None,
+            "relay": None,
+        }
         return {**state, "tracking_uri": redact(self.tracking_uri)}
+
+    def writes(self) -> Relay:
+        """The relay of this driver's MLflow writes (started on first use)."""
+        if self.relay is None:
+            self.relay = Relay(self.tracking_uri)
+        return self.relay
 
     def setup(self, **info) -> None:
         self.bar = tqdm(
@@ -121,6 +142,10 @@ class StudyProgress(Callback):
             result = trial.last_result or {}
             if trial.status != "TERMINATED":
                 continue
+            if result.get(PENDING) and trial.checkpoint is not None:
+                # it ended while MLflow was away, and the last driver could not write its
+                # records (a spool already written carries a mark and is skipped)
+                self.writes().add_spool(trial.trial_id, trial.checkpoint)
             if result.get("complete"):
                 values = [float(result[metric]) for metric in self.objectives]
                 self._add_result(trial.trial_id, (describe_trial(trial.config), values))
@@ -150,6 +175,8 @@ class StudyProgress(Callback):
             return
         if not result.get("complete"):
             return
+        if result.get(PENDING):  # it ended while MLflow was away: its records follow
+            self.writes().add_spool(trial.trial_id, trial.checkpoint)
         values = [float(result[metric]) for metric in self.objectives]
         self._add_result(trial.trial_id, (describe_trial(trial.config), values))
         scores = "  ".join(f"{m} {v:.4f}" for m, v in zip(self.objectives, values, strict=True))
@@ -164,12 +191,9 @@ class StudyProgress(Callback):
         self.failed.add(trial.trial_id)
         reason = failure_reason(trial)
         self.line(f"trial {trial.trial_id} failed: {describe_trial(trial.config)}: {reason}")
-        from study.service.tracking import mark_failed
-
-        try:
-            mark_failed(self.tracking_uri, self.parent_run_id, trial.trial_id, reason)
-        except Exception as error:  # the study goes on; `study status` shows it RUNNING
-            warnings.warn(f"could not mark trial {trial.trial_id} failed: {error}", stacklevel=1)
+        self.writes().call(
+            "mark_failed", parent_id=self.parent_run_id, trial_id=trial.trial_id, reason=reason
+        )
         self._status(trials, trial)
 
     def on_experiment_end(self, trials: Sequence, **info) -> None:
@@ -190,45 +214,39 @@ class StudyProgress(Callback):
 
     def _stopped(self, trials: Sequence, trial, result: Mapping[str, Any]) -> None:
         """A trial the scheduler stopped at a rung: its child run closed as pruned."""
-        from study.service.tracking import mark_pruned
-
         self.stopped.add(trial.trial_id)
         decision = self.scheduler.stopped_by(trial.trial_id)
         epoch = result.get("epoch", decision.rung)
         self.line(
             f"trial {trial.trial_id} stopped at epoch {epoch}: {describe_trial(trial.config)}"
         )
-        try:
-            mark_pruned(
-                self.tracking_uri,
-                self.parent_run_id,
-                trial.trial_id,
-                decision.as_dict(),
-                list(self.scheduler.metrics),
-                epoch_row(result),
-            )
-            from mlflow import MlflowClient
-
-            MlflowClient(self.tracking_uri).log_metric(
-                self.parent_run_id, "trials_stopped", len(self.stopped), step=len(self.stopped)
-            )
-        except Exception as error:  # the study goes on; `study status` shows it RUNNING
-            warnings.warn(f"could not mark trial {trial.trial_id} pruned: {error}", stacklevel=1)
+        relay = self.writes()
+        if result.get(PENDING):  # stopped while MLflow was away: its records first
+            relay.add_spool(trial.trial_id, trial.checkpoint)
+        relay.call(
+            "mark_pruned",
+            parent_id=self.parent_run_id,
+            trial_id=trial.trial_id,
+            decision=decision.as_dict(),
+            metrics=list(self.scheduler.metrics),
+            row=epoch_row(result),
+        )
+        relay.call(
+            "log_parent_metric",
+            parent_id=self.parent_run_id,
+            key="trials_stopped",
+            value=len(self.stopped),
+            step=len(self.stopped),
+        )
         self._status(trials, trial)
 
     def _log_decisions(self) -> None:
-        from study.service.tracking import log_decisions
-
         state = self.scheduler.get_state()
-        try:
-            log_decisions(
-                self.tracking_uri,
-                self.parent_run_id,
-                {"settings": state["settings"], "decisions": state["decisions"]},
-            )
-        except Exception as error:  # the study goes on; the log is rewritten next time
-            warnings.warn(f"could not log the scheduler's decisions: {error}", stacklevel=1)
-            return
+        self.writes().call(
+            "log_decisions",
+            parent_id=self.parent_run_id,
+            document={"settings": state["settings"], "decisions": state["decisions"]},
+        )
         self._logged, self._logged_at = len(state["decisions"]), time.monotonic()
 
     def front(self) -> list[tuple[str, list[float]]]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +48,6 @@ from study.service.space import SearchSpace, StudySettings
 from study.service.stopping import PER_EPOCH, build_scheduler
 from study.service.tracking import (
     SIMULATED_TAG,
-    close_unfinished,
     error_gist,
     find_parent,
     set_parent_status,
@@ -100,11 +99,12 @@ class StudyOutcome:
     failed: int
     unfinished: int  # stopped by Ctrl-C / SIGTERM: `study resume` continues them
     stopped: int = 0  # stopped early at a rung by the scheduler (pruned): done with
+    untracked: int = 0  # records MLflow did not take within the patience: resume sends them
 
     @property
     def done(self) -> bool:
-        """Every planned trial complete or stopped early."""
-        return self.complete + self.stopped == self.planned
+        """Every planned trial complete or stopped early, and all of it in MLflow."""
+        return self.complete + self.stopped == self.planned and not self.untracked
 
 
 def run_study(
@@ -185,17 +185,34 @@ def run_study(
     outcome = _outcome(results, study_plan.trials, stopped)
     if resume and not outcome.unfinished:  # interrupted: the queue waits for the next resume
         fail_requeued_trials(study_plan)
-    close_unfinished(
-        study_plan.tracking_uri,
-        parent,
-        {_trial_id(r) for r in results},
-        {_trial_id(r) for r in results if _unfinished(r, stopped)},
-    )
     status = "FINISHED" if outcome.done else "KILLED" if outcome.unfinished else "FAILED"
     counts = {"complete": outcome.complete, "failed": outcome.failed}
     if scheduler is not None:
         counts["stopped"] = outcome.stopped
-    set_parent_status(study_plan.tracking_uri, parent, status, counts)
+    relay = progress.writes()
+    relay.call(
+        "close_unfinished",
+        parent_id=parent,
+        known_trials={_trial_id(r) for r in results},
+        unfinished_trials={_trial_id(r) for r in results if _unfinished(r, stopped)},
+    )
+    relay.call("set_parent_status", parent_id=parent, status=status, counts=counts)
+    if relay.pending() and relay.down_since is not None:
+        print(
+            f"study: writing what MLflow has not taken yet ({relay.pending()} records; "
+            f"waiting up to {relay.patience:.0f} s, STUDY_TRACKING_PATIENCE_S)",
+            flush=True,
+        )
+    held = relay.close()
+    if held:
+        print(
+            f"study {study_plan.name}: {held} records not in MLflow: "
+            f"{redact(study_plan.tracking_uri)} unreachable for longer than the patience; "
+            f"they are kept with the trials' checkpoints: `study resume {study_plan.name}` "
+            "writes them once the server is back",
+            flush=True,
+        )
+        outcome = replace(outcome, untracked=held)
     return outcome
 
 

@@ -12,7 +12,7 @@ import os
 import platform
 import re
 import subprocess
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +173,14 @@ def trial_run(uri: str, parent_id: str, trial_id: str, name: str) -> str:
     """The child run of ``trial_id`` under ``parent_id``: found by tag, else created."""
     import mlflow
 
-    client = mlflow.MlflowClient(uri)
+    return open_child_run(mlflow.MlflowClient(uri), parent_id, trial_id, name)
+
+
+def open_child_run(
+    client, parent_id: str, trial_id: str, name: str, tags: Mapping[str, str] | None = None
+) -> str:
+    """:func:`trial_run` on ``client``: a run found again is RUNNING again, without the
+    tags of how an earlier attempt ended; ``tags`` go on a new run."""
     parent = client.get_run(parent_id)
     experiment_id = parent.info.experiment_id
     found = client.search_runs(
@@ -192,6 +199,7 @@ def trial_run(uri: str, parent_id: str, trial_id: str, name: str) -> str:
         experiment_id,
         run_name=name,
         tags={
+            **(tags or {}),
             "mlflow.parentRunId": parent_id,
             TRIAL_TAG: trial_id,
             STUDY_TAG: parent.data.tags.get(STUDY_TAG, ""),
@@ -274,8 +282,13 @@ def mark_pruned(
     if run is None:
         return None
     run_id = run.info.run_id
-    if "epoch" in row:
-        TrialLogger(uri, run_id).backfill([row])
+    if "epoch" in row:  # unless the run holds that epoch (a retried call, a resume)
+        from study.service.outbox import log_metrics
+
+        held = {int(m.step) for m in client.get_metric_history(run_id, "train_loss")}
+        if int(row["epoch"]) not in held:
+            values = {k: v for k, v in row.items() if k != "epoch"}
+            log_metrics(client, run_id, values, int(row["epoch"]))
     epoch = int(row.get("epoch", decision["rung"]))
     tags = {_rung_tag(f): str(decision[f]) for f in RUNG_FIELDS}
     tags.update({PRUNED_TAG: "true", STOPPED_TAG: str(epoch)})
@@ -285,6 +298,13 @@ def mark_pruned(
         client.log_metric(run_id, f"rung.{name}", float(value), step=int(decision["rung"]))
     client.set_terminated(run_id, "KILLED")
     return run_id
+
+
+def log_parent_metric(uri: str, parent_id: str, key: str, value: float, step: int = 0) -> None:
+    """One metric of the parent run (``trials_stopped``, ...)."""
+    import mlflow
+
+    mlflow.MlflowClient(uri).log_metric(parent_id, key, value, step=step)
 
 
 def log_decisions(uri: str, parent_id: str, document: Mapping[str, Any]) -> None:
@@ -383,150 +403,101 @@ def set_parent_status(uri: str, parent_id: str, status: str, counts: Mapping[str
 
 class TrialLogger:
     """Logs one trial's params, per-epoch metrics (step = epoch), final metrics, model and
-    figures into its child run.
+    figures into its child run, through an :class:`~study.service.outbox.Outbox`.
 
-    A tracking server that stops answering (an upgrade, a database failover) does not
-    stop the trial: epochs, tags and the model wait in a backlog, in order, and go out
-    once each when it answers again; the trial's end waits up to ``patience`` seconds
-    (``$STUDY_TRACKING_PATIENCE_S``, default 1800) for the backlog to drain before it
-    fails. Requests the server refuses (a bad value) fail at once, as before."""
+    Nothing here waits for the server or fails when it is away: every write is a record
+    sent in order as soon as the server answers (the child run itself is found or
+    created by the first one), epochs the run already holds are not logged again, and
+    :meth:`spool` writes what still waits into a checkpoint folder, which a retried
+    attempt or the driver sends later. Give ``run_id`` to log into an existing run,
+    else ``parent``, ``trial_id`` and ``name`` to find or create the trial's child run.
+    ``work``: a folder for what must wait on disk (the model)."""
 
-    def __init__(self, uri: str, run_id: str, patience: float | None = None) -> None:
-        import mlflow
+    def __init__(
+        self,
+        uri: str,
+        run_id: str | None = None,
+        patience: float | None = None,
+        *,
+        parent: str | None = None,
+        trial_id: str | None = None,
+        name: str | None = None,
+        work: Path | None = None,
+        started_tags: Mapping[str, str] | None = None,
+    ) -> None:
+        from study.service.outbox import Outbox
 
-        self.client = mlflow.MlflowClient(uri)
-        self.run_id = run_id
-        from study.inputs import seconds_setting
+        self.outbox = Outbox(uri, f"trial {trial_id or run_id}", patience)
+        self.client = self.outbox.client
+        self.work = work
+        if run_id is not None:
+            self.outbox.put("attach", run_id=run_id)
+        else:
+            self.outbox.put(
+                "run", parent=parent, trial_id=trial_id, name=name, tags=dict(started_tags or {})
+            )
 
-        self.patience = (
-            seconds_setting("STUDY_TRACKING_PATIENCE_S") if patience is None else patience
-        )
-        self.backlog: list[tuple[Callable[[], object], str]] = []
-        self.outage_reported = False
+    @property
+    def run_id(self) -> str | None:
+        """The child run's id, once the server has been reached."""
+        return self.outbox.state.get("run_id")
 
-    # -- the backlog ----------------------------------------------------------------------
-    def _send(self, call: Callable[[], object], what: str) -> None:
-        """``call`` (MLflow requests) after everything buffered, or buffered itself."""
-        self.backlog.append((call, what))
-        self._flush()
+    @property
+    def patience(self) -> float:
+        return self.outbox.patience
 
-    def _flush(self) -> bool:
-        """Send the backlog in order; False (the rest kept) while the server is away."""
-        while self.backlog:
-            call, what = self.backlog[0]
-            try:
-                call()
-            except Exception as error:
-                if not tracking_unreachable(error):
-                    self.backlog.pop(0)
-                    raise
-                if not self.outage_reported:
-                    print(
-                        f"MLflow unreachable ({error_gist(error)}): buffering {what} and"
-                        " what follows; training goes on",
-                        flush=True,
-                    )
-                    self.outage_reported = True
-                return False
-            self.backlog.pop(0)
-        if self.outage_reported:
-            print("MLflow reachable again: the buffered records are sent", flush=True)
-            self.outage_reported = False
-        return True
+    def pending(self) -> int:
+        """Records still waiting for the server."""
+        return len(self.outbox.records)
 
-    def drain(self) -> None:
-        """Wait (up to ``patience`` seconds) until the backlog is sent."""
-        import time
+    def overdue(self) -> bool:
+        """The server has been away for longer than the patience."""
+        return self.outbox.overdue()
 
-        deadline = time.monotonic() + self.patience
-        while not self._flush():
-            if time.monotonic() > deadline:
-                waiting = ", ".join(what for _, what in self.backlog[:3])
-                raise ConnectionError(
-                    f"MLflow at {redact(self.client.tracking_uri)} unreachable for"
-                    f" {self.patience:.0f} s; unsent: {waiting}"
-                )
-            time.sleep(min(5.0, self.patience / 10 or 0.1))
+    def spool(self, folder: Path) -> int:
+        """Write the waiting records into ``folder`` (see :meth:`Outbox.spool`)."""
+        return self.outbox.spool(folder)
 
+    def load(self, folder: Path) -> int:
+        """Send first the records an earlier attempt spooled into ``folder``."""
+        loaded = self.outbox.load(folder)
+        self.outbox.flush()
+        return loaded
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` seconds (default: the patience) until everything is
+        sent; :class:`~study.service.outbox.TrackingTimeout` otherwise."""
+        if not self.outbox.wait(self.patience if timeout is None else timeout):
+            raise self.outbox.timeout()
+
+    # -- records -------------------------------------------------------------------------
     def params(self, flat: Mapping[str, Any]) -> None:
-        """Log the params the run does not hold yet (a retry logs none twice), in
-        batches of MLflow's limit."""
-        from mlflow.entities import Param
-
-        logged = self.client.get_run(self.run_id).data.params
-        new = [
-            Param(key, "None" if value is None else str(value))
-            for key, value in flat.items()
-            if key not in logged
-        ]
-        for start in range(0, len(new), 100):
-            self.client.log_batch(self.run_id, params=new[start : start + 100])
+        """Log the params the run does not hold yet (a retry logs none twice)."""
+        params = {key: "None" if value is None else str(value) for key, value in flat.items()}
+        self.outbox.put("params", params=params)
 
     def tags(self, tags: Mapping[str, str]) -> None:
-        from mlflow.entities import RunTag
-
-        batch = [RunTag(k, str(v)) for k, v in tags.items()]
-        self._send(lambda: self.client.log_batch(self.run_id, tags=batch), "tags")
+        self.outbox.put("tags", tags={k: str(v) for k, v in tags.items()})
 
     def epoch(self, row: Mapping[str, Any]) -> None:
-        """One epoch's numeric metrics (step = epoch) in one request (buffered while the
-        server is away)."""
-        values, step = {k: v for k, v in row.items() if k != "epoch"}, int(row["epoch"])
-        self._send(lambda: self._metrics(values, step=step), f"epoch {step}")
+        """One epoch's numeric metrics (step = epoch) in one request, unless the run
+        holds that epoch already (an earlier attempt logged it)."""
+        self.outbox.put("epoch", row=_scalars(row))
 
-    def _metrics(self, values: Mapping[str, Any], step: int = 0, prefix: str = "") -> None:
-        import time
-
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(f"{prefix}{key}", float(value), now, step)
-            for key, value in values.items()
-            if isinstance(value, int | float) and not isinstance(value, bool)
-        ]
-        for start in range(0, len(metrics), 1000):
-            self.client.log_batch(self.run_id, metrics=metrics[start : start + 1000])
-
-    def logged_epochs(self) -> set[int]:
-        """The epochs the run holds already (steps of ``train_loss``); empty if the
-        server does not answer (then a retried epoch may be logged twice)."""
-        try:
-            history = self.client.get_metric_history(self.run_id, "train_loss")
-        except Exception as error:  # the server is away: training goes on regardless
-            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-            print(f"tracking: could not read the logged epochs ({type(error).__name__}: {reason})")
-            return set()
-        return {int(m.step) for m in history}
-
-    def backfill(self, rows: list[Mapping[str, Any]], logged: set[int] | None = None) -> set[int]:
-        """Log the epochs of ``rows`` (a checkpoint's history) that the run lacks
-        (``logged``: the epochs it holds, read from the run if not given); returns the
-        epochs logged now."""
-        if logged is None:
-            logged = self.logged_epochs()
-        added = set()
+    def backfill(self, rows: list[Mapping[str, Any]]) -> None:
+        """Log the epochs of ``rows`` (a checkpoint's history) that the run lacks."""
         for row in rows:
-            if int(row["epoch"]) not in logged:
-                self.epoch(row)
-                added.add(int(row["epoch"]))
-        return added
+            self.epoch(row)
 
     def final(self, metrics: Mapping[str, Any], out: Path) -> None:
-        """Final metrics and artifacts, then FINISHED: once everything buffered is sent
-        (waiting for the server up to ``patience`` seconds)."""
-        final = dict(metrics)
-        self._send(lambda: self._metrics(final, prefix="final."), "final metrics")
-        self._send(lambda: self._artifacts(out), "artifacts")
-        self._send(lambda: self.client.set_terminated(self.run_id, "FINISHED"), "the end")
-        self.drain()
-
-    def _artifacts(self, out: Path) -> None:
+        """Final metrics, ``metrics.json``, ``history.json`` and ``figures/``, then
+        FINISHED. Returns at once: what the server cannot take now waits (and is
+        spooled into the trial's last checkpoint)."""
+        self.outbox.put("final", metrics=_scalars(metrics))
         for name in ("metrics.json", "history.json"):
-            if (out / name).is_file():
-                self.client.log_artifact(self.run_id, str(out / name))
-        if (out / "figures").is_dir():
-            self.client.log_artifacts(self.run_id, str(out / "figures"), "figures")
+            self.outbox.put("file", path=str(out / name))
+        self.outbox.put("folder", path=str(out / "figures"), artifact_path="figures")
+        self.outbox.put("end", status="FINISHED")
 
     def dataset(self, data: Mapping[str, Any]) -> None:
         """The training data as the run's MLflow dataset input (context ``training``): a
@@ -535,28 +506,21 @@ class TrialLogger:
         import hashlib
         import json
 
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-
         described = json.dumps({key: data.get(key) for key in sorted(data)}, default=str)
         digest = hashlib.sha256(described.encode()).hexdigest()[:8]
-        logged = self.client.get_run(self.run_id).inputs.dataset_inputs
-        if any(item.dataset.digest == digest for item in logged):
-            return  # a retry or a resume: logged already
         source = Path(str(data.get("source"))).name or str(data.get("source"))
         name = f"{source} ({data.get('train_images') or 'all'} training images)"
-        dataset = Dataset(name, digest, source_type="code", source=described)
-        entry = DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])
-        self._send(lambda: self.client.log_inputs(self.run_id, [entry]), "the dataset")
+        self.outbox.put("dataset", name=name, digest=digest, source=described)
 
     def model(self, model, example) -> None:
         """The trained network as an MLflow model under ``model``, with its signature and
         one test image as input example: ``mlflow.pytorch.load_model("runs:/RUN/model")``
         gives it back (where this package is installed: its layers are pickled by
         reference), and the UI registers it. ``model``: an ``nn.Module`` in eval mode;
-        ``example``: ``(1, C, H, W)`` float, normalised as in training."""
-        from importlib.metadata import version
+        ``example``: ``(1, C, H, W)`` float, normalised as in training. Saved to
+        ``work/model`` first, so that it can wait for the server like any record."""
+        import tempfile
 
-        import mlflow
         import mlflow.pytorch
         import torch
         from mlflow.models import infer_signature
@@ -565,36 +529,58 @@ class TrialLogger:
             logits = model(example)
         inputs = example.detach().cpu().numpy()
         signature = infer_signature(inputs, logits.detach().cpu().numpy())
-        requirements = [
-            f"{name}=={version(name).split('+')[0]}"
-            for name in ("torch", "torchvision", "antialiased-study")
-        ]
-
-        def log() -> None:
-            mlflow.set_tracking_uri(self.client.tracking_uri)
-            # MLflow 3 files a logged model under the active experiment: the run's, so
-            # that runs:/RUN/model finds it and the UI shows it beside the run.
-            mlflow.set_experiment(experiment_id=self.client.get_run(self.run_id).info.experiment_id)
-            logged = mlflow.pytorch.log_model(
-                model,
-                name="model",
-                run_id=self.run_id,
-                signature=signature,
-                input_example=inputs,
-                pip_requirements=requirements,  # stated: inferring them takes seconds
-                serialization_format="pickle",  # the module as trained, no torch.export
-            )
-            self.client.set_tag(self.run_id, "study.model_uri", logged.model_uri)
-
-        self._send(log, "the model")
+        folder = Path(tempfile.mkdtemp(prefix="model-", dir=self.work))
+        mlflow.pytorch.save_model(
+            model,
+            str(folder / "model"),
+            signature=signature,
+            input_example=inputs,
+            pip_requirements=model_requirements(),
+            serialization_format="pickle",
+        )
+        self.outbox.put("model", path=str(folder / "model"))
 
     def filter_figure(self, spec: str) -> None:
         """The filter's taps and frequency response (``figures/filter.png``)."""
-        from study import filters
-        from study.filters.plot import plot_responses
+        self.outbox.put("filter", spec=str(spec))
 
-        self.client.log_dict(self.run_id, filters.describe(spec), "filter.json")
-        self.client.log_figure(self.run_id, plot_responses([spec]), "figures/filter.png")
+
+def model_requirements() -> list[str]:
+    """The pip requirements of a logged model: stated, since inferring them takes
+    seconds."""
+    from importlib.metadata import version
+
+    return [
+        f"{name}=={version(name).split('+')[0]}"
+        for name in ("torch", "torchvision", "antialiased-study")
+    ]
+
+
+def log_model(client, run_id: str, model, example, signature) -> None:
+    """``model`` as the MLflow model ``model`` of run ``run_id`` (tag
+    ``study.model_uri``)."""
+    import mlflow
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    # MLflow 3 files a logged model under the active experiment: the run's, so that
+    # runs:/RUN/model finds it and the UI shows it beside the run.
+    mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
+    logged = mlflow.pytorch.log_model(
+        model,
+        name="model",
+        run_id=run_id,
+        signature=signature,
+        input_example=example,
+        pip_requirements=model_requirements(),
+        serialization_format="pickle",  # the module as trained, no torch.export
+    )
+    client.set_tag(run_id, "study.model_uri", logged.model_uri)
+
+
+def _scalars(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON-ready values of a metrics row (numbers, strings, None)."""
+    return {k: v for k, v in row.items() if isinstance(v, int | float | str | None)}
 
 
 def tracking_unreachable(error: BaseException) -> bool:

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from study.metrics.families import describe_family
+from study.service.outbox import PENDING, SPOOL
 from study.service.pruning import MLFLOW_RUN_ID
 from study.service.secrets import reveal
 from study.service.space import SearchSpace
-from study.service.tracking import SIMULATED_TAG, TrialLogger, trial_run
+from study.service.tracking import SIMULATED_TAG, TrialLogger
 
 
 class DefineByRun:
@@ -102,9 +103,12 @@ def trainable(params: dict[str, Any]) -> None:
     from study.trial.run import CHECKPOINT, TrialFailed, pin_threads, run_trial
 
     host = socket.gethostname()
-    # A request to a tracking server that is away fails in seconds, not minutes of
-    # MLflow's own retries: TrialLogger keeps it for later and training goes on.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    started_at = time.time()
+    # A request to a tracking server that is away fails at once rather than after
+    # MLflow's own retries: the trial's outbox holds it and training goes on.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    quiet_urllib3()
     context = tune.get_context()
     trial_id = context.get_trial_id()
     # Exactly the CPUs Tune reserved, whatever OMP_NUM_THREADS says (Ray sets it only
@@ -119,21 +123,34 @@ def trainable(params: dict[str, Any]) -> None:
     work = Path(context.get_trial_dir()) / "trial"
     work.mkdir(parents=True, exist_ok=True)
     restored = tune.get_checkpoint()
+    spooled = work / "tracking-restored"
+    shutil.rmtree(spooled, ignore_errors=True)
     if restored is not None:
         with restored.as_directory() as folder:
             shutil.copy(Path(folder) / CHECKPOINT, work / CHECKPOINT)
+            if (Path(folder) / SPOOL).is_dir():  # records an earlier attempt could not send
+                shutil.copytree(Path(folder) / SPOOL, spooled)
     config = from_mapping(params["trial"])
     tracking = params["tracking"]
     uri = reveal(tracking["uri"], "study.tracking_uri")  # recorded redacted, if it had a secret
-    run_id = trial_run(uri, tracking["parent"], trial_id, context.get_trial_name())
-    logger = TrialLogger(uri, run_id)
-    # Which node ran it (the latest attempt, if it was retried elsewhere).
+    logger = TrialLogger(
+        uri,
+        parent=tracking["parent"],
+        trial_id=trial_id,
+        name=context.get_trial_name(),
+        work=work,
+    )
+    if spooled.is_dir():
+        logger.load(spooled)
+    # Which node ran it (the latest attempt, if it was retried elsewhere), and when it
+    # started by this node's clock.
     logger.tags(
         {
             "study.node_id": ray.get_runtime_context().get_node_id(),
             "study.host": host,
             "study.threads": str(threads),
             "study.optuna_trial": str(params.get("optuna_trial", "")),
+            "study.started_at": f"{started_at:.3f}",
             **({SIMULATED_TAG: "true"} if config.simulate.enabled else {}),
             **{
                 f"study.shift.{family}": describe_family(
@@ -147,16 +164,14 @@ def trainable(params: dict[str, Any]) -> None:
     searched = {f"optuna.{_param_key(k)}": v for k, v in params.get("searched", {}).items()}
     logger.params({**config.flat(), **_filter_params(config.model.filter), **searched})
     # A checkpoint from Tune, or one a stopped attempt left in this folder: run_trial
-    # resumes from it, so log the epochs it holds that an attempt never logged.
+    # resumes from it, so log the epochs it holds that an attempt never logged (the
+    # run's own epochs are never logged twice: the outbox skips what it holds).
     resuming = (work / CHECKPOINT).is_file()
-    # Epochs an earlier attempt logged: one that resumes from an older checkpoint (or
-    # from none) trains them again, and MLflow keeps the first attempt's rows.
-    logged = logger.logged_epochs()
     if resuming:
         from study.trial.checkpoint import checkpoint_history
 
         history = checkpoint_history(work / CHECKPOINT)
-        logged |= logger.backfill(history, logged)
+        logger.backfill(history)
         if restored is None and history:
             # Newer than anything Tune holds (a driver killed before Tune's snapshot took
             # this trial's checkpoint): report its epochs, so that an early-stopping
@@ -181,21 +196,26 @@ def trainable(params: dict[str, Any]) -> None:
         # past this report, and the driver logs that epoch from Tune's copy
         # (tracking.mark_pruned). The final row, the one with most values, is trimmed.
         metrics = tune_metrics(row, params.get("tune_metrics") if complete else None)
-        metrics[MLFLOW_RUN_ID] = run_id  # for the Optuna trial (study.service.pruning)
+        if logger.run_id is not None:  # for the Optuna trial (study.service.pruning)
+            metrics[MLFLOW_RUN_ID] = logger.run_id
         metrics["complete"] = complete
-        if complete or policy.due(epoch):
+        overdue = logger.overdue()
+        if complete or overdue or policy.due(epoch):
             with tempfile.TemporaryDirectory(dir=work.parent) as folder:
                 _link_or_copy(work / CHECKPOINT, Path(folder) / CHECKPOINT)
+                # What MLflow has not taken yet travels with the checkpoint: a retry
+                # sends it first, and the driver sends a finished trial's.
+                metrics[PENDING] = logger.spool(Path(folder) / SPOOL)
                 tune.report(metrics, checkpoint=Checkpoint.from_directory(folder))
             policy.saved()
         else:
             tune.report(metrics)
-        if not complete and epoch not in logged:
+        if not complete:
             # After Tune has the report: a trial stopped right there (at a rung) has the
-            # epoch logged by the driver from Tune's copy; a retry that trains this epoch
-            # again does not log it again (`logged`).
+            # epoch logged by the driver from Tune's copy.
             logger.epoch(row)
-            logged.add(epoch)
+        if overdue:  # its records are in the checkpoint just reported
+            raise logger.outbox.timeout()
 
     try:
         if not resuming and not config.simulate.enabled:
@@ -207,6 +227,14 @@ def trainable(params: dict[str, Any]) -> None:
     except TrialFailed as error:
         logger.tags({"study.last_error": error.reason[:500]})  # Tune may retry it
         raise
+
+
+def quiet_urllib3() -> None:
+    """No urllib3 warning per failed request while the tracking server is away: the
+    outbox says it once."""
+    import logging
+
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 def tune_metrics(row: Mapping[str, Any], names: list[str] | None) -> dict[str, Any]:

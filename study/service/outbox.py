@@ -1,0 +1,370 @@
+"""MLflow writes as records that wait out a tracking outage: nothing is lost, nothing
+fails a trial before its patience is spent, nothing is written twice.
+
+Every write of a trial to its child run (and of the driver to the study's runs) is a
+*record*: a kind and a JSON-ready payload, files named by path. An :class:`Outbox` sends
+its records in order as soon as the server answers; while it does not (no connection, a
+timeout, a 5xx answer), they wait and the caller goes on: a trial keeps training. Two
+lines say so, one when the server goes away and one when it is back, with what was held
+and then written.
+
+A trial's records outlive its process: whenever the trial hands Tune a checkpoint while
+records wait, :meth:`Outbox.spool` writes them (and the files they name) into the
+checkpoint's ``tracking/`` folder, which Tune persists beside it. A retried or resumed
+attempt starts from that checkpoint and sends them first; a trial that *ends* during an
+outage ends at once (the next trial starts), and the driver's
+:class:`study.service.relay.Relay` writes its spool when the server answers again.
+
+Writing twice is avoided by what the run holds: the child run is found by its trial id
+before it is created, and epochs the run already holds are not logged again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from study.service.secrets import redact
+
+SPOOL = "tracking"
+#: The result key saying how many records a reported checkpoint carries in its spool.
+PENDING = "tracking_pending"
+RECORDS = "records.json"
+#: What each kind of record is called in the outage lines.
+WHAT = {
+    "run": "the run",
+    "attach": "the run",
+    "params": "params",
+    "dataset": "the dataset",
+    "tags": "tags",
+    "epoch": "epochs",
+    "final": "final metrics",
+    "file": "artifacts",
+    "folder": "artifacts",
+    "filter": "the filter figure",
+    "model": "the model",
+    "end": "the run's end",
+    "call": "driver updates",
+}
+
+Record = tuple[str, dict[str, Any]]
+
+
+class TrackingTimeout(ConnectionError):
+    """MLflow stayed unreachable for longer than the patience: one line naming it."""
+
+
+class Outbox:
+    """Records for one MLflow client, sent in order, held while the server is away.
+
+    ``label`` starts the outage lines (``trial 3c827242``). ``patience``: seconds an
+    outage may last before :meth:`overdue` says so (``$STUDY_TRACKING_PATIENCE_S``,
+    default 1800). ``state`` is what delivered records learned (the child run's id, the
+    epochs it holds)."""
+
+    def __init__(
+        self, uri: str, label: str, patience: float | None = None, quiet: bool = False
+    ) -> None:
+        import mlflow
+
+        from study.inputs import seconds_setting
+
+        self.client = mlflow.MlflowClient(uri)
+        self.label = label
+        self.patience = (
+            seconds_setting("STUDY_TRACKING_PATIENCE_S") if patience is None else patience
+        )
+        self.records: list[Record] = []
+        self.state: dict[str, Any] = {}
+        self.down_since: float | None = None  # wall clock (time.time) of the outage start
+        self.held: Counter[str] = Counter()
+        self.quiet = quiet  # no outage lines: a relay speaks for its outboxes
+        self.last_error = ""
+
+    # -- sending -----------------------------------------------------------------------------
+    def put(self, kind: str, **payload: Any) -> None:
+        """Queue one record behind the others and send what can be sent."""
+        if kind not in DELIVER:
+            raise ValueError(f"record: unknown kind {kind!r}")
+        self.records.append((kind, payload))
+        if self.down_since is not None:
+            self.held[kind] += 1
+        self.flush()
+
+    def flush(self) -> bool:
+        """Send the records in order; False (the rest kept) while the server is away.
+        A record the server refuses (a bad value: a 4xx answer) is dropped with a
+        warning line, never retried forever."""
+        from study.service.tracking import error_gist, tracking_unreachable
+
+        while self.records:
+            kind, payload = self.records[0]
+            try:
+                DELIVER[kind](self.client, self.state, payload)
+            except Exception as error:
+                if tracking_unreachable(error):
+                    self.last_error = error_gist(error)
+                    if self.down_since is None:
+                        self.down_since = time.time()
+                        self.held = Counter(k for k, _ in self.records)
+                        if not self.quiet:
+                            print(
+                                f"{self.label}: MLflow at {self.where} unreachable "
+                                f"({self.last_error}): holding its records back "
+                                f"({self.describe_held()}); work goes on",
+                                flush=True,
+                            )
+                    return False
+                if kind in ("run", "attach"):  # no run to write to: that is no outage
+                    self.records.pop(0)
+                    raise
+                print(
+                    f"{self.label}: MLflow refused {WHAT[kind]} ({error_gist(error)}); left out",
+                    flush=True,
+                )
+            self.records.pop(0)
+        if self.down_since is not None:
+            if not self.quiet:
+                print(
+                    f"{self.label}: MLflow at {self.where} reachable again after "
+                    f"{time.time() - self.down_since:.0f} s: {self.describe_held()} written",
+                    flush=True,
+                )
+            self.down_since, self.held = None, Counter()
+        return True
+
+    def describe_held(self) -> str:
+        """``3 epochs, tags, the model``: what waited during the outage."""
+        parts = []
+        for kind, count in self.held.items():
+            name = WHAT[kind]
+            parts.append(f"{count} {name}" if count > 1 and kind == "epoch" else name)
+        return ", ".join(dict.fromkeys(parts)) or "nothing"
+
+    @property
+    def where(self) -> str:
+        return redact(self.client.tracking_uri)
+
+    def overdue(self) -> bool:
+        """Whether the server has been away for longer than the patience."""
+        return self.down_since is not None and time.time() - self.down_since > self.patience
+
+    def timeout(self) -> TrackingTimeout:
+        """The one-line error of an overdue outage."""
+        waited = time.time() - (self.down_since or time.time())
+        return TrackingTimeout(
+            f"MLflow at {self.where} unreachable for {waited:.0f} s (patience "
+            f"{self.patience:.0f} s, STUDY_TRACKING_PATIENCE_S); its records are kept with "
+            "the trial's checkpoint: `study resume` writes them once the server is back"
+        )
+
+    def wait(self, timeout: float, every: float = 2.0) -> bool:
+        """Retry for up to ``timeout`` seconds; True once everything is sent."""
+        deadline = time.monotonic() + timeout
+        while not self.flush():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(every, max(0.05, deadline - time.monotonic())))
+        return True
+
+    # -- spooling ----------------------------------------------------------------------------
+    def spool(self, folder: Path) -> int:
+        """Write the waiting records into ``folder`` (files they name copied beside them,
+        paths made relative); returns how many. Nothing is written when none wait."""
+        if not self.records:
+            return 0
+        files = folder / "files"
+        files.mkdir(parents=True, exist_ok=True)
+        written = []
+        for index, (kind, payload) in enumerate(self.records):
+            payload = dict(payload)
+            if "path" in payload:
+                source = Path(payload["path"])
+                target = files / f"{index}-{source.name}"
+                if source.is_dir():
+                    shutil.copytree(source, target)
+                elif source.is_file():
+                    shutil.copy(source, target)
+                payload["path"] = str(target.relative_to(folder))
+            written.append([kind, payload])
+        document = {"state": _plain_state(self.state), "records": written}
+        (folder / RECORDS).write_text(json.dumps(document, indent=1, default=str))
+        return len(written)
+
+    def load(self, folder: Path) -> int:
+        """Queue, before anything else, the records a spool in ``folder`` holds (paths
+        made absolute again); returns how many. Nothing if there is no spool."""
+        path = folder / RECORDS
+        if not path.is_file():
+            return 0
+        document = json.loads(path.read_text())
+        loaded: list[Record] = []
+        for kind, payload in document["records"]:
+            if "path" in payload:
+                payload["path"] = str(folder / payload["path"])
+            loaded.append((kind, payload))
+        for key, value in document.get("state", {}).items():
+            self.state.setdefault(key, set(value) if key == "logged" else value)
+        self.records[:0] = loaded
+        return len(loaded)
+
+
+def _plain_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: sorted(v) if isinstance(v, set) else v for k, v in state.items()}
+
+
+# --- delivery: one function per kind of record ---------------------------------------------
+
+
+def _run(client, state: dict[str, Any], payload: Mapping[str, Any]) -> None:
+    """The trial's child run: found by its trial id (a retry, a resume, a spool written
+    after a first attempt created it), else created; the epochs it holds are learned."""
+    from study.service.tracking import open_child_run
+
+    run_id = open_child_run(
+        client, payload["parent"], payload["trial_id"], payload["name"], payload.get("tags")
+    )
+    state["run_id"] = run_id
+    history = client.get_metric_history(run_id, "train_loss")
+    state["logged"] = {int(m.step) for m in history} | set(state.get("logged", ()))
+
+
+def _attach(client, state: dict[str, Any], payload: Mapping[str, Any]) -> None:
+    """An existing run, given by id; the epochs it holds are learned."""
+    history = client.get_metric_history(payload["run_id"], "train_loss")
+    state["run_id"] = payload["run_id"]
+    state["logged"] = {int(m.step) for m in history} | set(state.get("logged", ()))
+
+
+def _params(client, state, payload) -> None:
+    from mlflow.entities import Param
+
+    logged = client.get_run(state["run_id"]).data.params
+    new = [Param(k, v) for k, v in payload["params"].items() if k not in logged]
+    for start in range(0, len(new), 100):
+        client.log_batch(state["run_id"], params=new[start : start + 100])
+
+
+def _dataset(client, state, payload) -> None:
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    logged = client.get_run(state["run_id"]).inputs.dataset_inputs
+    if any(item.dataset.digest == payload["digest"] for item in logged):
+        return  # a retry or a resume: logged already
+    dataset = Dataset(
+        payload["name"], payload["digest"], source_type="code", source=payload["source"]
+    )
+    entry = DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])
+    client.log_inputs(state["run_id"], [entry])
+
+
+def _tags(client, state, payload) -> None:
+    from mlflow.entities import RunTag
+
+    tags = [RunTag(k, str(v)) for k, v in payload["tags"].items()]
+    client.log_batch(state["run_id"], tags=tags)
+
+
+def log_metrics(
+    client, run_id: str, values: Mapping[str, Any], step: int = 0, prefix: str = ""
+) -> None:
+    """Numeric ``values`` as metrics at ``step``, in batches of MLflow's limit."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"{prefix}{key}", float(value), now, step)
+        for key, value in values.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    ]
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def _epoch(client, state, payload) -> None:
+    """One epoch's metrics (step = epoch), unless the run holds that epoch already."""
+    row = payload["row"]
+    epoch = int(row["epoch"])
+    logged = state.setdefault("logged", set())
+    if epoch in logged:
+        return
+    log_metrics(client, state["run_id"], {k: v for k, v in row.items() if k != "epoch"}, epoch)
+    logged.add(epoch)
+
+
+def _final(client, state, payload) -> None:
+    log_metrics(client, state["run_id"], payload["metrics"], prefix="final.")
+
+
+def _file(client, state, payload) -> None:
+    path = Path(payload["path"])
+    if path.is_file():
+        client.log_artifact(state["run_id"], str(path), payload.get("artifact_path"))
+
+
+def _folder(client, state, payload) -> None:
+    path = Path(payload["path"])
+    if path.is_dir():
+        client.log_artifacts(state["run_id"], str(path), payload.get("artifact_path"))
+
+
+def _filter(client, state, payload) -> None:
+    from study import filters
+    from study.filters.plot import plot_responses
+
+    spec = payload["spec"]
+    client.log_dict(state["run_id"], filters.describe(spec), "filter.json")
+    client.log_figure(state["run_id"], plot_responses([spec]), "figures/filter.png")
+
+
+def _model(client, state, payload) -> None:
+    """A model saved with ``mlflow.pytorch.save_model`` (while the server was away),
+    logged as the trial's MLflow model."""
+    import mlflow.pytorch
+    from mlflow.models import Model
+
+    from study.service.tracking import log_model
+
+    path = payload["path"]
+    saved = Model.load(path)
+    model = mlflow.pytorch.load_model(path)
+    example = saved.load_input_example(path)
+    log_model(client, state["run_id"], model, example, saved.signature)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _call(client, state, payload) -> None:
+    """A driver write deferred by :class:`study.service.relay.Relay`: a function of
+    :mod:`study.service.tracking` named in ``relay.CALLS``, on this client's URI."""
+    from study.service import tracking
+    from study.service.relay import CALLS
+
+    if payload["name"] not in CALLS:
+        raise ValueError(f"record: {payload['name']!r} is not a relayed call")
+    getattr(tracking, payload["name"])(client.tracking_uri, **payload["kwargs"])
+
+
+def _end(client, state, payload) -> None:
+    client.set_terminated(state["run_id"], payload.get("status", "FINISHED"))
+
+
+DELIVER: dict[str, Callable[[Any, dict[str, Any], Mapping[str, Any]], None]] = {
+    "run": _run,
+    "attach": _attach,
+    "params": _params,
+    "dataset": _dataset,
+    "tags": _tags,
+    "epoch": _epoch,
+    "final": _final,
+    "file": _file,
+    "folder": _folder,
+    "filter": _filter,
+    "model": _model,
+    "end": _end,
+    "call": _call,
+}
