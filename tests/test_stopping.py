@@ -356,7 +356,8 @@ def test_a_snapshot_of_the_searcher_does_not_grow_with_the_study(tmp_path, stora
 @pytest.fixture
 def tracked_study(tmp_path):
     """A parent run with three children: complete, pruned by ``mark_pruned``, failed."""
-    from study.service.tracking import TrialLogger, mark_pruned, start_parent, trial_run
+    from study.service.outbox import TrialLogger
+    from study.service.tracking import mark_pruned, start_parent, trial_run
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (tmp_path / "space.yaml").write_text(SPACE)

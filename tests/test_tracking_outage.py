@@ -18,7 +18,7 @@ from optuna.storages.journal import JournalFileBackend
 from servers import free_port, mlflow_server
 from test_service import TINY, environment, start_driver, stop_driver, study_runs
 
-from study.service.tracking import TrialLogger
+from study.service.outbox import TrialLogger
 
 
 def _server_answers(url: str) -> bool:

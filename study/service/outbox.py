@@ -17,6 +17,9 @@ outage ends at once (the next trial starts), and the driver's
 
 Writing twice is avoided by what the run holds: the child run is found by its trial id
 before it is created, and epochs the run already holds are not logged again.
+
+:class:`TrialLogger` is a trial's face of it (what ``study.service.trainable`` calls);
+the MLflow requests themselves are :mod:`study.service.tracking`'s.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from study.service import tracking
 from study.service.secrets import redact
 
 SPOOL = "tracking"
@@ -53,6 +57,16 @@ WHAT = {
 }
 
 Record = tuple[str, dict[str, Any]]
+#: The driver's writes a relay may defer (functions of study.service.tracking taking the
+#: tracking URI first), by name: a record holds the name and its arguments.
+RELAYED_CALLS = (
+    "mark_pruned",
+    "mark_failed",
+    "log_decisions",
+    "log_parent_metric",
+    "close_unfinished",
+    "set_parent_status",
+)
 
 
 class TrackingTimeout(ConnectionError):
@@ -100,15 +114,13 @@ class Outbox:
         """Send the records in order; False (the rest kept) while the server is away.
         A record the server refuses (a bad value: a 4xx answer) is dropped with a
         warning line, never retried forever."""
-        from study.service.tracking import error_gist, tracking_unreachable
-
         while self.records:
             kind, payload = self.records[0]
             try:
                 DELIVER[kind](self.client, self.state, payload)
             except Exception as error:
-                if tracking_unreachable(error):
-                    self.last_error = error_gist(error)
+                if tracking.tracking_unreachable(error):
+                    self.last_error = tracking.error_gist(error)
                     if self.down_since is None:
                         self.down_since = time.time()
                         self.held = Counter(k for k, _ in self.records)
@@ -123,10 +135,8 @@ class Outbox:
                 if kind in ("run", "attach"):  # no run to write to: that is no outage
                     self.records.pop(0)
                     raise
-                print(
-                    f"{self.label}: MLflow refused {WHAT[kind]} ({error_gist(error)}); left out",
-                    flush=True,
-                )
+                gist = tracking.error_gist(error)
+                print(f"{self.label}: MLflow refused {WHAT[kind]} ({gist}); left out", flush=True)
             self.records.pop(0)
         if self.down_since is not None:
             if not self.quiet:
@@ -224,9 +234,7 @@ def _plain_state(state: Mapping[str, Any]) -> dict[str, Any]:
 def _run(client, state: dict[str, Any], payload: Mapping[str, Any]) -> None:
     """The trial's child run: found by its trial id (a retry, a resume, a spool written
     after a first attempt created it), else created; the epochs it holds are learned."""
-    from study.service.tracking import open_child_run
-
-    run_id = open_child_run(
+    run_id = tracking.open_child_run(
         client, payload["parent"], payload["trial_id"], payload["name"], payload.get("tags")
     )
     state["run_id"] = run_id
@@ -270,22 +278,6 @@ def _tags(client, state, payload) -> None:
     client.log_batch(state["run_id"], tags=tags)
 
 
-def log_metrics(
-    client, run_id: str, values: Mapping[str, Any], step: int = 0, prefix: str = ""
-) -> None:
-    """Numeric ``values`` as metrics at ``step``, in batches of MLflow's limit."""
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    metrics = [
-        Metric(f"{prefix}{key}", float(value), now, step)
-        for key, value in values.items()
-        if isinstance(value, int | float) and not isinstance(value, bool)
-    ]
-    for start in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[start : start + 1000])
-
-
 def _epoch(client, state, payload) -> None:
     """One epoch's metrics (step = epoch), unless the run holds that epoch already."""
     row = payload["row"]
@@ -293,12 +285,13 @@ def _epoch(client, state, payload) -> None:
     logged = state.setdefault("logged", set())
     if epoch in logged:
         return
-    log_metrics(client, state["run_id"], {k: v for k, v in row.items() if k != "epoch"}, epoch)
+    values = {k: v for k, v in row.items() if k != "epoch"}
+    tracking.log_metrics(client, state["run_id"], values, epoch)
     logged.add(epoch)
 
 
 def _final(client, state, payload) -> None:
-    log_metrics(client, state["run_id"], payload["metrics"], prefix="final.")
+    tracking.log_metrics(client, state["run_id"], payload["metrics"], prefix="final.")
 
 
 def _file(client, state, payload) -> None:
@@ -328,23 +321,18 @@ def _model(client, state, payload) -> None:
     import mlflow.pytorch
     from mlflow.models import Model
 
-    from study.service.tracking import log_model
-
     path = payload["path"]
     saved = Model.load(path)
     model = mlflow.pytorch.load_model(path)
     example = saved.load_input_example(path)
-    log_model(client, state["run_id"], model, example, saved.signature)
+    tracking.log_model(client, state["run_id"], model, example, saved.signature)
     shutil.rmtree(path, ignore_errors=True)
 
 
 def _call(client, state, payload) -> None:
     """A driver write deferred by :class:`study.service.relay.Relay`: a function of
-    :mod:`study.service.tracking` named in ``relay.CALLS``, on this client's URI."""
-    from study.service import tracking
-    from study.service.relay import CALLS
-
-    if payload["name"] not in CALLS:
+    :mod:`study.service.tracking` named in :data:`RELAYED_CALLS`, on this client's URI."""
+    if payload["name"] not in RELAYED_CALLS:
         raise ValueError(f"record: {payload['name']!r} is not a relayed call")
     getattr(tracking, payload["name"])(client.tracking_uri, **payload["kwargs"])
 
@@ -368,3 +356,150 @@ DELIVER: dict[str, Callable[[Any, dict[str, Any], Mapping[str, Any]], None]] = {
     "end": _end,
     "call": _call,
 }
+
+
+class TrialLogger:
+    """Logs one trial's params, per-epoch metrics (step = epoch), final metrics, model and
+    figures into its child run, through an :class:`~study.service.outbox.Outbox`.
+
+    Nothing here waits for the server or fails when it is away: every write is a record
+    sent in order as soon as the server answers (the child run itself is found or
+    created by the first one), epochs the run already holds are not logged again, and
+    :meth:`spool` writes what still waits into a checkpoint folder, which a retried
+    attempt or the driver sends later. Give ``run_id`` to log into an existing run,
+    else ``parent``, ``trial_id`` and ``name`` to find or create the trial's child run.
+    ``work``: a folder for what must wait on disk (the model)."""
+
+    def __init__(
+        self,
+        uri: str,
+        run_id: str | None = None,
+        patience: float | None = None,
+        *,
+        parent: str | None = None,
+        trial_id: str | None = None,
+        name: str | None = None,
+        work: Path | None = None,
+        started_tags: Mapping[str, str] | None = None,
+    ) -> None:
+        self.outbox = Outbox(uri, f"trial {trial_id or run_id}", patience)
+        self.client = self.outbox.client
+        self.work = work
+        if run_id is not None:
+            self.outbox.put("attach", run_id=run_id)
+        else:
+            self.outbox.put(
+                "run", parent=parent, trial_id=trial_id, name=name, tags=dict(started_tags or {})
+            )
+
+    @property
+    def run_id(self) -> str | None:
+        """The child run's id, once the server has been reached."""
+        return self.outbox.state.get("run_id")
+
+    @property
+    def patience(self) -> float:
+        return self.outbox.patience
+
+    def pending(self) -> int:
+        """Records still waiting for the server."""
+        return len(self.outbox.records)
+
+    def overdue(self) -> bool:
+        """The server has been away for longer than the patience."""
+        return self.outbox.overdue()
+
+    def spool(self, folder: Path) -> int:
+        """Write the waiting records into ``folder`` (see :meth:`Outbox.spool`)."""
+        return self.outbox.spool(folder)
+
+    def load(self, folder: Path) -> int:
+        """Send first the records an earlier attempt spooled into ``folder``."""
+        loaded = self.outbox.load(folder)
+        self.outbox.flush()
+        return loaded
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` seconds (default: the patience) until everything is
+        sent; :class:`~study.service.outbox.TrackingTimeout` otherwise."""
+        if not self.outbox.wait(self.patience if timeout is None else timeout):
+            raise self.outbox.timeout()
+
+    # -- records -------------------------------------------------------------------------
+    def params(self, flat: Mapping[str, Any]) -> None:
+        """Log the params the run does not hold yet (a retry logs none twice)."""
+        params = {key: "None" if value is None else str(value) for key, value in flat.items()}
+        self.outbox.put("params", params=params)
+
+    def tags(self, tags: Mapping[str, str]) -> None:
+        self.outbox.put("tags", tags={k: str(v) for k, v in tags.items()})
+
+    def epoch(self, row: Mapping[str, Any]) -> None:
+        """One epoch's numeric metrics (step = epoch) in one request, unless the run
+        holds that epoch already (an earlier attempt logged it)."""
+        self.outbox.put("epoch", row=_scalars(row))
+
+    def backfill(self, rows: list[Mapping[str, Any]]) -> None:
+        """Log the epochs of ``rows`` (a checkpoint's history) that the run lacks."""
+        for row in rows:
+            self.epoch(row)
+
+    def final(self, metrics: Mapping[str, Any], out: Path) -> None:
+        """Final metrics, ``metrics.json``, ``history.json`` and ``figures/``, then
+        FINISHED. Returns at once: what the server cannot take now waits (and is
+        spooled into the trial's last checkpoint)."""
+        self.outbox.put("final", metrics=_scalars(metrics))
+        for name in ("metrics.json", "history.json"):
+            self.outbox.put("file", path=str(out / name))
+        self.outbox.put("folder", path=str(out / "figures"), artifact_path="figures")
+        self.outbox.put("end", status="FINISHED")
+
+    def dataset(self, data: Mapping[str, Any]) -> None:
+        """The training data as the run's MLflow dataset input (context ``training``): a
+        name and digest that say which images (source, counts, split seed), so the UI
+        groups the runs trained on the same data. ``data``: the ``data.*`` config."""
+        import hashlib
+        import json
+
+        described = json.dumps({key: data.get(key) for key in sorted(data)}, default=str)
+        digest = hashlib.sha256(described.encode()).hexdigest()[:8]
+        source = Path(str(data.get("source"))).name or str(data.get("source"))
+        name = f"{source} ({data.get('train_images') or 'all'} training images)"
+        self.outbox.put("dataset", name=name, digest=digest, source=described)
+
+    def model(self, model, example) -> None:
+        """The trained network as an MLflow model under ``model``, with its signature and
+        one test image as input example: ``mlflow.pytorch.load_model("runs:/RUN/model")``
+        gives it back (where this package is installed: its layers are pickled by
+        reference), and the UI registers it. ``model``: an ``nn.Module`` in eval mode;
+        ``example``: ``(1, C, H, W)`` float, normalised as in training. Saved to
+        ``work/model`` first, so that it can wait for the server like any record."""
+        import tempfile
+
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        with torch.no_grad():
+            logits = model(example)
+        inputs = example.detach().cpu().numpy()
+        signature = infer_signature(inputs, logits.detach().cpu().numpy())
+        folder = Path(tempfile.mkdtemp(prefix="model-", dir=self.work))
+        mlflow.pytorch.save_model(
+            model,
+            str(folder / "model"),
+            signature=signature,
+            input_example=inputs,
+            pip_requirements=tracking.model_requirements(),
+            serialization_format="pickle",
+        )
+        self.outbox.put("model", path=str(folder / "model"))
+
+    def filter_figure(self, spec: str) -> None:
+        """The filter's taps and frequency response (``figures/filter.png``)."""
+        self.outbox.put("filter", spec=str(spec))
+
+
+def _scalars(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON-ready values of a metrics row (numbers, strings, None)."""
+    return {k: v for k, v in row.items() if isinstance(v, int | float | str | None)}

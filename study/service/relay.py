@@ -25,19 +25,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from study.service.outbox import SPOOL, Outbox
+from study.service.outbox import RELAYED_CALLS, SPOOL, Outbox
 from study.service.secrets import redact
 
 DELIVERED = "delivered"
-#: The driver's deferred writes, by name (a record holds the name and its arguments).
-CALLS = (
-    "mark_pruned",
-    "mark_failed",
-    "log_decisions",
-    "log_parent_metric",
-    "close_unfinished",
-    "set_parent_status",
-)
 
 
 class Relay:
@@ -61,8 +52,8 @@ class Relay:
     # -- what the driver hands over ----------------------------------------------------------
     def call(self, name: str, **kwargs: Any) -> None:
         """Run ``tracking.<name>(uri, **kwargs)`` in order with the rest."""
-        if name not in CALLS:
-            raise ValueError(f"relay: {name!r} is not one of {', '.join(CALLS)}")
+        if name not in RELAYED_CALLS:
+            raise ValueError(f"relay: {name!r} is not one of {', '.join(RELAYED_CALLS)}")
         outbox = Outbox(self.uri, "study", self.patience, quiet=True)
         outbox.records.append(("call", {"name": name, "kwargs": kwargs}))
         self._enqueue(outbox, None, "driver updates")

@@ -283,8 +283,6 @@ def mark_pruned(
         return None
     run_id = run.info.run_id
     if "epoch" in row:  # unless the run holds that epoch (a retried call, a resume)
-        from study.service.outbox import log_metrics
-
         held = {int(m.step) for m in client.get_metric_history(run_id, "train_loss")}
         if int(row["epoch"]) not in held:
             values = {k: v for k, v in row.items() if k != "epoch"}
@@ -401,148 +399,22 @@ def set_parent_status(uri: str, parent_id: str, status: str, counts: Mapping[str
         client.set_terminated(parent_id, status)
 
 
-class TrialLogger:
-    """Logs one trial's params, per-epoch metrics (step = epoch), final metrics, model and
-    figures into its child run, through an :class:`~study.service.outbox.Outbox`.
+def log_metrics(
+    client, run_id: str, values: Mapping[str, Any], step: int = 0, prefix: str = ""
+) -> None:
+    """Numeric ``values`` as metrics at ``step``, in batches of MLflow's limit."""
+    import time
 
-    Nothing here waits for the server or fails when it is away: every write is a record
-    sent in order as soon as the server answers (the child run itself is found or
-    created by the first one), epochs the run already holds are not logged again, and
-    :meth:`spool` writes what still waits into a checkpoint folder, which a retried
-    attempt or the driver sends later. Give ``run_id`` to log into an existing run,
-    else ``parent``, ``trial_id`` and ``name`` to find or create the trial's child run.
-    ``work``: a folder for what must wait on disk (the model)."""
+    from mlflow.entities import Metric
 
-    def __init__(
-        self,
-        uri: str,
-        run_id: str | None = None,
-        patience: float | None = None,
-        *,
-        parent: str | None = None,
-        trial_id: str | None = None,
-        name: str | None = None,
-        work: Path | None = None,
-        started_tags: Mapping[str, str] | None = None,
-    ) -> None:
-        from study.service.outbox import Outbox
-
-        self.outbox = Outbox(uri, f"trial {trial_id or run_id}", patience)
-        self.client = self.outbox.client
-        self.work = work
-        if run_id is not None:
-            self.outbox.put("attach", run_id=run_id)
-        else:
-            self.outbox.put(
-                "run", parent=parent, trial_id=trial_id, name=name, tags=dict(started_tags or {})
-            )
-
-    @property
-    def run_id(self) -> str | None:
-        """The child run's id, once the server has been reached."""
-        return self.outbox.state.get("run_id")
-
-    @property
-    def patience(self) -> float:
-        return self.outbox.patience
-
-    def pending(self) -> int:
-        """Records still waiting for the server."""
-        return len(self.outbox.records)
-
-    def overdue(self) -> bool:
-        """The server has been away for longer than the patience."""
-        return self.outbox.overdue()
-
-    def spool(self, folder: Path) -> int:
-        """Write the waiting records into ``folder`` (see :meth:`Outbox.spool`)."""
-        return self.outbox.spool(folder)
-
-    def load(self, folder: Path) -> int:
-        """Send first the records an earlier attempt spooled into ``folder``."""
-        loaded = self.outbox.load(folder)
-        self.outbox.flush()
-        return loaded
-
-    def drain(self, timeout: float | None = None) -> None:
-        """Wait up to ``timeout`` seconds (default: the patience) until everything is
-        sent; :class:`~study.service.outbox.TrackingTimeout` otherwise."""
-        if not self.outbox.wait(self.patience if timeout is None else timeout):
-            raise self.outbox.timeout()
-
-    # -- records -------------------------------------------------------------------------
-    def params(self, flat: Mapping[str, Any]) -> None:
-        """Log the params the run does not hold yet (a retry logs none twice)."""
-        params = {key: "None" if value is None else str(value) for key, value in flat.items()}
-        self.outbox.put("params", params=params)
-
-    def tags(self, tags: Mapping[str, str]) -> None:
-        self.outbox.put("tags", tags={k: str(v) for k, v in tags.items()})
-
-    def epoch(self, row: Mapping[str, Any]) -> None:
-        """One epoch's numeric metrics (step = epoch) in one request, unless the run
-        holds that epoch already (an earlier attempt logged it)."""
-        self.outbox.put("epoch", row=_scalars(row))
-
-    def backfill(self, rows: list[Mapping[str, Any]]) -> None:
-        """Log the epochs of ``rows`` (a checkpoint's history) that the run lacks."""
-        for row in rows:
-            self.epoch(row)
-
-    def final(self, metrics: Mapping[str, Any], out: Path) -> None:
-        """Final metrics, ``metrics.json``, ``history.json`` and ``figures/``, then
-        FINISHED. Returns at once: what the server cannot take now waits (and is
-        spooled into the trial's last checkpoint)."""
-        self.outbox.put("final", metrics=_scalars(metrics))
-        for name in ("metrics.json", "history.json"):
-            self.outbox.put("file", path=str(out / name))
-        self.outbox.put("folder", path=str(out / "figures"), artifact_path="figures")
-        self.outbox.put("end", status="FINISHED")
-
-    def dataset(self, data: Mapping[str, Any]) -> None:
-        """The training data as the run's MLflow dataset input (context ``training``): a
-        name and digest that say which images (source, counts, split seed), so the UI
-        groups the runs trained on the same data. ``data``: the ``data.*`` config."""
-        import hashlib
-        import json
-
-        described = json.dumps({key: data.get(key) for key in sorted(data)}, default=str)
-        digest = hashlib.sha256(described.encode()).hexdigest()[:8]
-        source = Path(str(data.get("source"))).name or str(data.get("source"))
-        name = f"{source} ({data.get('train_images') or 'all'} training images)"
-        self.outbox.put("dataset", name=name, digest=digest, source=described)
-
-    def model(self, model, example) -> None:
-        """The trained network as an MLflow model under ``model``, with its signature and
-        one test image as input example: ``mlflow.pytorch.load_model("runs:/RUN/model")``
-        gives it back (where this package is installed: its layers are pickled by
-        reference), and the UI registers it. ``model``: an ``nn.Module`` in eval mode;
-        ``example``: ``(1, C, H, W)`` float, normalised as in training. Saved to
-        ``work/model`` first, so that it can wait for the server like any record."""
-        import tempfile
-
-        import mlflow.pytorch
-        import torch
-        from mlflow.models import infer_signature
-
-        with torch.no_grad():
-            logits = model(example)
-        inputs = example.detach().cpu().numpy()
-        signature = infer_signature(inputs, logits.detach().cpu().numpy())
-        folder = Path(tempfile.mkdtemp(prefix="model-", dir=self.work))
-        mlflow.pytorch.save_model(
-            model,
-            str(folder / "model"),
-            signature=signature,
-            input_example=inputs,
-            pip_requirements=model_requirements(),
-            serialization_format="pickle",
-        )
-        self.outbox.put("model", path=str(folder / "model"))
-
-    def filter_figure(self, spec: str) -> None:
-        """The filter's taps and frequency response (``figures/filter.png``)."""
-        self.outbox.put("filter", spec=str(spec))
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"{prefix}{key}", float(value), now, step)
+        for key, value in values.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    ]
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
 
 
 def model_requirements() -> list[str]:
@@ -576,11 +448,6 @@ def log_model(client, run_id: str, model, example, signature) -> None:
         serialization_format="pickle",  # the module as trained, no torch.export
     )
     client.set_tag(run_id, "study.model_uri", logged.model_uri)
-
-
-def _scalars(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON-ready values of a metrics row (numbers, strings, None)."""
-    return {k: v for k, v in row.items() if isinstance(v, int | float | str | None)}
 
 
 def tracking_unreachable(error: BaseException) -> bool:
