@@ -117,12 +117,33 @@ def test_a_failed_refresh_is_retried_after_the_interval_not_its_share():
     def failing():
         attempts.append(time.monotonic())
         time.sleep(0.3)
-        raise ConnectionError("the tracking server is away")
+        raise RuntimeError("the tracking server refused the figure")
 
     refresher = FrontRefresher(failing, every_s=0.1, share=0.05)  # a success: 6 s apart
     refresher.request()
     with pytest.warns(UserWarning, match="could not refresh"):
         time.sleep(2.0)
+        refresher.close()
+    assert len(attempts) >= 3, attempts
+
+
+def test_a_refresh_failing_on_an_absent_server_is_retried_without_a_warning_each_time():
+    """An outage is said once, by the driver's relay (study.service.relay): the front
+    refresh that fails on it says nothing and is tried again."""
+    import time
+    import warnings
+
+    attempts = []
+
+    def away():
+        attempts.append(time.monotonic())
+        raise ConnectionError("the tracking server is away")
+
+    refresher = FrontRefresher(away, every_s=0.1, share=0.05)
+    refresher.request()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        time.sleep(1.0)
         refresher.close()
     assert len(attempts) >= 3, attempts
 

@@ -149,12 +149,10 @@ def tv_by_layer(tvs: Mapping[str, Mapping[str, float]]) -> Figure:
     return fig
 
 
-#: The figures a study draws for every trial when told ``essential``: what a reader
-#: looks at first. ``study report CHECKPOINT`` draws them all for any trial later.
 def family_heatmaps(grids: Mapping[str, Mapping[str, Tensor]]) -> Figure:
     """Accuracy at each offset of the crop and sub-pixel shift families
     (:mod:`study.metrics.families`), one row per label, one panel per family, on a shared
-    colour scale; each panel's title gives the mean and the worst offset's accuracy.
+    colour scale; each panel's title gives the mean and the hardest offset's accuracy.
     ``grids[label][family]`` is ``evaluate(...)["offset_accuracy_<family>"]``: ``(2m + 1,
     2m + 1)`` for ``crop`` (offsets ``-m .. m``), ``(q, q)`` for ``subpixel``
     (offsets ``0, 1/q, ..``)."""
@@ -180,14 +178,19 @@ def family_heatmaps(grids: Mapping[str, Mapping[str, Tensor]]) -> Figure:
                 extent, unit = (-0.5 / side, 1 - 0.5 / side, 1 - 0.5 / side, -0.5 / side), "px"
             image = ax.imshow(values, cmap="viridis", vmin=low, vmax=high, extent=extent)
             ax.set(
-                title=f"{label}: {family}\nmean {values.mean():.3f}, worst {values.min():.3f}",
+                title=f"{family}: mean {values.mean():.3f}, hardest offset {values.min():.3f}",
                 xlabel=f"dx ({unit})",
-                ylabel=f"dy ({unit})",
+                ylabel=f"{label}\ndy ({unit})" if col == 0 and len(grids) > 1 else f"dy ({unit})",
             )
+            ax.title.set_fontsize(9)
+    if len(grids) == 1:
+        fig.suptitle(next(iter(grids)), fontsize=10)
     fig.colorbar(image, ax=axes.ravel().tolist(), label="accuracy")
     return fig
 
 
+#: The figures a study draws for every trial when told ``essential``: what a reader
+#: looks at first. ``study report CHECKPOINT`` draws them all for any trial later.
 ESSENTIAL = ("shift_heatmap", "shift_families")
 
 
