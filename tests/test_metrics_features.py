@@ -211,6 +211,7 @@ def test_every_figure_is_drawn_from_evaluate_results():
         "adversarial_curve",
         "distance_grid",
         "tv_by_layer",
+        "shift_families",
     }
     for figure in drawn.values():
         assert isinstance(figure, Figure)

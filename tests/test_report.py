@@ -23,6 +23,7 @@ FIGURES = {
     "adversarial_curve.png",
     "distance_grid.png",
     "tv_by_layer.png",
+    "shift_families.png",
 }
 
 
@@ -97,6 +98,9 @@ def test_report_on_noise_writes_metrics_and_figures(tmp_path, checkpoint):
     assert scores["shift_method"] == "polyphase"
     assert scores["acc"] == 1.0  # noise is labelled by the model's unshifted prediction
     assert 0 < scores["consistency"] <= 1
+    assert scores["consistency_circular"] == scores["consistency"]
+    assert scores["acc_worst_crop"] <= scores["acc_mean_crop"] <= 1
+    assert 0 < scores["consistency_subpixel"] <= 1
     assert {p.name for p in out.glob("*.png")} == FIGURES
 
 

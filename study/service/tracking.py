@@ -82,8 +82,9 @@ def connect(uri: str, create: bool = False, field: str = "tracking_uri"):
 
     import mlflow
 
-    # "Creating initial MLflow database tables..." is not news to a user.
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    # "Creating initial MLflow database tables..." is not news to a user, and neither is
+    # "SQLAlchemy engine could not be created" before the one-line error below says so.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.ERROR)
     if uri.startswith("sqlite:///") and not create:
         path = uri[len("sqlite:///") :].split("?", 1)[0]
         if path and path != ":memory:" and not Path(path).is_file():
