@@ -137,7 +137,7 @@ def test_exact_validation_consistency_is_the_all_shift_consistency(tmp_path):
 
 @pytest.mark.parametrize(
     ("figures", "expected"),
-    [("essential", {"training", "shift_heatmap"}), ("none", set())],
+    [("essential", {"training", "shift_heatmap", "shift_families"}), ("none", set())],
 )
 def test_figures_can_be_cut_to_the_essential_or_none(tmp_path, figures, expected):
     final = run_trial(tiny("train.epochs=1", f"eval.figures={figures}"), tmp_path, progress=False)

@@ -90,6 +90,7 @@ def connect(uri: str, create: bool = False, field: str = "tracking_uri"):
         if path and path != ":memory:" and not Path(path).is_file():
             raise ValueError(f"{field}: no MLflow database at {path} ({redact(uri)})")
     try:
+        _database_answers(uri)  # MLflow's own check retries for 100 s
         with fail_fast():
             client = mlflow.MlflowClient(uri)
             client.search_experiments(max_results=1)
@@ -99,6 +100,23 @@ def connect(uri: str, create: bool = False, field: str = "tracking_uri"):
             raise ValueError(f"{field}: {redact(uri)} {refused}") from None
         raise ValueError(f"{field}: cannot reach {redact(uri)} ({error_gist(error)})") from None
     return client
+
+
+def _database_answers(uri: str) -> None:
+    """One connection attempt to a database store (PostgreSQL, MySQL, ...; not SQLite,
+    not a server), raising what it raises: MLflow's client would retry a database that
+    does not answer 10 times with backoff, about 100 s, before saying so."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if "://" not in uri or scheme in ("sqlite", "http", "https", "file", "databricks"):
+        return
+    from mlflow.store.db.utils import create_sqlalchemy_engine
+
+    engine = create_sqlalchemy_engine(uri)
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
 
 
 def check_tracking(uri: str) -> None:
