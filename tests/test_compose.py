@@ -38,8 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from finished_study import check_finished_study
 from servers import BIN, free_port, study
-from test_service import TINY, artifact_paths, study_runs
+from test_service import SMOKE, TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "study-compose-test"
@@ -307,28 +308,21 @@ def test_smoke_study_as_a_ray_job(stack: dict[str, Any]) -> None:
     os.environ.update(MLFLOW_TRACKING_USERNAME="admin")
     os.environ.update(MLFLOW_TRACKING_PASSWORD=env["MLFLOW_ADMIN_PASSWORD"])
     try:
-        import mlflow
-        import optuna
-
-        parent, children = study_runs(stack["mlflow"], "smoke-compose")  # one parent
-        assert parent.info.status == "FINISHED"
-        assert parent.data.metrics["trials_complete"] == 2
-        assert [child.info.status for child in children] == ["FINISHED", "FINISHED"]
-        client = mlflow.MlflowClient(stack["mlflow"])
-        for child in children:
-            assert 0 <= child.data.metrics["final.consistency"] <= 1
-            files = artifact_paths(client, child.info.run_id)  # served by the stack's MLflow
-            assert {"filter.json", "metrics.json", "figures/filter.png"} <= files
         url = (
             f"postgresql+psycopg://study:{env['POSTGRES_PASSWORD']}"
             f"@127.0.0.1:{env['POSTGRES_PORT']}/optuna"
         )
-        trials = optuna.load_study(study_name="smoke-compose", storage=url).trials
-        assert [trial.state.name for trial in trials] == ["COMPLETE", "COMPLETE"]
-
         status = study("status", "smoke-compose", "--tracking-uri", stack["mlflow"], cwd=project)
         assert status.returncode == 0, status.stderr
-        assert "2 of 2 trials complete" in status.stdout
+        # The same check as the regular suite's smoke study (tests/finished_study.py).
+        check_finished_study(
+            stack["mlflow"],
+            "smoke-compose",
+            trials=2,
+            space=str(SMOKE),
+            optuna_storage=url,
+            status_output=status.stdout,
+        )
     finally:
         os.environ.pop("MLFLOW_TRACKING_USERNAME", None)
         os.environ.pop("MLFLOW_TRACKING_PASSWORD", None)

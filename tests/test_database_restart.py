@@ -12,8 +12,9 @@ import time
 import mlflow
 import optuna
 import pytest
+from finished_study import study_runs
 from servers import PrivatePostgres, mlflow_server, private_postgres, psycopg_url
-from test_service import TINY, environment, start_driver, stop_driver, study_runs
+from test_service import TINY, environment, start_driver, stop_driver
 from test_tracking_outage import assert_complete_without_restart, runs_with_an_epoch
 
 from study.service.storage import RedactingRDBStorage

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import mlflow
 import optuna
+from finished_study import study_runs
 from optuna.storages.journal import JournalFileBackend
 from servers import mlflow_server, ray_cluster, wait_for
-from test_service import TINY, environment, finish_driver, start_driver, study_runs
+from test_service import TINY, environment, finish_driver, start_driver
 
 HEAD_MARKER = "node:__internal_head__"  # in the head raylet's --static_resource_list
 

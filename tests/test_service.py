@@ -18,6 +18,7 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
+from finished_study import check_finished_study, study_runs
 from servers import (
     mlflow_server,
     postgres_database,
@@ -131,61 +132,18 @@ def environment(tracking_uri: str, cluster: dict | None = None) -> dict[str, str
     return env
 
 
-def study_runs(uri: str, name: str):
-    """(parent run, child runs) of study ``name``, straight from MLflow."""
-    client = mlflow.MlflowClient(uri)
-    experiment = client.get_experiment_by_name(name)
-    assert experiment is not None, f"no MLflow experiment {name}"
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("study.role") == "parent"]
-    assert len(parents) == 1, [r.info.run_name for r in runs]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    return parents[0], children
-
-
-def artifact_paths(client, run_id: str, path: str = "") -> set[str]:
-    found = set()
-    for item in client.list_artifacts(run_id, path or None):
-        if item.is_dir:
-            found |= artifact_paths(client, run_id, item.path)
-        else:
-            found.add(item.path)
-    return found
-
-
 def assert_complete_study(uri: str, name: str, trials: int, epochs: int = 2):
-    """The parent run and one complete child run per trial, with everything logged."""
-    client = mlflow.MlflowClient(uri)
-    parent, children = study_runs(uri, name)
-    assert parent.info.status == "FINISHED"
+    """The parent run and one complete child run per trial, with everything logged
+    (:func:`finished_study.check_finished_study`), of a grid over the smoke filters."""
+    parent, children = check_finished_study(
+        uri, name, trials=trials, space=str(SMOKE), epochs=epochs
+    )
     assert parent.data.params["study.trials"] == str(trials)
-    assert parent.data.metrics["trials_complete"] == trials
-    assert parent.data.metrics["front_size"] >= 1
-    assert parent.data.metrics["hypervolume"] > 0
-    parent_files = artifact_paths(client, parent.info.run_id)
-    assert {"study.yaml", "space/smoke.yaml", "pareto/pareto.csv"} <= parent_files
     assert "mlflow.source.git.commit" in parent.data.tags
-    assert len(children) == trials, [c.info.status for c in children]
     for child in children:
-        assert child.info.status == "FINISHED", child.data.tags.get("study.failure")
-        metrics, params = child.data.metrics, child.data.params
-        for name_ in (
-            "final.test_acc",
-            "final.test_consistency",
-            "final.test_acc_shift_random",
-            "final.val_acc",
-            "final.val_consistency",
-        ):
-            assert 0 <= metrics[name_] <= 1, name_
-        for per_epoch in ("train_loss", "val_acc", "val_consistency"):
-            history = client.get_metric_history(child.info.run_id, per_epoch)
-            assert sorted(m.step for m in history) == list(range(1, epochs + 1)), per_epoch
-        assert "test_acc" not in metrics, "the test set is evaluated once, at the end"
+        params = child.data.params
         assert params["model.filter"] in ("delta", "binomial-3")
         assert params["filter.taps"] == ("1" if params["model.filter"] == "delta" else "3")
-        files = artifact_paths(client, child.info.run_id)
-        assert {"filter.json", "figures/filter.png", "metrics.json"} <= files
-        assert any(f.startswith("figures/") and f != "figures/filter.png" for f in files)
     return parent, children
 
 
@@ -216,7 +174,28 @@ def test_smoke_study_on_local_ray_with_mlflow_server(tracking, tmp_path):
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert "2 of 2 trials complete" in result.stdout
         assert "front:" in result.stdout  # progress lines name the current front
-        _, children = assert_complete_study(tracking["uri"], "smoke-local", trials=2)
+        # Tune's per-trial result files are opt-in (STUDY_TUNE_RESULT_FILES): MLflow has them
+        results = tmp_path / "ray_results" / "smoke-local"
+        assert list(results.glob("trial_*")) and not list(results.rglob("result.json"))
+        storage = optuna_url
+        if not optuna_url:
+            from optuna.storages.journal import JournalFileBackend
+
+            journal = JournalFileBackend(str(results / "optuna.journal"))
+            storage = optuna.storages.JournalStorage(journal)
+        status = study("status", "smoke-local", cwd=tmp_path, env=env)
+        assert status.returncode == 0, status.stderr
+        # What the compose test checks of its study, the same function (issue 29).
+        _, children = check_finished_study(
+            tracking["uri"],
+            "smoke-local",
+            trials=2,
+            space=str(SMOKE),
+            optuna_storage=storage,
+            model=True,
+            status_output=status.stdout,
+        )
+        assert_complete_study(tracking["uri"], "smoke-local", trials=2)
         assert [c.data.tags["study.threads"] for c in children] == ["1", "1"]
         for child in children:  # the training data as a dataset input; the Optuna trial
             (entry,) = (
@@ -227,31 +206,14 @@ def test_smoke_study_on_local_ray_with_mlflow_server(tracking, tmp_path):
             assert entry.dataset.name == "shapes (256 training images)"
             assert child.data.tags["study.optuna_trial"] in {"0", "1"}
         assert [c.data.metrics["final.threads"] for c in children] == [1.0, 1.0]
-        # Tune's per-trial result files are opt-in (STUDY_TUNE_RESULT_FILES): MLflow has them
-        results = tmp_path / "ray_results" / "smoke-local"
-        assert list(results.glob("trial_*")) and not list(results.rglob("result.json"))
-        storage = optuna_url or str(results / "optuna.journal")
-        if not optuna_url:
-            from optuna.storages.journal import JournalFileBackend
-
-            storage = optuna.storages.JournalStorage(JournalFileBackend(storage))
         trials = optuna.load_study(study_name="smoke-local", storage=storage).trials
-        assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
         assert {t.params["model.filter"] for t in trials} == {"delta", "binomial-3"}  # the grid
-        # Each Optuna trial names its MLflow run; each run holds a model that loads back.
-        assert {t.user_attrs.get("mlflow_run_id") for t in trials} == {
-            c.info.run_id for c in children
-        }
         import torch
         from mlflow import pytorch as mlflow_pytorch
 
         mlflow.set_tracking_uri(tracking["uri"])
         model = mlflow_pytorch.load_model(f"runs:/{children[0].info.run_id}/model")
         assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)  # shapes: 10 classes
-
-        status = study("status", "smoke-local", cwd=tmp_path, env=env)
-        assert status.returncode == 0, status.stderr
-        assert "2 of 2 trials complete" in status.stdout
 
         again = study("run", str(SMOKE), *TINY, "--name", "smoke-local", cwd=tmp_path, env=env)
         assert again.returncode == 2

@@ -9,8 +9,9 @@ import json
 import mlflow
 import pytest
 import yaml
+from finished_study import study_runs
 from servers import mlflow_server, study
-from test_service import SMOKE, environment, study_runs
+from test_service import SMOKE, environment
 
 from study.trial.config import from_mapping
 from study.trial.run import run_trial

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+from finished_study import study_runs
 from optuna.storages.journal import JournalFileBackend
 from PIL import Image
 from servers import mlflow_server, study
-from test_service import SMOKE, TINY, environment, study_runs
+from test_service import SMOKE, TINY, environment
 
 CLASSES, TRAIN, TEST = ("circle", "square"), 80, 24
 

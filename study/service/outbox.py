@@ -291,7 +291,12 @@ def _epoch(client, state, payload) -> None:
 
 
 def _final(client, state, payload) -> None:
-    tracking.log_metrics(client, state["run_id"], payload["metrics"], prefix="final.")
+    """The final metrics (prefix ``final.``), those the run does not hold yet: a spool
+    delivered in part before an outage, then again whole, or an attempt that re-runs a
+    finished trial's evaluation, writes each value once."""
+    held = client.get_run(state["run_id"]).data.metrics
+    missing = {k: v for k, v in payload["metrics"].items() if f"final.{k}" not in held}
+    tracking.log_metrics(client, state["run_id"], missing, prefix="final.")
 
 
 def _file(client, state, payload) -> None:
@@ -311,8 +316,8 @@ def _filter(client, state, payload) -> None:
     from study.filters.plot import plot_responses
 
     spec = payload["spec"]
-    client.log_dict(state["run_id"], filters.describe(spec), "filter.json")
-    client.log_figure(state["run_id"], plot_responses([spec]), "figures/filter.png")
+    client.log_dict(state["run_id"], filters.describe(spec), tracking.FILTER_DOCUMENT)
+    client.log_figure(state["run_id"], plot_responses([spec]), tracking.FILTER_FIGURE)
 
 
 def _model(client, state, payload) -> None:
@@ -322,6 +327,8 @@ def _model(client, state, payload) -> None:
     from mlflow.models import Model
 
     path = payload["path"]
+    if tracking.MODEL_TAG in client.get_run(state["run_id"]).data.tags:
+        return  # logged by an earlier delivery of the same spool
     saved = Model.load(path)
     model = mlflow.pytorch.load_model(path)
     example = saved.load_input_example(path)
@@ -449,7 +456,9 @@ class TrialLogger:
         FINISHED. Returns at once: what the server cannot take now waits (and is
         spooled into the trial's last checkpoint)."""
         self.outbox.put("final", metrics=_scalars(metrics))
-        for name in ("metrics.json", "history.json"):
+        from study.trial.checkpoint import HISTORY_FILE, METRICS_FILE
+
+        for name in (METRICS_FILE, HISTORY_FILE):
             self.outbox.put("file", path=str(out / name))
         self.outbox.put("folder", path=str(out / "figures"), artifact_path="figures")
         self.outbox.put("end", status="FINISHED")

@@ -25,6 +25,13 @@ STUDY_TAG = "study.name"
 #: On a simulated study's parent and child runs (:mod:`study.trial.simulated`).
 SIMULATED_TAG = "study.simulated"
 STUDY_DOCUMENT = "study.yaml"
+#: The space file as written, under this folder of the parent run.
+SPACE_FOLDER = "space"
+#: A trial's child run: the filter's description and response figure, and the tag
+#: naming its logged MLflow model (artifact ``model``).
+FILTER_DOCUMENT = "filter.json"
+FILTER_FIGURE = "figures/filter.png"
+MODEL_TAG = "study.model_uri"
 # An MLflow server with logins (`mlflow server --app-name basic-auth`) that refused the
 # request, by MLflow's error code: what to tell the user.
 LOGIN_REFUSED = {
@@ -170,7 +177,7 @@ def start_parent(
         client.log_batch(run.info.run_id, params=batch[start : start + 100])
     # The space file as written, but with any password in it redacted.
     as_written = redact_text(space_file.read_text())
-    client.log_text(run.info.run_id, as_written, f"space/{space_file.name}")
+    client.log_text(run.info.run_id, as_written, f"{SPACE_FOLDER}/{space_file.name}")
     client.log_dict(run.info.run_id, dict(document), STUDY_DOCUMENT)
     return run.info.run_id
 
@@ -449,7 +456,7 @@ def model_requirements() -> list[str]:
 
 def log_model(client, run_id: str, model, example, signature) -> None:
     """``model`` as the MLflow model ``model`` of run ``run_id`` (tag
-    ``study.model_uri``)."""
+    :data:`MODEL_TAG`)."""
     import mlflow
     import mlflow.pytorch
 
@@ -466,7 +473,7 @@ def log_model(client, run_id: str, model, example, signature) -> None:
         pip_requirements=model_requirements(),
         serialization_format="pickle",  # the module as trained, no torch.export
     )
-    client.set_tag(run_id, "study.model_uri", logged.model_uri)
+    client.set_tag(run_id, MODEL_TAG, logged.model_uri)
 
 
 def tracking_unreachable(error: BaseException) -> bool:

@@ -214,8 +214,9 @@ def trainable(params: dict[str, Any]) -> None:
             # After Tune has the report: a trial stopped right there (at a rung) has the
             # epoch logged by the driver from Tune's copy.
             logger.epoch(row)
-        if overdue:  # its records are in the checkpoint just reported
+        if overdue and not complete:  # its records are in the checkpoint just reported
             raise logger.outbox.timeout()
+        # A trial that completed ends as completed: the driver's relay sends its spool.
 
     try:
         if not resuming and not config.simulate.enabled:

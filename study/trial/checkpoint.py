@@ -29,6 +29,10 @@ class CheckpointError(ValueError):
 
 #: A trial's checkpoint file in its output folder (trained or simulated).
 CHECKPOINT = "checkpoint.pt"
+#: Beside it in a trial's folder (and in its child run): the final metrics with their
+#: details, and the per-epoch history.
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.json"
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, **extra: Any) -> Path:

@@ -43,7 +43,13 @@ from study.metrics.families import family_metric_names
 from study.metrics.figures import ESSENTIAL, report_figures
 from study.metrics.probabilities import shift_probabilities_by
 from study.metrics.scores import accuracy, consistency, shifted_scores
-from study.trial.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from study.trial.checkpoint import (
+    CHECKPOINT,
+    HISTORY_FILE,
+    METRICS_FILE,
+    load_checkpoint,
+    save_checkpoint,
+)
 from study.trial.config import ConfigError, TrialConfig, check_crop_margin
 
 Report = Callable[[dict[str, Any]], None]
@@ -368,8 +374,8 @@ class _Training:
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             details = summary(result)
-            (out / "metrics.json").write_text(json.dumps({**final, "details": details}, indent=2))
-            (out / "history.json").write_text(json.dumps(self.history, indent=2))
+            (out / METRICS_FILE).write_text(json.dumps({**final, "details": details}, indent=2))
+            (out / HISTORY_FILE).write_text(json.dumps(self.history, indent=2))
             figures = out / "figures"
             figures.mkdir(exist_ok=True)
             label = f"{self.config.model.name} {self.config.model.downsampling}"

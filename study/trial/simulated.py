@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from study.trial.checkpoint import CHECKPOINT
+from study.trial.checkpoint import CHECKPOINT, HISTORY_FILE, METRICS_FILE
 from study.trial.config import ConfigError, TrialConfig
 
 if TYPE_CHECKING:
@@ -194,8 +194,8 @@ def simulate_trial(
     }
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(result, indent=2))
-        (out / "history.json").write_text(json.dumps(history, indent=2))
+        (out / METRICS_FILE).write_text(json.dumps(result, indent=2))
+        (out / HISTORY_FILE).write_text(json.dumps(history, indent=2))
     if report is not None:
         report({**result, "done": True})
     return result
