@@ -17,6 +17,7 @@ from servers import PrivatePostgres, mlflow_server, private_postgres, psycopg_ur
 from test_service import TINY, environment, start_driver, stop_driver
 from test_tracking_outage import assert_complete_without_restart, runs_with_an_epoch
 
+from study.service.pruning import MLFLOW_RUN_ID
 from study.service.storage import RedactingRDBStorage
 
 REASON = PrivatePostgres.reason()
@@ -105,4 +106,4 @@ def test_a_study_survives_a_postgres_restart(tmp_path, on_postgres):
                 stop_driver(driver)
         trials = optuna.load_study(study_name="pg-restart", storage=optuna_url).trials
         assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
-        assert {t.user_attrs["mlflow_run_id"] for t in trials} == {c.info.run_id for c in children}
+        assert {t.user_attrs[MLFLOW_RUN_ID] for t in trials} == {c.info.run_id for c in children}

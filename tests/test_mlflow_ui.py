@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 import servers
 
+from study.pareto.store import PARENT_TAG, ROLE_TAG
+from study.service.tracking import STUDY_TAG, TRIAL_TAG
+
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 TRIALS = [
     # filter, augment, status, test_acc, consistency
@@ -58,7 +61,7 @@ def _populate(url: str) -> dict[str, object]:
     client = mlflow.MlflowClient(url)
     experiment_id = client.create_experiment("ui-study")
     parent = client.create_run(
-        experiment_id, run_name="ui-study", tags={"study.name": "ui-study", "study.role": "parent"}
+        experiment_id, run_name="ui-study", tags={STUDY_TAG: "ui-study", ROLE_TAG: "parent"}
     ).info.run_id
     client.log_batch(parent, params=[Param("study.sampler", "tpe"), Param("study.trials", "4")])
     now = int(time.time() * 1000)
@@ -70,10 +73,10 @@ def _populate(url: str) -> dict[str, object]:
             experiment_id,
             run_name=name,
             tags={
-                "mlflow.parentRunId": parent,
-                "study.name": "ui-study",
-                "study.role": "trial",
-                "study.trial_id": f"trial_{i:05d}",
+                PARENT_TAG: parent,
+                STUDY_TAG: "ui-study",
+                ROLE_TAG: "trial",
+                TRIAL_TAG: f"trial_{i:05d}",
             },
         ).info.run_id
         params = {

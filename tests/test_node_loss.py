@@ -19,6 +19,8 @@ from optuna.storages.journal import JournalFileBackend
 from servers import mlflow_server, ray_cluster, wait_for
 from test_service import TINY, environment, finish_driver, start_driver
 
+from study.service.pruning import MLFLOW_RUN_ID
+
 HEAD_MARKER = "node:__internal_head__"  # in the head raylet's --static_resource_list
 
 
@@ -114,4 +116,4 @@ def test_a_lost_worker_node_costs_a_retry_not_a_trial(tmp_path):
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
     trials = optuna.load_study(study_name=name, storage=storage).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
-    assert {t.user_attrs["mlflow_run_id"] for t in trials} == {c.info.run_id for c in children}
+    assert {t.user_attrs[MLFLOW_RUN_ID] for t in trials} == {c.info.run_id for c in children}

@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 from study.pareto import command, export
 from study.pareto import front as fr
+from study.pareto.store import PARENT_TAG, ROLE_TAG
+from study.service.tracking import STUDY_TAG, TRIAL_TAG
 
 # --- (a) properties against brute force -------------------------------------------------
 
@@ -232,7 +234,7 @@ def _make_study(
 
     experiment_id = client.create_experiment(experiment or name)
     parent = client.create_run(
-        experiment_id, run_name=name, tags={"study.name": name, "study.role": "parent"}
+        experiment_id, run_name=name, tags={STUDY_TAG: name, ROLE_TAG: "parent"}
     )
     parent_id = parent.info.run_id
     client.log_batch(
@@ -251,10 +253,10 @@ def _make_study(
             experiment_id,
             run_name=f"{name}-trial-{i:02d}",
             tags={
-                "mlflow.parentRunId": parent_id,
-                "study.name": name,
-                "study.role": "trial",
-                "study.trial_id": f"{name}_{i:05d}",
+                PARENT_TAG: parent_id,
+                STUDY_TAG: name,
+                ROLE_TAG: "trial",
+                TRIAL_TAG: f"{name}_{i:05d}",
             },
         )
         params = {
@@ -313,7 +315,7 @@ def store(tmp_path_factory):
     run = client.create_run(
         gamma.info.experiment_id,
         run_name="gamma-partial",
-        tags={"mlflow.parentRunId": parents["gamma"], "study.name": "gamma"},
+        tags={PARENT_TAG: parents["gamma"], STUDY_TAG: "gamma"},
     ).info.run_id
     client.log_param(run, "model.filter", "binomial-3")
     client.log_metric(run, "final.test_acc", 0.99)

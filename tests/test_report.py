@@ -14,7 +14,7 @@ from shared_data import require_cifar10_jpeg
 from study import models
 from study.cli import main
 from study.layers import filter_parameters
-from study.trial.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from study.trial.checkpoint import METRICS_FILE, CheckpointError, load_checkpoint, save_checkpoint
 
 FIGURES = {
     "variation_histogram.png",
@@ -91,7 +91,7 @@ def test_report_on_noise_writes_metrics_and_figures(tmp_path, checkpoint):
     result = study("report", str(checkpoint), "--out", str(out), *args)
     assert result.returncode == 0, result.stderr
     assert "consistency" in result.stdout
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / METRICS_FILE).read_text())
     assert metrics["model"]["filter"] == "binomial-3"
     scores = metrics["metrics"]
     assert scores["images"] == 24 and scores["shifts"] == 1024
@@ -140,7 +140,7 @@ def test_report_on_real_cifar10(tmp_path, checkpoint):
     args = ["--data", str(cifar), "--images", "40", "--feature-images", "0"]
     result = study("report", str(checkpoint), "--out", str(out), *args)
     assert result.returncode == 0, result.stderr
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / METRICS_FILE).read_text())
     assert "40 test images" in metrics["data"]
     assert "timing_overhead" in metrics["metrics"]
     assert 0 <= metrics["metrics"]["acc"] <= 1

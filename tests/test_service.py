@@ -28,6 +28,9 @@ from servers import (
     wait_for,
 )
 
+from study.pareto.store import ROLE_TAG
+from study.service.tracking import PRUNED_TAG, STOPPED_TAG, TRIAL_TAG
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "search_spaces" / "smoke.yaml"
 TINY = [
@@ -108,7 +111,7 @@ def trial_runs(client, name: str, filter_string: str = "") -> list:
     if experiment is None:
         return []
     runs = client.search_runs([experiment.experiment_id], filter_string)
-    return [r for r in runs if r.data.tags.get("study.role") == "trial"]
+    return [r for r in runs if r.data.tags.get(ROLE_TAG) == "trial"]
 
 
 def trial_worker_pids() -> list[int]:
@@ -271,7 +274,7 @@ def test_killed_driver_resumes_with_exactly_the_planned_trials(tracking, cluster
     _, children = study_runs(tracking["uri"], name)
     finished = [c for c in children if c.info.status == "FINISHED"]
     assert len(finished) == 4
-    assert len({c.data.tags["study.trial_id"] for c in finished}) == 4
+    assert len({c.data.tags[TRIAL_TAG] for c in finished}) == 4
     leftovers = [c for c in children if c.info.status != "FINISHED"]
     assert all(c.data.tags.get("study.orphaned") == "true" for c in leftovers), leftovers
     configs = {(c.data.params["model.filter"], c.data.params["augment.kind"]) for c in finished}
@@ -450,7 +453,7 @@ def decisions_of(uri: str, name: str) -> list[dict]:
     orphans = [c for c in children if c.data.tags.get("study.orphaned") == "true"]
     assert all(c.info.status == "KILLED" for c in orphans), [c.info.status for c in orphans]
     configs = {
-        c.data.tags["study.trial_id"]: (c.data.params["model.filter"], c.data.params["train.lr"])
+        c.data.tags[TRIAL_TAG]: (c.data.params["model.filter"], c.data.params["train.lr"])
         for c in children
         if c not in orphans
     }
@@ -502,8 +505,8 @@ def test_early_stopped_trials_are_pruned_in_optuna_mlflow_pareto_and_status(trac
         if config in stopped:
             decision = stopped[config]
             assert child.info.status == "KILLED"
-            assert child.data.tags["study.pruned"] == "true"
-            assert child.data.tags["study.stopped_at_epoch"] == str(decision["rung"])
+            assert child.data.tags[PRUNED_TAG] == "true"
+            assert child.data.tags[STOPPED_TAG] == str(decision["rung"])
             assert child.data.tags["study.rung_rank"] == str(decision["rank"])
             assert child.data.metrics["rung.val_acc"] == decision["values"][0]
             assert sorted(epochs) == list(range(1, decision["rung"] + 1))
@@ -512,7 +515,7 @@ def test_early_stopped_trials_are_pruned_in_optuna_mlflow_pareto_and_status(trac
             assert sorted(rates) == list(range(1, decision["rung"] + 1))
             assert not any(k.startswith("final.") for k in child.data.metrics)
         else:
-            assert child.info.status == "FINISHED" and "study.pruned" not in child.data.tags
+            assert child.info.status == "FINISHED" and PRUNED_TAG not in child.data.tags
             assert sorted(epochs) == [1, 2, 3, 4]
 
     trials = journal_trials(folder, name)
@@ -561,7 +564,7 @@ def test_a_killed_driver_resumes_with_the_same_decisions(tracking, cluster, sche
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     _, children = study_runs(uri, name)
-    ended = [c for c in children if c.info.status == "FINISHED" or "study.pruned" in c.data.tags]
+    ended = [c for c in children if c.info.status == "FINISHED" or PRUNED_TAG in c.data.tags]
     assert len(ended) < 6, "killed too late to test"
 
     resumed = study("resume", name, "--address", cluster["address"], cwd=tmp_path, env=env)

@@ -13,6 +13,8 @@ from finished_study import study_runs
 from servers import mlflow_server, study
 from test_service import SMOKE, environment
 
+from study.service.tracking import SIMULATED_TAG
+from study.trial.checkpoint import METRICS_FILE
 from study.trial.config import from_mapping
 from study.trial.run import run_trial
 from study.trial.simulated import filter_bands, final_metrics
@@ -67,7 +69,7 @@ def test_it_is_deterministic_per_seed_and_resumes_exactly(tmp_path):
     assert again == same
     other_seed = _config(model={"filter": "binomial-3"}, augment={"kind": "flip+shift"}, seed=1)
     assert final_metrics(other_seed)["test_acc"] != final_metrics(config)["test_acc"]
-    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["eval_method"] == "simulated"
+    assert json.loads((tmp_path / "b" / METRICS_FILE).read_text())["eval_method"] == "simulated"
 
 
 def test_a_simulated_study_runs_through_the_service_and_is_tagged(tmp_path):
@@ -84,11 +86,11 @@ def test_a_simulated_study_runs_through_the_service_and_is_tagged(tmp_path):
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert "6 of 6 trials complete" in result.stdout
         parent, children = study_runs(url, "simulated")
-        assert parent.data.tags["study.simulated"] == "true" and len(children) == 6
+        assert parent.data.tags[SIMULATED_TAG] == "true" and len(children) == 6
         client = mlflow.MlflowClient(url)
         for child in children:
             assert child.info.status == "FINISHED"
-            assert child.data.tags["study.simulated"] == "true"
+            assert child.data.tags[SIMULATED_TAG] == "true"
             document = yaml.safe_load(SMOKE.read_text())
             del document["study"]
             document["model"]["filter"] = child.data.params["model.filter"]

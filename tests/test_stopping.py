@@ -33,6 +33,7 @@ from study.service.scheduler import MultiObjectiveASHA
 from study.service.space import SearchSpace
 from study.service.stopping import SchedulerSettings, build_scheduler
 from study.service.storage import SnapshotCache, cached
+from study.service.tracking import PRUNED_TAG, STOPPED_TAG
 from study.service.trainable import DefineByRun
 from study.trial.config import ConfigError
 
@@ -401,7 +402,7 @@ def test_a_pruned_child_run_is_killed_and_tagged(tracked_study):
     run = client.get_run(run_id)
     assert run.info.status == "KILLED"
     tags, metrics = run.data.tags, run.data.metrics
-    assert (tags["study.pruned"], tags["study.stopped_at_epoch"], tags["study.rung"]) == (
+    assert (tags[PRUNED_TAG], tags[STOPPED_TAG], tags["study.rung"]) == (
         "true",
         "3",
         "3",
@@ -417,7 +418,7 @@ def test_a_pruned_child_run_is_killed_and_tagged(tracked_study):
     assert trial_state(run) == "PRUNED"
     # a trial re-run after a restore is no longer marked pruned while it runs
     again = trial_run(tracked_study["uri"], tracked_study["parent"], "t1", "t1")
-    assert again == run_id and "study.pruned" not in client.get_run(run_id).data.tags
+    assert again == run_id and PRUNED_TAG not in client.get_run(run_id).data.tags
 
 
 def test_status_counts_stopped_trials_apart_and_keeps_them_off_the_front(tracked_study):
@@ -464,7 +465,7 @@ def test_a_pruned_run_tune_forgot_is_orphaned_not_counted(tracked_study):
     assert close_unfinished(uri, parent, {"t0", "t2"}, set()) == [runs["t1"]]
     run = tracked_study["client"].get_run(runs["t1"])
     assert trial_state(run) == "KILLED" and run.data.tags["study.orphaned"] == "true"
-    assert not any(tag.startswith(("study.pruned", "study.rung")) for tag in run.data.tags)
+    assert not any(tag.startswith((PRUNED_TAG, "study.rung")) for tag in run.data.tags)
     counts = print_status(uri, "stopping", io.StringIO())
     assert (counts["stopped"], counts["killed"]) == (0, 1)
 

@@ -19,7 +19,10 @@ from optuna.storages.journal import JournalFileBackend
 from servers import free_port, mlflow_server
 from test_service import TINY, environment, start_driver, stop_driver
 
+from study.pareto.store import ROLE_TAG
 from study.service.outbox import TrialLogger
+from study.service.pruning import MLFLOW_RUN_ID
+from study.service.tracking import MODEL_TAG
 
 
 def _server_answers(url: str) -> bool:
@@ -149,7 +152,7 @@ def test_a_study_survives_a_tracking_outage(tmp_path):
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
     trials = optuna.load_study(study_name="outage", storage=storage).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
-    assert {t.user_attrs["mlflow_run_id"] for t in trials} == {c.info.run_id for c in children}
+    assert {t.user_attrs[MLFLOW_RUN_ID] for t in trials} == {c.info.run_id for c in children}
 
 
 def launch(args: list[str], folder, url: str, **settings: str):
@@ -254,7 +257,7 @@ def trial_names(client, name: str) -> list[str]:
     if experiment is None:
         return []
     runs = client.search_runs([experiment.experiment_id])
-    return [r.info.run_name for r in runs if r.data.tags.get("study.role") == "trial"]
+    return [r.info.run_name for r in runs if r.data.tags.get(ROLE_TAG) == "trial"]
 
 
 def test_mlflow_stopping_as_a_trial_finishes_loses_nothing(tmp_path):
@@ -294,7 +297,7 @@ def test_mlflow_stopping_as_a_trial_finishes_loses_nothing(tmp_path):
             assert_each_epoch_once(client, children, epochs)
             for child in children:
                 assert child.info.status == "FINISHED"
-                assert "study.model_uri" in child.data.tags
+                assert MODEL_TAG in child.data.tags
                 files = {a.path for a in client.list_artifacts(child.info.run_id, "figures")}
                 assert "figures/shift_heatmap.png" in files
                 assert "final.test_consistency_crop" in child.data.metrics

@@ -17,7 +17,7 @@ import torch
 from study.data.dataset import load_dataset
 from study.filters import design
 from study.layers import blur_layers, filter_parameters
-from study.trial.checkpoint import load_checkpoint
+from study.trial.checkpoint import METRICS_FILE, load_checkpoint
 from study.trial.config import ConfigError, load_config
 from study.trial.run import CHECKPOINT, TrialFailed, run_trial
 
@@ -63,7 +63,7 @@ def test_trial_trains_reports_and_writes_everything(tmp_path):
     }
     assert final["eval_images"] == 64 and final["eval_shifts"] == 1024
     assert final["eval_method"] == "polyphase"
-    written = json.loads((tmp_path / "metrics.json").read_text())
+    written = json.loads((tmp_path / METRICS_FILE).read_text())
     assert written["test_acc"] == final["test_acc"]
     assert "adversarial_accuracy" in written["details"]
     assert len(json.loads((tmp_path / "history.json").read_text())) == 3
@@ -93,14 +93,14 @@ def test_resume_after_the_process_is_killed_ends_identically(tmp_path):
     process.wait()
     epoch = torch.load(killed / CHECKPOINT, weights_only=True)["epoch"]
     assert epoch < 4, "the trial finished before it could be killed: make it longer"
-    assert not (killed / "metrics.json").exists()
+    assert not (killed / METRICS_FILE).exists()
     resumed = study("trial", str(QUICK), "--out", str(killed), *sets)
     assert resumed.returncode == 0, resumed.stderr
     whole = tmp_path / "whole"
     straight = study("trial", str(QUICK), "--out", str(whole), *sets)
     assert straight.returncode == 0, straight.stderr
-    a = json.loads((killed / "metrics.json").read_text())
-    b = json.loads((whole / "metrics.json").read_text())
+    a = json.loads((killed / METRICS_FILE).read_text())
+    b = json.loads((whole / METRICS_FILE).read_text())
     for key in ("test_acc", "test_consistency", "test_variation", "train_loss", "val_consistency"):
         assert a[key] == pytest.approx(b[key], abs=1e-6), key
     first = torch.load(killed / CHECKPOINT, weights_only=True)["state_dict"]

@@ -18,7 +18,7 @@ from study import models
 from study.data import load_split, pink_noise, to_float
 from study.metrics import evaluate, summary
 from study.metrics.figures import report_figures
-from study.trial.checkpoint import load_checkpoint
+from study.trial.checkpoint import METRICS_FILE, load_checkpoint
 
 NOISE = "noise"
 
@@ -101,7 +101,7 @@ def run_report(
         "metrics": summary(result),
     }
     config.out.mkdir(parents=True, exist_ok=True)
-    (config.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (config.out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     for name, figure in report_figures({label: result}).items():
         figure.savefig(config.out / f"{name}.png", dpi=120)
     return metrics
