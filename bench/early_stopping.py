@@ -121,10 +121,10 @@ def read_study(uri: str, name: str) -> dict[str, Any]:
     logged), final objectives, test metrics, config; and the parent's wall time."""
     import mlflow
 
-    from study.service.tracking import child_runs, find_parent, trial_state
+    from study.mlflow_layout import child_runs, find_parent, trial_state
 
     client = mlflow.MlflowClient(uri)
-    parent = find_parent(uri, name)
+    parent = find_parent(client, name)
     trials = []
     for run in child_runs(uri, parent.info.run_id):
         history = client.get_metric_history(run.info.run_id, "train_loss")

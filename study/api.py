@@ -55,7 +55,7 @@ class Study:
         the searched parameters (``optuna.*``), ``run_id`` and ``trial_id``."""
         import pandas as pd
 
-        from study.service.tracking import child_runs, trial_state
+        from study.mlflow_layout import child_runs, trial_state
 
         rows = []
         for run in child_runs(self.tracking_uri, self._parent().info.run_id):
@@ -139,8 +139,8 @@ def load(name: str, tracking_uri: str | None = None) -> Study:
     """A study by name, finished or running (``tracking_uri`` default
     ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``); a one-line ``ValueError``
     naming the known studies when there is none."""
+    from study.mlflow_layout import tracking_uri as resolve
     from study.pareto.store import connect, find_parent
-    from study.service.tracking import tracking_uri as resolve
 
     uri = resolve(tracking_uri)
     find_parent(connect(uri), name)
@@ -151,8 +151,8 @@ def studies(tracking_uri: str | None = None) -> pd.DataFrame:
     """Every study the tracking store knows, newest first (what ``study list`` shows)."""
     import pandas as pd
 
+    from study.mlflow_layout import tracking_uri as resolve
     from study.service.status import list_studies
-    from study.service.tracking import tracking_uri as resolve
 
     return pd.DataFrame(list_studies(resolve(tracking_uri)))
 

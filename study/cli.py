@@ -412,8 +412,8 @@ def _run(args: argparse.Namespace) -> int:
 def _describe_plan(space, study_plan, address: str | None, warm_from: str | None) -> list[str]:
     """``study run --dry-run``: what the study would do, storages with passwords hidden."""
 
+    from study.secrets import redact
     from study.service.plan import ray_address
-    from study.service.secrets import redact
 
     settings = space.settings
     size = "every point of the grid" if settings.sampler == "grid" else "planned"
@@ -445,9 +445,10 @@ def _resume(args: argparse.Namespace) -> int:
 
     import yaml
 
+    from study.mlflow_layout import connect, tracking_uri
     from study.service import plan
     from study.service.space import SearchSpace
-    from study.service.tracking import connect, study_document, tracking_uri
+    from study.service.tracking import study_document
 
     uri = tracking_uri(args.tracking_uri)
     connect(uri)  # reachable, and an existing store: one-line error otherwise
@@ -480,7 +481,7 @@ def _run_study(
         raise
     except ValueError as error:  # raised while running: a failure, not a usage error
         raise RuntimeError(str(error)) from error
-    from study.service.secrets import redact
+    from study.secrets import redact
 
     name = study_plan.name
     print(
@@ -502,16 +503,16 @@ def _run_study(
 
 
 def _list(args: argparse.Namespace) -> int:
+    from study.mlflow_layout import tracking_uri
     from study.service.status import print_studies
-    from study.service.tracking import tracking_uri
 
     print_studies(tracking_uri(args.tracking_uri))
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
+    from study.mlflow_layout import tracking_uri
     from study.service.status import print_status
-    from study.service.tracking import tracking_uri
 
     print_status(tracking_uri(args.tracking_uri), args.name)
     return 0

@@ -14,16 +14,18 @@ from typing import Any
 import mlflow
 import optuna
 
-from study.pareto.store import FINAL_PREFIX, PARENT_TAG, ROLE_TAG
-from study.service.pruning import MLFLOW_RUN_ID
-from study.service.tracking import (
+from study.mlflow_layout import (
     FILTER_DOCUMENT,
     FILTER_FIGURE,
+    FINAL_PREFIX,
     MODEL_TAG,
+    PARENT_TAG,
+    ROLE_TAG,
     SPACE_FOLDER,
     STUDY_DOCUMENT,
     TRIAL_TAG,
 )
+from study.service.pruning import MLFLOW_RUN_ID
 from study.trial.checkpoint import HISTORY_FILE, METRICS_FILE
 from study.trial.run import TEST_METRICS, VAL_METRICS
 

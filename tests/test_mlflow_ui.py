@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 import servers
 
-from study.pareto.store import PARENT_TAG, ROLE_TAG
-from study.service.tracking import STUDY_TAG, TRIAL_TAG
+from study.mlflow_layout import PARENT_TAG, ROLE_TAG, STUDY_TAG, TRIAL_TAG
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 TRIALS = [

@@ -17,10 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from study.mlflow_layout import PARENT_TAG, ROLE_TAG, STUDY_TAG, TRIAL_TAG
 from study.pareto import command, export
 from study.pareto import front as fr
-from study.pareto.store import PARENT_TAG, ROLE_TAG
-from study.service.tracking import STUDY_TAG, TRIAL_TAG
 
 # --- (a) properties against brute force -------------------------------------------------
 
@@ -846,3 +845,42 @@ def test_html_encodes_augmentation_with_open_symbols(store, tmp_path):
     assert "alpha: Delta (baseline) (1 tap), augmented" in html
     assert "alpha: Delta (baseline) (1 tap), no augmentation" in html
     assert "filled: no augmentation" in html and "hollow: augmented" in html
+
+
+def test_resume_status_and_pareto_pick_the_same_parent_of_a_name_used_twice(tmp_path):
+    """Two parent runs of one study name (another experiment, or one made by hand): the
+    service (``study resume``: the parent it logs to, the space it reads back) and the
+    readers (``study status``, ``study pareto``, the API) follow one rule, so they name
+    the same run: the newest in the experiment named after the study, else the newest."""
+    import mlflow
+
+    from study import mlflow_layout
+    from study.pareto.store import ParetoError, find_parent
+    from study.service import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    tags = {STUDY_TAG: "twice", ROLE_TAG: "parent"}
+    own = client.create_run(client.create_experiment("twice"), start_time=1000, tags=tags)
+    other = client.create_run(client.create_experiment("other"), start_time=2000, tags=tags)
+    for run, marker in ((own, "own"), (other, "other")):
+        client.log_dict(run.info.run_id, {"marker": marker}, mlflow_layout.STUDY_DOCUMENT)
+    picked = {
+        "readers": find_parent(client, "twice").info.run_id,
+        "layout": mlflow_layout.parent_run(client, "twice").info.run_id,
+        "resume": tracking.start_parent(uri, "twice", "twice", {}, tmp_path, {}),
+    }
+    assert set(picked.values()) == {own.info.run_id}, picked
+    assert tracking.study_document(uri, "twice") == {"marker": "own"}
+    # No experiment of that name: the newest parent anywhere, for every command alike.
+    moved = tags | {STUDY_TAG: "moved"}
+    client.create_run(client.create_experiment("third"), start_time=3000, tags=moved)
+    newest = client.create_run(
+        client.get_experiment_by_name("other").experiment_id,
+        start_time=4000,
+        tags=moved,
+    )
+    assert find_parent(client, "moved").info.run_id == newest.info.run_id
+    assert mlflow_layout.parent_run(client, "moved").info.run_id == newest.info.run_id
+    with pytest.raises(ParetoError, match="no study 'absent'; known: moved, twice"):
+        find_parent(client, "absent")

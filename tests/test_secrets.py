@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from study.service.secrets import SecretMissing, has_secret, is_redacted, redact, reveal
+from study.secrets import SecretMissing, has_secret, is_redacted, redact, reveal
 
 SECRET = "s3cr:et%2F"
 

@@ -28,8 +28,7 @@ from servers import (
     wait_for,
 )
 
-from study.pareto.store import ROLE_TAG
-from study.service.tracking import PRUNED_TAG, STOPPED_TAG, TRIAL_TAG
+from study.mlflow_layout import PRUNED_TAG, ROLE_TAG, STOPPED_TAG, TRIAL_TAG
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "search_spaces" / "smoke.yaml"

@@ -13,7 +13,7 @@ from finished_study import study_runs
 from servers import mlflow_server, study
 from test_service import SMOKE, environment
 
-from study.service.tracking import SIMULATED_TAG
+from study.mlflow_layout import SIMULATED_TAG
 from study.trial.checkpoint import METRICS_FILE
 from study.trial.config import from_mapping
 from study.trial.run import run_trial

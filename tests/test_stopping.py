@@ -27,13 +27,13 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.search_generator import SearchGenerator
 
+from study.mlflow_layout import PRUNED_TAG, STOPPED_TAG
 from study.service.pruning import PruningSearcher, invalid_config
 from study.service.samplers import optuna_storage
 from study.service.scheduler import MultiObjectiveASHA
 from study.service.space import SearchSpace
 from study.service.stopping import SchedulerSettings, build_scheduler
 from study.service.storage import SnapshotCache, cached
-from study.service.tracking import PRUNED_TAG, STOPPED_TAG
 from study.service.trainable import DefineByRun
 from study.trial.config import ConfigError
 
@@ -413,7 +413,8 @@ def test_a_pruned_child_run_is_killed_and_tagged(tracked_study):
     # the rung epoch's row, logged by the driver (the stopped worker never does)
     steps = [m.step for m in client.get_metric_history(run_id, "train_loss")]
     assert steps == [1, 3]
-    from study.service.tracking import trial_run, trial_state
+    from study.mlflow_layout import trial_state
+    from study.service.tracking import trial_run
 
     assert trial_state(run) == "PRUNED"
     # a trial re-run after a restore is no longer marked pruned while it runs
@@ -457,8 +458,9 @@ def test_a_pruned_run_tune_forgot_is_orphaned_not_counted(tracked_study):
     """A driver killed after stopping a trial but before Tune's next snapshot: the
     resumed experiment does not know that trial (its configuration runs again as a new
     trial), so its pruned child run is retagged orphaned and no reader counts it."""
+    from study.mlflow_layout import trial_state
     from study.service.status import print_status
-    from study.service.tracking import close_unfinished, trial_state
+    from study.service.tracking import close_unfinished
 
     uri, parent, runs = tracked_study["uri"], tracked_study["parent"], tracked_study["runs"]
     assert close_unfinished(uri, parent, {"t0", "t1", "t2"}, set()) == []  # known: kept

@@ -19,10 +19,9 @@ from optuna.storages.journal import JournalFileBackend
 from servers import free_port, mlflow_server
 from test_service import TINY, environment, start_driver, stop_driver
 
-from study.pareto.store import ROLE_TAG
+from study.mlflow_layout import MODEL_TAG, ROLE_TAG
 from study.service.outbox import TrialLogger
 from study.service.pruning import MLFLOW_RUN_ID
-from study.service.tracking import MODEL_TAG
 
 
 def _server_answers(url: str) -> bool:

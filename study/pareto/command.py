@@ -223,8 +223,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"{PREFIX}: error: {one_line(str(error))}", file=sys.stderr)
         return EXIT_USAGE
 
+    from study.mlflow_layout import tracking_uri
     from study.pareto import export, store
-    from study.service.tracking import tracking_uri
 
     _quiet()
     uri = tracking_uri(args.tracking_uri)

@@ -1,11 +1,11 @@
 """A study's complete trials, read back from MLflow, and the parent run's live front.
 
-Layout (written by :mod:`study.service.tracking`): one parent run per study, tagged
-``study.name=NAME`` and ``study.role=parent``; one child run per trial, tagged
-``mlflow.parentRunId``; a child whose status is ``FINISHED`` is a complete trial (a
-trial stopped early by the scheduler is ``KILLED`` with tag ``study.pruned`` and never
-counts: :func:`study.service.tracking.trial_state`). Its
-params hold the flattened trial config (``model.filter``, ``augment.kind``, ...,
+Layout (:mod:`study.mlflow_layout`, written by :mod:`study.service.tracking`): one
+parent run per study, tagged ``study.name=NAME`` and ``study.role=parent``; one child
+run per trial, tagged ``mlflow.parentRunId``; a child whose status is ``FINISHED`` is a
+complete trial (a trial stopped early by the scheduler is ``KILLED`` with tag
+``study.pruned`` and never counts: :func:`study.mlflow_layout.trial_state`). Its params
+hold the flattened trial config (``model.filter``, ``augment.kind``, ...,
 ``filter.family``, ``filter.taps``) and the searched values as ``optuna.<name>``; its
 final metrics are ``final.<name>``, and an objective ``NAME:max|min`` reads
 ``final.NAME``.
@@ -25,16 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from study import mlflow_layout
+from study.mlflow_layout import FINAL_PREFIX, OPTUNA_PREFIX, PARENT_TAG, STUDY_TAG
 from study.pareto import front as fr
 from study.pareto.records import StudyTrials, TrialRecord
-from study.service import tracking
-
-PARENT_TAG = "mlflow.parentRunId"
-STUDY_TAG = "study.name"
-ROLE_TAG = "study.role"
-FINAL_PREFIX = "final."
-OPTUNA_PREFIX = "optuna."
-KNOWN_LISTED = 10
 
 
 class ParetoError(ValueError):
@@ -70,42 +64,18 @@ def connect(uri: str) -> Any:
     A ``sqlite:///`` URI must name an existing file: reading never creates a database.
     """
     try:
-        return tracking.connect(uri, create=False)
+        return mlflow_layout.connect(uri, create=False)
     except ValueError as error:
         raise ParetoError(str(error)) from None
 
 
-def _quote(value: str) -> str:
-    if "'" in value or "\n" in value:
-        raise ParetoError(f"name: {value!r} may not contain quotes or newlines")
-    return f"'{value}'"
-
-
-def known_studies(client: Any) -> list[str]:
-    """Names of every study with a parent run in the store, sorted."""
-    ids = tracking.all_experiment_ids(client)
-    parents = tracking.search_all_runs(client, ids, f"tags.`{ROLE_TAG}` = 'parent'")
-    return sorted({run.data.tags.get(STUDY_TAG, "") for run in parents} - {""})
-
-
 def find_parent(client: Any, name: str) -> Any:
-    """The parent run of study ``name``: in the experiment named ``name`` if it has one,
-    else the most recently started one in any experiment."""
-    query = f"tags.`{STUDY_TAG}` = {_quote(name)} and tags.`{ROLE_TAG}` = 'parent'"
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        found = tracking.search_all_runs(client, [experiment.experiment_id], query)
-        if found:
-            return max(found, key=lambda run: run.info.start_time or 0)
-    found = tracking.search_all_runs(client, tracking.all_experiment_ids(client), query)
-    if found:
-        return max(found, key=lambda run: run.info.start_time or 0)
-    known = known_studies(client)
-    if not known:
-        raise ParetoError(f"name: no study {name!r} (the store has no studies)")
-    listed = ", ".join(known[:KNOWN_LISTED])
-    more = f", ... ({len(known)} in all)" if len(known) > KNOWN_LISTED else ""
-    raise ParetoError(f"name: no study {name!r}; known: {listed}{more}")
+    """The parent run of study ``name`` (:func:`study.mlflow_layout.parent_run`'s rule,
+    the one every command follows), or a :class:`ParetoError` naming the known ones."""
+    try:
+        return mlflow_layout.find_parent(client, name)
+    except ValueError as error:
+        raise ParetoError(str(error)) from None
 
 
 def _record(run: Any, study: str, objectives: Mapping[str, str]) -> TrialRecord | None:
@@ -156,11 +126,11 @@ def load_children(
     order. Raises :class:`ParetoError` when an objective is logged by no complete trial;
     returns an empty :class:`StudyTrials` when there are no complete trials."""
     study = study or parent.data.tags.get(STUDY_TAG) or parent.info.run_name or "?"
-    children = tracking.search_all_runs(
+    children = mlflow_layout.search_all_runs(
         client, [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
     )
-    statuses = Counter(tracking.trial_state(run) for run in children)
-    finished = [run for run in children if tracking.trial_state(run) == "FINISHED"]
+    statuses = Counter(mlflow_layout.trial_state(run) for run in children)
+    finished = [run for run in children if mlflow_layout.trial_state(run) == "FINISHED"]
     logged = sorted(
         {key for run in finished for key in run.data.metrics if key.startswith(FINAL_PREFIX)}
     )
@@ -182,7 +152,7 @@ def load_children(
         records=records,
         statuses=dict(statuses),
         missing=len(finished) - len(records),
-        simulated=parent.data.tags.get(tracking.SIMULATED_TAG) == "true",
+        simulated=parent.data.tags.get(mlflow_layout.SIMULATED_TAG) == "true",
     )
 
 
@@ -212,10 +182,10 @@ def load_study(
     client: Any | None = None,
 ) -> StudyTrials:
     """Study ``name``'s complete trials, judged on ``objectives`` (default: the study's
-    own). ``tracking_uri`` is resolved by :func:`study.service.tracking.tracking_uri`.
+    own). ``tracking_uri`` is resolved by :func:`study.mlflow_layout.tracking_uri`.
     Raises :class:`ParetoError` for an unreachable store, an unknown study, an objective
     no trial logged, or no complete trial."""
-    from study.service.tracking import tracking_uri as resolve
+    from study.mlflow_layout import tracking_uri as resolve
 
     client = client or connect(resolve(tracking_uri))
     parent = find_parent(client, name)

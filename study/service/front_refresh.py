@@ -98,7 +98,8 @@ class FrontRefresher:
                 self.refresh()
                 self.refreshes += 1
             except Exception as error:  # the study goes on; the next request retries
-                from study.service.tracking import error_gist, tracking_unreachable
+                from study.mlflow_layout import error_gist
+                from study.service.tracking import tracking_unreachable
 
                 self._stale = True
                 self._gap = self.every_s  # a failure's time says nothing of a refresh's

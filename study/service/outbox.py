@@ -32,8 +32,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from study import mlflow_layout
+from study.secrets import redact
 from study.service import tracking
-from study.service.secrets import redact
 
 SPOOL = "tracking"
 #: The result key saying how many records a reported checkpoint carries in its spool.
@@ -120,7 +121,7 @@ class Outbox:
                 DELIVER[kind](self.client, self.state, payload)
             except Exception as error:
                 if tracking.tracking_unreachable(error):
-                    self.last_error = tracking.error_gist(error)
+                    self.last_error = mlflow_layout.error_gist(error)
                     if self.down_since is None:
                         self.down_since = time.time()
                         self.held = Counter(k for k, _ in self.records)
@@ -135,7 +136,7 @@ class Outbox:
                 if kind in ("run", "attach"):  # no run to write to: that is no outage
                     self.records.pop(0)
                     raise
-                gist = tracking.error_gist(error)
+                gist = mlflow_layout.error_gist(error)
                 print(f"{self.label}: MLflow refused {WHAT[kind]} ({gist}); left out", flush=True)
             self.records.pop(0)
         if self.down_since is not None:
@@ -316,8 +317,8 @@ def _filter(client, state, payload) -> None:
     from study.filters.plot import plot_responses
 
     spec = payload["spec"]
-    client.log_dict(state["run_id"], filters.describe(spec), tracking.FILTER_DOCUMENT)
-    client.log_figure(state["run_id"], plot_responses([spec]), tracking.FILTER_FIGURE)
+    client.log_dict(state["run_id"], filters.describe(spec), mlflow_layout.FILTER_DOCUMENT)
+    client.log_figure(state["run_id"], plot_responses([spec]), mlflow_layout.FILTER_FIGURE)
 
 
 def _model(client, state, payload) -> None:
@@ -327,7 +328,7 @@ def _model(client, state, payload) -> None:
     from mlflow.models import Model
 
     path = payload["path"]
-    if tracking.MODEL_TAG in client.get_run(state["run_id"]).data.tags:
+    if mlflow_layout.MODEL_TAG in client.get_run(state["run_id"]).data.tags:
         return  # logged by an earlier delivery of the same spool
     saved = Model.load(path)
     model = mlflow.pytorch.load_model(path)

@@ -20,10 +20,11 @@ from study.inputs import (
     is_seconds,
     seconds_setting,
 )
-from study.service.paths import absolute_sqlite, default_root
-from study.service.secrets import reveal
+from study.mlflow_layout import tracking_uri
+from study.paths import absolute_sqlite, default_root
+from study.secrets import reveal
 from study.service.space import SearchSpace
-from study.service.tracking import check_experiment, check_tracking, tracking_uri
+from study.service.tracking import check_experiment, check_tracking
 from study.trial.config import ConfigError
 
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az", "file")
@@ -100,7 +101,7 @@ def plan(
     given) and that the tracking store answers. One-line errors, nothing started.
 
     ``optuna_storage`` (``study resume --optuna-storage``) is the storage URL whole, for
-    a study recorded with its password redacted (:mod:`study.service.secrets`).
+    a study recorded with its password redacted (:mod:`study.secrets`).
     ``dry_run``: write nothing, not even a new SQLite tracking database."""
     settings = space.settings
     for name in DURATION_SETTINGS:  # read later, on the driver and the workers

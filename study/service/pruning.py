@@ -215,7 +215,7 @@ class PruningSearcher(Searcher):
         from study.service.samplers import optuna_storage
 
         if self._optuna is None:
-            from study.service.secrets import reveal
+            from study.secrets import reveal
 
             self._optuna = optuna_storage(reveal(self.storage, "study.optuna_storage"))
         return self._optuna

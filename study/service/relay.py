@@ -25,8 +25,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from study.secrets import redact
 from study.service.outbox import RELAYED_CALLS, SPOOL, Outbox
-from study.service.secrets import redact
 
 DELIVERED = "delivered"
 

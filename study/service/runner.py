@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study.inputs import environment, flag_setting, seconds_setting
-from study.service.paths import leave_ray_working_dir
+from study.mlflow_layout import SIMULATED_TAG, error_gist, parent_run
+from study.paths import leave_ray_working_dir
+from study.secrets import has_secret, redact
 from study.service.plan import (
     SNAPSHOT_PERIOD,
     StudyPlan,
@@ -43,16 +45,9 @@ from study.service.repair import (
     repair_orphaned_trials,
 )
 from study.service.samplers import optuna_storage, sampler
-from study.service.secrets import has_secret, redact
 from study.service.space import SearchSpace, StudySettings
 from study.service.stopping import PER_EPOCH, build_scheduler
-from study.service.tracking import (
-    SIMULATED_TAG,
-    error_gist,
-    find_parent,
-    set_parent_status,
-    start_parent,
-)
+from study.service.tracking import set_parent_status, start_parent
 from study.service.trainable import DefineByRun, trainable
 from study.service.warmstart import prepare
 from study.trial.config import ConfigError
@@ -142,7 +137,7 @@ def run_study(
     check_resources(settings.cpus, settings.gpus)
     _warn_if_tracking_is_local(study_plan.tracking_uri)
     document = space.document()
-    document["study"].update(  # written down: credentials redacted (study.service.secrets)
+    document["study"].update(  # written down: credentials redacted (study.secrets)
         storage_path=study_plan.storage_path,
         optuna_storage=redact(study_plan.optuna_storage),
         tracking_uri=redact(study_plan.tracking_uri),
@@ -353,6 +348,7 @@ def _new_tuner(
 
 def _check_new_or_resumable(study_plan: StudyPlan, resume: bool) -> None:
     """``run`` needs a new name (in Tune, MLflow and Optuna); ``resume`` an experiment."""
+    import mlflow
     from ray import tune
 
     try:
@@ -369,7 +365,7 @@ def _check_new_or_resumable(study_plan: StudyPlan, resume: bool) -> None:
         return
     if (
         restorable
-        or find_parent(study_plan.tracking_uri, study_plan.name)
+        or parent_run(mlflow.MlflowClient(study_plan.tracking_uri), study_plan.name)
         or _optuna_study_exists(study_plan)
     ):
         raise ConfigError(

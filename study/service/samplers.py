@@ -90,7 +90,7 @@ def optuna_storage(url: str) -> optuna.storages.BaseStorage:
     """An RDB URL (``postgresql://``, ``sqlite:///``, ...) or a journal file path. An RDB
     storage pickles (Tune saves the searcher with every snapshot) with its password
     redacted, and gets it back from the environment when unpickled
-    (:func:`study.service.secrets.reveal`)."""
+    (:func:`study.secrets.reveal`)."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
 

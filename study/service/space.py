@@ -126,10 +126,10 @@ class SearchSpace:
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled by Tune with the searcher: storage URLs go with their passwords
-        redacted (a trial never needs them; see :mod:`study.service.secrets`)."""
+        redacted (a trial never needs them; see :mod:`study.secrets`)."""
         from dataclasses import replace
 
-        from study.service.secrets import redact
+        from study.secrets import redact
 
         settings = self.settings
         hidden = {
@@ -366,7 +366,7 @@ def _absolute_data_paths(raw: dict[str, Any]) -> None:
     other machines, where a relative path would name nothing."""
     from study.data.dataset import BUILTIN
     from study.data.sources import DOWNLOADABLE
-    from study.service.paths import default_root
+    from study.paths import default_root
 
     data = raw.get("data")
     if not isinstance(data, dict):

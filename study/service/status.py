@@ -10,14 +10,14 @@ import sys
 from collections import Counter
 from typing import TextIO
 
-from study.service.secrets import redact
-from study.service.tracking import child_runs, trial_state
+from study.mlflow_layout import child_runs, trial_state
+from study.secrets import redact
 
 
 def print_status(uri: str, name: str, stream: TextIO | None = None) -> dict[str, int]:
     """Print trial counts (planned, complete, stopped early, running, failed, killed)
     and the current front of study ``name``; return the counts. A trial stopped early
-    by the scheduler (:func:`~study.service.tracking.trial_state` ``PRUNED``) is counted
+    by the scheduler (:func:`~study.mlflow_layout.trial_state` ``PRUNED``) is counted
     apart and never enters the front."""
     from study.pareto.export import REPORTED_TEST
     from study.pareto.front import front_mask
@@ -89,8 +89,8 @@ def print_status(uri: str, name: str, stream: TextIO | None = None) -> dict[str,
 def list_studies(uri: str) -> list[dict[str, object]]:
     """Every study the tracking store knows (one parent run each), newest first: name,
     experiment, status, trial counts by state, objectives, start time (ms)."""
+    from study.mlflow_layout import all_experiment_ids, search_all_runs
     from study.pareto.store import connect
-    from study.service.tracking import all_experiment_ids, search_all_runs
 
     client = connect(uri)  # one-line errors: unreachable, no such database
     experiments = {e.experiment_id: e.name for e in client.search_experiments()}

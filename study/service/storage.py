@@ -4,7 +4,7 @@ Ray Tune pickles the searcher, and with it the Optuna storage, into every experi
 snapshot (``searcher-state-*.pkl`` in the results folder). Optuna's ``RDBStorage``
 pickles its URL as given, password included; :class:`RedactingRDBStorage` pickles the
 redacted URL and, when unpickled (``study resume``), takes the password back from the
-environment (:func:`study.service.secrets.reveal`).
+environment (:func:`study.secrets.reveal`).
 
 A database restart or failover mid-study (PostgreSQL going away for a minute) must not
 end the study: every storage call that finds the database unreachable is tried again,
@@ -28,7 +28,7 @@ import optuna
 from optuna.storages._cached_storage import _CachedStorage  # what create_study wraps RDB in
 
 from study.inputs import seconds_setting
-from study.service.secrets import redact, reveal
+from study.secrets import redact, reveal
 
 #: Storage calls that wait out an outage: every call of Optuna's storage API that
 #: touches the database, and the private ones Optuna's ``_CachedStorage`` makes.

@@ -7,145 +7,36 @@ trial logs into the same run: no duplicate, no gap.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import platform
-import re
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from study.inputs import environment
-from study.service.secrets import redact, redact_text
-
-DEFAULT_DB = "mlflow.db"
-TRIAL_TAG = "study.trial_id"
-STUDY_TAG = "study.name"
-#: On a simulated study's parent and child runs (:mod:`study.trial.simulated`).
-SIMULATED_TAG = "study.simulated"
-STUDY_DOCUMENT = "study.yaml"
-#: The space file as written, under this folder of the parent run.
-SPACE_FOLDER = "space"
-#: A trial's child run: the filter's description and response figure, and the tag
-#: naming its logged MLflow model (artifact ``model``).
-FILTER_DOCUMENT = "filter.json"
-FILTER_FIGURE = "figures/filter.png"
-MODEL_TAG = "study.model_uri"
-# An MLflow server with logins (`mlflow server --app-name basic-auth`) that refused the
-# request, by MLflow's error code: what to tell the user.
-LOGIN_REFUSED = {
-    "UNAUTHENTICATED": "asks for a login (401): set MLFLOW_TRACKING_USERNAME and "
-    "MLFLOW_TRACKING_PASSWORD (or check them)",
-    "PERMISSION_DENIED": "refused the user MLFLOW_TRACKING_USERNAME (403): it lacks a "
-    "permission on this server",
-}
-#: A trial stopped early by the scheduler: child run ``KILLED`` with these tags.
-PRUNED_TAG = "study.pruned"
-STOPPED_TAG = "study.stopped_at_epoch"
-#: Decision fields as tags of the stopped child run: ``study.rung`` (its epoch), ...
-RUNG_FIELDS = ("rung", "rank", "population", "quota", "front", "bracket")
-DECISIONS = "scheduler/decisions.json"
-
-
-def tracking_uri(configured: str | None = None) -> str:
-    """The study's tracking URI: the space's ``tracking_uri``, else
-    ``$MLFLOW_TRACKING_URI``, else a SQLite database in the working directory (MLflow 3
-    refuses the plain ``./mlruns`` file store by default)."""
-    from study.service.paths import absolute_sqlite, default_root
-
-    uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return absolute_sqlite(uri)  # trials run in other folders
-    return f"sqlite:///{default_root() / DEFAULT_DB}"
-
-
-@contextlib.contextmanager
-def fail_fast() -> Iterator[None]:
-    """No retries and a short timeout for MLflow's HTTP client (default: 7 retries with
-    backoff, minutes on a dead host)."""
-    with environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
-        yield
-
-
-def error_gist(error: BaseException) -> str:
-    """The gist of a connection error: ``Connection refused`` rather than urllib3's
-    nested repr; otherwise the first line, cut at 160 characters."""
-    text = str(error).strip()
-    if not text:
-        return type(error).__name__
-    errno = re.search(r"\[Errno -?\d+\] ([^\"')]+)", text)
-    if errno:
-        return errno.group(1).strip()
-    line = text.splitlines()[0]
-    return line if len(line) <= 160 else line[:157] + "..."
-
-
-def connect(uri: str, create: bool = False, field: str = "tracking_uri"):
-    """An ``mlflow.MlflowClient`` on ``uri``, checked to answer with one request and no
-    retries; a one-line ``ValueError`` naming ``field`` otherwise. Without ``create`` a
-    ``sqlite:///`` URI must name an existing file (reading never creates a database)."""
-    import logging
-
-    import mlflow
-
-    # "Creating initial MLflow database tables..." is not news to a user, and neither is
-    # "SQLAlchemy engine could not be created" before the one-line error below says so.
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.ERROR)
-    if uri.startswith("sqlite:///") and not create:
-        path = uri[len("sqlite:///") :].split("?", 1)[0]
-        if path and path != ":memory:" and not Path(path).is_file():
-            raise ValueError(f"{field}: no MLflow database at {path} ({redact(uri)})")
-    try:
-        _database_answers(uri)  # MLflow's own check retries for 100 s
-        with fail_fast():
-            client = mlflow.MlflowClient(uri)
-            client.search_experiments(max_results=1)
-    except Exception as error:
-        refused = LOGIN_REFUSED.get(getattr(error, "error_code", ""))
-        if refused:
-            raise ValueError(f"{field}: {redact(uri)} {refused}") from None
-        raise ValueError(f"{field}: cannot reach {redact(uri)} ({error_gist(error)})") from None
-    return client
-
-
-def _database_answers(uri: str) -> None:
-    """One connection attempt to a database store (PostgreSQL, MySQL, ...; not SQLite,
-    not a server), raising what it raises: MLflow's client would retry a database that
-    does not answer 10 times with backoff, about 100 s, before saying so."""
-    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
-    if "://" not in uri or scheme in ("sqlite", "http", "https", "file", "databricks"):
-        return
-    from mlflow.store.db.utils import create_sqlalchemy_engine
-
-    engine = create_sqlalchemy_engine(uri)
-    try:
-        with engine.connect():
-            pass
-    finally:
-        engine.dispose()
+from study.mlflow_layout import (
+    DECISIONS,
+    MODEL_TAG,
+    PRUNED_TAG,
+    ROLE_TAG,
+    RUNG_FIELDS,
+    SPACE_FOLDER,
+    STOPPED_TAG,
+    STUDY_DOCUMENT,
+    STUDY_TAG,
+    TRIAL_TAG,
+    child_runs,
+    connect,
+    parent_run,
+    trial_state,
+)
+from study.secrets import redact, redact_text
 
 
 def check_tracking(uri: str) -> None:
     """Fail early (a one-line ``ValueError`` naming ``study.tracking_uri``) when the
     tracking store a study will write to cannot be reached."""
     connect(uri, create=True, field="study.tracking_uri")
-
-
-def find_parent(uri: str, study_name: str):
-    """The parent run of study ``study_name`` in any experiment, or None."""
-    import mlflow
-
-    if "'" in study_name or "\n" in study_name:
-        raise ValueError(f"name: {study_name!r} may not contain quotes or newlines")
-
-    client = mlflow.MlflowClient(uri)
-    found = search_all_runs(
-        client,
-        all_experiment_ids(client),
-        f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`study.role` = 'parent'",
-    )
-    return found[0] if found else None
 
 
 def start_parent(
@@ -163,14 +54,14 @@ def start_parent(
     import mlflow
     from mlflow.entities import Param
 
-    found = find_parent(uri, study_name)
+    client = mlflow.MlflowClient(uri)
+    found = parent_run(client, study_name)
     if found is not None:
         return found.info.run_id
-    client = mlflow.MlflowClient(uri)
     run = client.create_run(
         _experiment(client, experiment),
         run_name=study_name,
-        tags={STUDY_TAG: study_name, "study.role": "parent", **_provenance(), **(tags or {})},
+        tags={STUDY_TAG: study_name, ROLE_TAG: "parent", **_provenance(), **(tags or {})},
     )
     batch = [Param(key, "None" if value is None else str(value)) for key, value in params.items()]
     for start in range(0, len(batch), 100):  # MLflow's limit per request
@@ -187,7 +78,7 @@ def study_document(uri: str, study_name: str) -> dict[str, Any]:
     import mlflow
     import yaml
 
-    parent = find_parent(uri, study_name)
+    parent = parent_run(mlflow.MlflowClient(uri), study_name)
     if parent is None:
         raise ValueError(f"name: no study named {study_name!r} at {redact(uri)}")
     with environment(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):  # one small file
@@ -233,59 +124,6 @@ def open_child_run(
         },
     )
     return run.info.run_id
-
-
-PAGE = 1000
-
-
-def all_experiment_ids(client) -> list[str]:
-    """Every experiment id in the store (all pages)."""
-    ids: list[str] = []
-    token = None
-    while True:
-        page = client.search_experiments(max_results=PAGE, page_token=token)
-        ids.extend(e.experiment_id for e in page)
-        token = page.token
-        if not token:
-            return ids
-
-
-def search_all_runs(client, experiment_ids: list[str], filter_string: str) -> list:
-    """Every run matching ``filter_string``, across pages (and chunks of experiments)."""
-    runs: list = []
-    for start in range(0, len(experiment_ids), 100):
-        token = None
-        while True:
-            page = client.search_runs(
-                experiment_ids[start : start + 100],
-                filter_string=filter_string,
-                max_results=PAGE,
-                page_token=token,
-            )
-            runs.extend(page)
-            token = page.token
-            if not token:
-                break
-    return runs
-
-
-def child_runs(uri: str, parent_id: str) -> list:
-    """Every child run of the parent run ``parent_id`` (all pages)."""
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
-    experiment_id = client.get_run(parent_id).info.experiment_id
-    return search_all_runs(client, [experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
-
-
-def trial_state(run) -> str:
-    """How a child run's trial ended, as every reader counts it: ``PRUNED`` (stopped
-    early by the scheduler: status ``KILLED`` with tag ``study.pruned``), else the run's
-    status (``FINISHED`` = complete, ``FAILED``, ``RUNNING``, ``KILLED`` = interrupted
-    or orphaned)."""
-    if run.data.tags.get(PRUNED_TAG) == "true":
-        return "PRUNED"
-    return run.info.status
 
 
 def mark_pruned(

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from study.metrics.families import describe_family
+from study.mlflow_layout import SIMULATED_TAG
+from study.secrets import reveal
 from study.service.outbox import PENDING, SPOOL, TrialLogger
 from study.service.pruning import MLFLOW_RUN_ID
-from study.service.secrets import reveal
 from study.service.space import SearchSpace
-from study.service.tracking import SIMULATED_TAG
 
 
 class DefineByRun:

@@ -21,8 +21,8 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from study.secrets import reveal
 from study.service.samplers import optuna_storage
-from study.service.secrets import reveal
 from study.trial.config import ConfigError
 
 if TYPE_CHECKING:
