@@ -3,7 +3,12 @@
 An AST walk over ``study/**/*.py`` (nothing is imported): every ``import study...`` and
 ``from study... import ...`` (relative ones too), at module level or inside functions,
 is an edge; ``from P import name`` points at module ``P.name`` when there is one, else at
-``P``. Imports under ``if TYPE_CHECKING:`` are left out: they never run.
+``P``. Imports under ``if TYPE_CHECKING:`` count too: a cycle that only type checkers
+follow still says two modules each need the other.
+
+Beyond cycles, packages read in one direction (docs/ARCHITECTURE.md): the science
+packages, then the trial, then the MLflow layout and the fronts, then the service, then
+the command and the API; no package imports one later in that order.
 """
 
 from __future__ import annotations
@@ -29,23 +34,11 @@ def _modules(root: Path, package: str) -> dict[str, Path]:
     return modules
 
 
-def _type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def _imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
-    """Every import statement, at any depth, outside ``if TYPE_CHECKING:`` bodies."""
-    for node in ast.iter_child_nodes(tree):
+    """Every import statement, at any depth (``if TYPE_CHECKING:`` bodies included)."""
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import | ast.ImportFrom):
             yield node
-        elif isinstance(node, ast.If) and _type_checking(node):
-            for other in node.orelse:
-                yield from _imports(ast.Module(body=[other], type_ignores=[]))
-        else:
-            yield from _imports(node)
 
 
 def import_graph(root: Path, package: str = "study") -> Edges:
@@ -147,9 +140,48 @@ def test_the_walk_finds_cycles_through_function_level_and_relative_imports(tmp_p
     (package / "e.py").write_text("from pkg import d\n")
     graph = import_graph(tmp_path, "pkg")
     assert graph["pkg.sub.b"] == {"pkg.sub.c": 2}
-    assert graph["pkg.d"] == {}  # a type-only import is no edge
+    assert graph["pkg.d"] == {"pkg.e": 3}  # a type-only import is an edge too
     cycles = find_cycles(graph)
-    assert cycles == [["pkg.sub.a", "pkg.sub.b", "pkg.sub.c", "pkg.sub.a"]]
-    assert describe(graph, cycles[0]) == (
+    assert cycles == [
+        ["pkg.d", "pkg.e", "pkg.d"],
+        ["pkg.sub.a", "pkg.sub.b", "pkg.sub.c", "pkg.sub.a"],
+    ]
+    assert describe(graph, cycles[1]) == (
         "pkg.sub.a (line 1) -> pkg.sub.b (line 2) -> pkg.sub.c (line 1) -> pkg.sub.a"
     )
+
+
+#: The order packages read in: each may import its own layer and those before it.
+LAYERS = (
+    ("study.inputs", "study.secrets", "study.paths"),
+    ("study.filters", "study.data"),
+    ("study.layers",),
+    ("study.models", "study.metrics", "study.convert"),
+    ("study.trial", "study.demo"),
+    ("study.mlflow_layout",),
+    ("study.pareto",),
+    ("study.service",),
+    ("study.api", "study.cli", "study.__main__", "study"),
+)
+
+
+def layer_of(module: str) -> int:
+    """The position of ``module``'s package in :data:`LAYERS`."""
+    for index, packages in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in packages if p != "study"):
+            return index
+    assert module == "study", f"{module}: in no layer of LAYERS"
+    return len(LAYERS) - 1
+
+
+def test_packages_import_only_packages_before_them():
+    """No upward import: the trial never imports the service, the fronts and the MLflow
+    layout never import the service, the science packages never import the trial."""
+    graph = import_graph(ROOT)
+    upward = [
+        f"{module} (line {line}) imports {target}"
+        for module, edges in sorted(graph.items())
+        for target, line in edges.items()
+        if layer_of(target) > layer_of(module)
+    ]
+    assert not upward, "upward imports:\n" + "\n".join(upward)

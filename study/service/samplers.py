@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import optuna
 
-    from study.service.space import SearchSpace
+
+class SearchSpace(Protocol):
+    """What a sampler needs of a search space (a :class:`study.service.space.SearchSpace`):
+    its ``study:`` settings (``sampler``, ``seed``) and, for the grid sampler, its grid."""
+
+    settings: Any
+
+    def grid(self) -> dict[str, list[Any]]: ...
 
 
 def _grid(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:

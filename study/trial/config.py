@@ -33,7 +33,7 @@ import difflib
 import math
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,9 @@ from study.layers import APS_NORMS, DOWNSAMPLERS, PADDING_MODES, Downsampling
 from study.layers.downsampling import FIELD_NAMES
 from study.metrics.families import DEFAULT_MARGIN, DEFAULT_STEPS, FAMILIES
 from study.models import MODELS, available_models, build
+
+#: Receives each epoch's metrics row, then the final one (``done`` True): Tune's report.
+Report = Callable[[dict[str, Any]], None]
 
 SEARCH_KEYS = ("choice", "uniform", "loguniform", "int")
 AUGMENTATIONS = ("none", "flip", "crop", "shift", "flip+crop", "flip+shift")

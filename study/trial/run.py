@@ -50,9 +50,8 @@ from study.trial.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from study.trial.config import ConfigError, TrialConfig, check_crop_margin
+from study.trial.config import ConfigError, Report, TrialConfig, check_crop_margin
 
-Report = Callable[[dict[str, Any]], None]
 #: Receives the trained network (eval mode) and an input example ``(1, C, H, W)``.
 KeepModel = Callable[[torch.nn.Module, torch.Tensor], None]
 #: Per-epoch metrics on the validation split (also final: the last epoch's values).

@@ -46,15 +46,12 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from study.trial.checkpoint import CHECKPOINT, HISTORY_FILE, METRICS_FILE
-from study.trial.config import ConfigError, TrialConfig
-
-if TYPE_CHECKING:
-    from study.trial.run import Report
+from study.trial.config import ConfigError, Report, TrialConfig
 
 
 def filter_bands(spec: str) -> tuple[float, float]:
