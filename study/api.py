@@ -55,19 +55,19 @@ class Study:
         the searched parameters (``optuna.*``), ``run_id`` and ``trial_id``."""
         import pandas as pd
 
-        from study.mlflow_layout import child_runs, trial_state
+        from study.mlflow_layout import FINAL_PREFIX, TRIAL_TAG, child_runs, trial_state
 
         rows = []
         for run in child_runs(self.tracking_uri, self._parent().info.run_id):
             params, metrics = run.data.params, run.data.metrics
             rows.append(
                 {
-                    "trial_id": run.data.tags.get("study.trial_id", ""),
+                    "trial_id": run.data.tags.get(TRIAL_TAG, ""),
                     "run_name": run.info.run_name,
                     "state": trial_state(run),
                     "filter": params.get("model.filter", ""),
                     "augment": params.get("augment.kind", ""),
-                    **{k.removeprefix("final."): v for k, v in metrics.items() if "." in k},
+                    **{k.removeprefix(FINAL_PREFIX): v for k, v in metrics.items() if "." in k},
                     **{k: v for k, v in params.items() if k.startswith("optuna.")},
                     "run_id": run.info.run_id,
                 }

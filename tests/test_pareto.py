@@ -884,3 +884,37 @@ def test_resume_status_and_pareto_pick_the_same_parent_of_a_name_used_twice(tmp_
     assert mlflow_layout.parent_run(client, "moved").info.run_id == newest.info.run_id
     with pytest.raises(ParetoError, match="no study 'absent'; known: moved, twice"):
         find_parent(client, "absent")
+
+
+def test_status_and_pareto_show_the_same_front(tmp_path):
+    """`study status` and `study pareto` read one set of trials the same way: a complete
+    trial whose objective is not finite (NaN) is on neither front, and status says so."""
+    import io
+    import math as m
+
+    import mlflow
+
+    from study.pareto.store import load_study
+    from study.service.status import print_status
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("same")
+    parent = client.create_run(experiment, tags={STUDY_TAG: "same", ROLE_TAG: "parent"})
+    client.log_param(parent.info.run_id, "study.objectives", "test_acc:max,test_consistency:max")
+    client.log_param(parent.info.run_id, "study.trials", "3")
+    scores = {"a": (0.9, 0.8), "b": (0.8, 0.9), "nan": (m.nan, 0.99)}
+    for i, (name, (acc, consistency)) in enumerate(scores.items()):
+        tags = {PARENT_TAG: parent.info.run_id, ROLE_TAG: "trial", TRIAL_TAG: f"t{i}"}
+        run = client.create_run(experiment, run_name=name, tags=tags)
+        client.log_param(run.info.run_id, "model.filter", "delta")
+        client.log_metric(run.info.run_id, "final.test_acc", acc)
+        client.log_metric(run.info.run_id, "final.test_consistency", consistency)
+        client.set_terminated(run.info.run_id, "FINISHED")
+    out = io.StringIO()
+    counts = print_status(uri, "same", out)
+    assert counts["complete"] == 3
+    shown = {line.rsplit("run ", 1)[1] for line in out.getvalue().splitlines() if "  run " in line}
+    front = {record.run_id for record in load_study(uri, "same").front()}
+    assert shown == front and len(front) == 2
+    assert "1 complete trial(s) without a finite value of every objective" in out.getvalue()

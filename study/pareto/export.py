@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from study.metrics.families import SHOWN_BESIDE
+from study.mlflow_layout import FINAL_PREFIX
 from study.pareto import front as fr
 from study.pareto.records import Reference, StudyTrials, TrialRecord
 
@@ -173,7 +174,7 @@ def record_row(record: TrialRecord, objectives: Sequence[str], **extra: Any) -> 
     row.update({name: record.metrics[name] for name in reported})
     row.update(
         {
-            f"final.{name}": value
+            f"{FINAL_PREFIX}{name}": value
             for name, value in sorted(record.metrics.items())
             if name not in objectives and name not in reported
         }

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from study import mlflow_layout
-from study.mlflow_layout import FINAL_PREFIX, OPTUNA_PREFIX, PARENT_TAG, STUDY_TAG
+from study.mlflow_layout import FINAL_PREFIX, OPTUNA_PREFIX, PARENT_TAG, STUDY_TAG, TRIAL_TAG
 from study.pareto import front as fr
 from study.pareto.records import StudyTrials, TrialRecord
 
@@ -106,7 +106,7 @@ def _record(run: Any, study: str, objectives: Mapping[str, str]) -> TrialRecord 
         study=study,
         run_id=run.info.run_id,
         run_name=run.info.run_name or "",
-        trial_id=run.data.tags.get("study.trial_id", ""),
+        trial_id=run.data.tags.get(TRIAL_TAG, ""),
         filter=_downsampling(str(info["filter"]) if info else spec, params),
         family=str(family),
         taps=taps,

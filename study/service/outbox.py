@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from study import mlflow_layout
+from study.mlflow_layout import FINAL_PREFIX
 from study.secrets import redact
 from study.service import tracking
 
@@ -296,8 +297,8 @@ def _final(client, state, payload) -> None:
     delivered in part before an outage, then again whole, or an attempt that re-runs a
     finished trial's evaluation, writes each value once."""
     held = client.get_run(state["run_id"]).data.metrics
-    missing = {k: v for k, v in payload["metrics"].items() if f"final.{k}" not in held}
-    tracking.log_metrics(client, state["run_id"], missing, prefix="final.")
+    missing = {k: v for k, v in payload["metrics"].items() if f"{FINAL_PREFIX}{k}" not in held}
+    tracking.log_metrics(client, state["run_id"], missing, prefix=FINAL_PREFIX)
 
 
 def _file(client, state, payload) -> None:

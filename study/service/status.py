@@ -10,7 +10,7 @@ import sys
 from collections import Counter
 from typing import TextIO
 
-from study.mlflow_layout import child_runs, trial_state
+from study.mlflow_layout import ROLE_TAG, STUDY_TAG, child_runs, trial_state
 from study.secrets import redact
 
 
@@ -18,19 +18,19 @@ def print_status(uri: str, name: str, stream: TextIO | None = None) -> dict[str,
     """Print trial counts (planned, complete, stopped early, running, failed, killed)
     and the current front of study ``name``; return the counts. A trial stopped early
     by the scheduler (:func:`~study.mlflow_layout.trial_state` ``PRUNED``) is counted
-    apart and never enters the front."""
+    apart and never enters the front. The front is ``study pareto``'s: the same trials
+    (:func:`study.pareto.store.load_children`), the same computation."""
     from study.pareto.export import REPORTED_TEST
-    from study.pareto.front import front_mask
-    from study.pareto.store import connect, find_parent, study_objectives
+    from study.pareto.store import connect, find_parent, load_children, study_objectives
 
     stream = stream or sys.stdout
-    parent = find_parent(connect(uri), name)  # one-line errors: unreachable, unknown name
-    params = parent.data.params
+    client = connect(uri)  # one-line errors: unreachable, unknown name
+    parent = find_parent(client, name)
     objectives = study_objectives(parent)
-    children = child_runs(uri, parent.info.run_id)
-    states = Counter(trial_state(run) for run in children)
+    trials = load_children(client, parent, objectives, name)
+    states = Counter(trials.statuses)
     counts = {
-        "planned": int(params.get("study.trials", 0)),
+        "planned": int(parent.data.params.get("study.trials", 0)),
         "complete": states["FINISHED"],
         "stopped": states["PRUNED"],
         "running": states["RUNNING"],
@@ -45,43 +45,34 @@ def print_status(uri: str, name: str, stream: TextIO | None = None) -> dict[str,
         + (f", {counts['killed']} killed" if counts["killed"] else ""),
         file=stream,
     )
-    complete = [
-        run
-        for run in children
-        if trial_state(run) == "FINISHED"
-        and all(f"final.{m}" in run.data.metrics for m in objectives)
-    ]
-    if complete:
-        import numpy as np
-
-        values = np.array(
-            [[run.data.metrics[f"final.{m}"] for m in objectives] for run in complete]
+    if trials.missing:
+        print(
+            f"{trials.missing} complete trial(s) without a finite value of every objective "
+            "left off the front",
+            file=stream,
         )
-        mask = front_mask(values, list(objectives.values()))
+    front = trials.front()
+    if front:
         reported = [
             n
             for n in REPORTED_TEST
-            if n not in objectives and any(f"final.{n}" in run.data.metrics for run in complete)
+            if n not in objectives and any(n in record.metrics for record in trials.records)
         ]
         header = ", ".join(f"{m} {d}" for m, d in objectives.items())
         if reported:
             header += f" | reported: {', '.join(reported)}"
         print(f"front ({header}):", file=stream)
-        order = np.argsort(
-            -values[:, 0] if objectives[next(iter(objectives))] == "max" else values[:, 0]
+        first, direction = next(iter(objectives.items()))
+        ordered = sorted(
+            front, key=lambda r: -r.objectives[first] if direction == "max" else r.objectives[first]
         )
-        for index in order:
-            if mask[index]:
-                run = complete[index]
-                label = (
-                    f"{run.data.params.get('model.filter', '?')} / "
-                    f"{run.data.params.get('augment.kind', '?')}"
-                )
-                scores = "  ".join(f"{v:.4f}" for v in values[index])
-                shown = [run.data.metrics.get(f"final.{n}") for n in reported]
-                if reported:
-                    scores += "  | " + "  ".join("-" if v is None else f"{v:.4f}" for v in shown)
-                print(f"  {label:<40} {scores}  run {run.info.run_id}", file=stream)
+        for record in ordered:
+            label = f"{record.filter} / {record.augment}"
+            scores = "  ".join(f"{record.objectives[m]:.4f}" for m in objectives)
+            if reported:
+                shown = [record.metrics.get(n) for n in reported]
+                scores += "  | " + "  ".join("-" if v is None else f"{v:.4f}" for v in shown)
+            print(f"  {label:<40} {scores}  run {record.run_id}", file=stream)
     print(f"parent run: {parent.info.run_id} (experiment {parent.info.experiment_id})", file=stream)
     return counts
 
@@ -94,14 +85,14 @@ def list_studies(uri: str) -> list[dict[str, object]]:
 
     client = connect(uri)  # one-line errors: unreachable, no such database
     experiments = {e.experiment_id: e.name for e in client.search_experiments()}
-    parents = search_all_runs(client, all_experiment_ids(client), "tags.`study.role` = 'parent'")
+    parents = search_all_runs(client, all_experiment_ids(client), f"tags.`{ROLE_TAG}` = 'parent'")
     rows = []
     for parent in sorted(parents, key=lambda r: r.info.start_time or 0, reverse=True):
         states = Counter(trial_state(run) for run in child_runs(uri, parent.info.run_id))
         params = parent.data.params
         rows.append(
             {
-                "name": parent.data.tags.get("study.name", parent.info.run_name),
+                "name": parent.data.tags.get(STUDY_TAG, parent.info.run_name),
                 "experiment": experiments.get(parent.info.experiment_id, "?"),
                 "status": parent.info.status,
                 "planned": int(params.get("study.trials", 0)),

@@ -17,6 +17,7 @@ from study.inputs import environment
 from study.mlflow_layout import (
     DECISIONS,
     MODEL_TAG,
+    PARENT_TAG,
     PRUNED_TAG,
     ROLE_TAG,
     RUNG_FIELDS,
@@ -117,10 +118,10 @@ def open_child_run(
         run_name=name,
         tags={
             **(tags or {}),
-            "mlflow.parentRunId": parent_id,
+            PARENT_TAG: parent_id,
             TRIAL_TAG: trial_id,
             STUDY_TAG: parent.data.tags.get(STUDY_TAG, ""),
-            "study.role": "trial",
+            ROLE_TAG: "trial",
         },
     )
     return run.info.run_id
@@ -185,8 +186,7 @@ def _child(client, parent_id: str, trial_id: str):
     experiment_id = client.get_run(parent_id).info.experiment_id
     found = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
-        f"tags.`mlflow.parentRunId` = '{parent_id}'",
+        filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and tags.`{PARENT_TAG}` = '{parent_id}'",
         max_results=1,
     )
     return found[0] if found else None
