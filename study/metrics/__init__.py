@@ -6,7 +6,8 @@ whole set at once, and :mod:`study.metrics.figures` draws each metric.
 
 Modules, in the order data flows: ``shifts`` (eq. 4, naive all-shift pass) ->
 ``polyphase`` (the exact fast path) -> ``probabilities`` (picks one) -> ``scores``
-(accuracy, consistency, variation, by-shift and adversarial accuracy) ; ``features``
+(accuracy, consistency, variation, by-shift and adversarial accuracy); ``families``
+(the same scores under circular, zero-fill crop and sub-pixel shift grids); ``features``
 (Fig. 4 maps), ``smoothness`` (Fig. 7 TV), ``timing`` (Table 2) -> ``evaluate`` ->
 ``figures``.
 """

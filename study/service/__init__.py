@@ -1,13 +1,7 @@
-"""The study service: a search space (:mod:`~study.service.space`) planned
-(:mod:`~study.service.plan`) and run on Ray Tune with an Optuna sampler
-(:mod:`~study.service.samplers`, :mod:`~study.service.runner`), each trial a Tune
-trainable on a worker (:mod:`~study.service.trainable`), everything recorded in MLflow
-(:mod:`~study.service.tracking`), progress on the driver
-(:mod:`~study.service.progress`) and ``study status`` (:mod:`~study.service.status`).
-Early stopping: MO-ASHA (:mod:`~study.service.scheduler`) configured by
-``study.scheduler`` (:mod:`~study.service.stopping`), stopped trials PRUNED in Optuna
-(:mod:`~study.service.pruning`); repairs after a killed driver in
-:mod:`~study.service.repair`.
+"""The study service: a search space planned and run on Ray Tune with an Optuna
+sampler, each trial a Tune trainable on a worker, everything recorded in MLflow, with
+early stopping, outage handling and repairs after a killed driver. Its modules, one
+line each, and the call path of ``study run`` are in docs/ARCHITECTURE.md.
 """
 
 from study.service.plan import StudyPlan, plan
