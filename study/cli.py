@@ -200,6 +200,26 @@ def _build_parser() -> argparse.ArgumentParser:
     status.add_argument("name", metavar="NAME", help="the study's name")
     _tracking_flag(status)
 
+    browse = command(
+        "ui",
+        "open a study in the MLflow UI (started on the study's store; Ctrl-C stops it)",
+        _ui,
+    )
+    browse.add_argument(
+        "name", metavar="NAME", nargs="?", help="the study to open (default: the list)"
+    )
+    _tracking_flag(browse)
+    browse.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    browse.add_argument("--port", type=int, default=5000, help="MLflow UI port (default: 5000)")
+    browse.add_argument(
+        "--optuna",
+        action="store_true",
+        help="also optuna-dashboard on the study's Optuna storage (where it is installed)",
+    )
+    browse.add_argument(
+        "--optuna-port", type=int, default=8080, help="optuna-dashboard port (default: 8080)"
+    )
+
     from study.pareto import command as pareto_command
 
     pareto = command(
@@ -481,6 +501,8 @@ def _run_study(
         raise
     except ValueError as error:  # raised while running: a failure, not a usage error
         raise RuntimeError(str(error)) from error
+    from study.browse import experiment_url, is_server
+    from study.mlflow_layout import tracking_uri
     from study.secrets import redact
 
     name = study_plan.name
@@ -490,9 +512,13 @@ def _run_study(
         + (f", {outcome.failed} failed" if outcome.failed else "")
         + (f", {outcome.unfinished} not finished" if outcome.unfinished else "")
     )
-    print(f"  MLflow:  {redact(study_plan.tracking_uri)}  (experiment {study_plan.experiment!r})")
-    if study_plan.tracking_uri.startswith("sqlite:"):
-        print(f"  browse:  mlflow ui --backend-store-uri {study_plan.tracking_uri}")
+    uri = study_plan.tracking_uri
+    if is_server(uri):  # the address that opens the experiment on its runs
+        print(f"  MLflow:  {experiment_url(redact(uri), outcome.experiment_id or None)}")
+    else:
+        print(f"  MLflow:  {redact(uri)}  (experiment {study_plan.experiment!r})")
+        elsewhere = "" if uri == tracking_uri(None) else f" --tracking-uri {redact(uri)}"
+        print(f"  browse:  study ui {name}{elsewhere}")
     print(f"  results: {study_plan.experiment_path}")
     print(f"  status:  study status {name}")
     print(f"  front:   study pareto {name} --out pareto-{name}")
@@ -516,6 +542,20 @@ def _status(args: argparse.Namespace) -> int:
 
     print_status(tracking_uri(args.tracking_uri), args.name)
     return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from study.browse import serve
+    from study.mlflow_layout import tracking_uri
+
+    return serve(
+        tracking_uri(args.tracking_uri),
+        args.name,
+        host=args.host,
+        port=args.port,
+        optuna=args.optuna,
+        optuna_port=args.optuna_port,
+    )
 
 
 def _report(args: argparse.Namespace) -> int:

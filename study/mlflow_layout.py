@@ -54,6 +54,11 @@ STOPPED_TAG = "study.stopped_at_epoch"
 RUNG_FIELDS = ("rung", "rank", "population", "quota", "front", "bracket")
 DECISIONS = "scheduler/decisions.json"
 PARENT_TAG = "mlflow.parentRunId"
+#: MLflow 3's UI opens an experiment on the view its kind names: the runs table for
+#: model development (without the tag it guesses, and an empty experiment opens on the
+#: GenAI overview of traces).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"
 ROLE_TAG = "study.role"
 #: Final metrics are ``final.<name>``; searched values are params ``optuna.<name>``.
 FINAL_PREFIX = "final."

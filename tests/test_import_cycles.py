@@ -161,7 +161,7 @@ LAYERS = (
     ("study.mlflow_layout",),
     ("study.pareto",),
     ("study.service",),
-    ("study.api", "study.cli", "study.__main__", "study"),
+    ("study.api", "study.browse", "study.cli", "study.__main__", "study"),
 )
 
 

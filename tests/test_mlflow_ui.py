@@ -167,3 +167,48 @@ def test_mlflow_ui_shows_study_and_pareto_artifact(chromium, mlflow_server, tmp_
             assert shot.stat().st_size > 10_000
         finally:
             browser.close()
+
+
+def test_the_study_experiment_opens_on_its_runs(chromium, mlflow_server, tmp_path):
+    """An experiment the service created, opened at the address the service prints
+    (`study run`'s summary, `study ui`): MLflow 3.17 shows the runs table with the
+    parent run, not the GenAI overview (traces, latency, tokens) it starts in. The
+    experiment is tagged as model development (the UI's other way to choose the view),
+    and one an earlier version created untagged gets the tag when the study resumes."""
+    import mlflow
+    from playwright.sync_api import sync_playwright
+
+    from study.browse import experiment_url
+    from study.mlflow_layout import EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT
+    from study.service import tracking
+
+    space = tmp_path / "kind.yaml"
+    space.write_text("study: {name: kind}\n")
+    parent = tracking.start_parent(mlflow_server, "kind", "kind", {"study.trials": 2}, space, {})
+    client = mlflow.MlflowClient(mlflow_server)
+    for i in range(2):
+        tracking.open_child_run(client, parent, f"trial_{i:05d}", f"kind-trial-{i:02d}")
+    experiment = client.get_run(parent).info.experiment_id
+    assert client.get_experiment(experiment).tags[EXPERIMENT_KIND_TAG] == MODEL_DEVELOPMENT
+
+    older = client.create_experiment("older")  # as an earlier version left it: no kind
+    client.create_run(older, run_name="older", tags={STUDY_TAG: "older", ROLE_TAG: "parent"})
+    tracking.start_parent(mlflow_server, "older", "older", {}, space, {})  # the resume
+    assert client.get_experiment(older).tags[EXPERIMENT_KIND_TAG] == MODEL_DEVELOPMENT
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(60_000)
+            page.goto(experiment_url(mlflow_server, experiment))
+            page.locator('[role="row"]', has_text="kind").first.wait_for()
+            text = page.inner_text("body")
+            assert "matching runs" in text, text[:2000]
+            for genai in ("Token usage", "Latency"):
+                assert genai not in text, f"the GenAI overview ({genai}) opened"
+            page.screenshot(path=str(tmp_path / "opened.png"), full_page=True)
+        finally:
+            browser.close()

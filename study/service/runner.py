@@ -95,6 +95,7 @@ class StudyOutcome:
     unfinished: int  # stopped by Ctrl-C / SIGTERM: `study resume` continues them
     stopped: int = 0  # stopped early at a rung by the scheduler (pruned): done with
     untracked: int = 0  # records MLflow did not take within the patience: resume sends them
+    experiment_id: str = ""  # the study's MLflow experiment
 
     @property
     def done(self) -> bool:
@@ -115,6 +116,7 @@ def run_study(
     state). ``warm_from``: an earlier study whose complete trials the sampler starts
     from (:mod:`study.service.warmstart`). ``dashboard``: give a new local Ray
     instance its dashboard (a cluster has its own)."""
+    import mlflow
     from ray import tune
 
     from study.service.progress import StudyProgress
@@ -152,6 +154,7 @@ def run_study(
         document,
         tags={SIMULATED_TAG: "true"} if space.simulated() else None,
     )
+    experiment_id = mlflow.MlflowClient(study_plan.tracking_uri).get_run(parent).info.experiment_id
     progress = StudyProgress(
         study_plan.trials, dict(settings.objectives), study_plan.tracking_uri, parent
     )
@@ -208,7 +211,7 @@ def run_study(
             flush=True,
         )
         outcome = replace(outcome, untracked=held)
-    return outcome
+    return replace(outcome, experiment_id=experiment_id)
 
 
 def _log_prepared(study_plan: StudyPlan, parent: str, prepared, warm_from: str | None) -> None:

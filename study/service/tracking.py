@@ -16,6 +16,8 @@ from typing import Any
 from study.inputs import environment
 from study.mlflow_layout import (
     DECISIONS,
+    EXPERIMENT_KIND_TAG,
+    MODEL_DEVELOPMENT,
     MODEL_TAG,
     PARENT_TAG,
     PRUNED_TAG,
@@ -57,7 +59,8 @@ def start_parent(
 
     client = mlflow.MlflowClient(uri)
     found = parent_run(client, study_name)
-    if found is not None:
+    if found is not None:  # a resume: an experiment of an earlier version gets its kind
+        _tag_model_development(client, found.info.experiment_id)
         return found.info.run_id
     run = client.create_run(
         _experiment(client, experiment),
@@ -332,10 +335,21 @@ def tracking_unreachable(error: BaseException) -> bool:
 
 
 def _experiment(client, name: str) -> str:
+    """The id of experiment ``name``, created if need be, tagged as model development
+    (so that MLflow's UI opens it on its runs)."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name)
+    if experiment is None:
+        return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: MODEL_DEVELOPMENT})
+    _tag_model_development(client, experiment.experiment_id, experiment.tags)
+    return experiment.experiment_id
+
+
+def _tag_model_development(client, experiment_id: str, tags: Mapping[str, str] | None = None):
+    """Tag an experiment as model development unless its kind is set (a user's own)."""
+    if tags is None:
+        tags = client.get_experiment(experiment_id).tags
+    if EXPERIMENT_KIND_TAG not in tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT)
 
 
 def _provenance() -> dict[str, str]:
