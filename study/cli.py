@@ -80,7 +80,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "(Zhang, 'Making Convolutional Networks Shift-Invariant Again').",
     )
     parser.add_argument("--version", action="version", version=f"study {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level, with Ray's, Tune's and Optuna's own output")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     def command(name: str, help: str, run: Callable[[argparse.Namespace], int | None]):
@@ -486,8 +486,11 @@ def _run_study(
     space, study_plan, args: argparse.Namespace, resume: bool, warm_from: str | None = None
 ) -> int:
     from study.service import run_study
+    from study.service.quiet import quiet_upstream
     from study.trial.config import ConfigError
 
+    if not args.verbose:  # Ray's, Tune's and Optuna's own output only with --verbose
+        quiet_upstream()
     try:
         outcome = run_study(
             space,

@@ -82,9 +82,12 @@ def test_a_simulated_study_runs_through_the_service_and_is_tagged(tmp_path):
     ]  # fmt: skip
     with mlflow_server(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path) as url:
         env = {**environment(url), "STUDY_TUNE_RESULT_FILES": "1"}  # read below
-        result = study("run", str(SMOKE), *args, cwd=tmp_path, env=env)
+        # --verbose: Ray's, Tune's and Optuna's own lines come back (study.service.quiet)
+        result = study("--verbose", "run", str(SMOKE), *args, cwd=tmp_path, env=env)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert "6 of 6 trials complete" in result.stdout
+        assert "A new study created" in result.stderr  # Optuna's INFO line
+        assert "Configuration for experiment" in result.stdout  # Tune's box
         parent, children = study_runs(url, "simulated")
         assert parent.data.tags[SIMULATED_TAG] == "true" and len(children) == 6
         client = mlflow.MlflowClient(url)

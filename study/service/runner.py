@@ -20,6 +20,7 @@ SchedulerState]`` (Tune matches restored callback states by position).
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -417,7 +418,14 @@ def _connect(address: str | None, tracking_uri: str, dashboard: bool = False) ->
     # starts in seconds and polls on, taking CPU from the trials) only when asked.
     dashboard = {"include_dashboard": dashboard} if _starts_an_instance(address) else {}
     try:
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, **dashboard)
+        ray.init(
+            address=address,
+            ignore_reinit_error=True,
+            log_to_driver=False,
+            # Ray resets its logger's level to this: keep what study.service.quiet set
+            logging_level=logging.getLogger("ray").getEffectiveLevel(),
+            **dashboard,
+        )
     except (ConnectionError, RuntimeError, ValueError) as error:
         if address is None:  # Ray found a `ray start` cluster on this machine, and failed
             raise ConfigError(
