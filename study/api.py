@@ -114,7 +114,8 @@ def run(
     """
     import yaml
 
-    from study.service import plan, run_study
+    from study.service.plan import plan
+    from study.service.runner import run_study
     from study.service.space import SearchSpace
     from study.service.warmstart import check_warm_start
 

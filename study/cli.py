@@ -80,7 +80,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "(Zhang, 'Making Convolutional Networks Shift-Invariant Again').",
     )
     parser.add_argument("--version", action="version", version=f"study {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level, with Ray's, Tune's and Optuna's own output")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log at INFO level, with Ray's, Tune's and Optuna's own output",
+    )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     def command(name: str, help: str, run: Callable[[argparse.Namespace], int | None]):
@@ -414,7 +419,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.tracking_uri:
         overrides.append(f"study.tracking_uri={args.tracking_uri}")
     space = SearchSpace.load(args.space, overrides, args.name)  # ConfigError: exit 2
-    from study.service import plan
+    from study.service.plan import plan
 
     study_plan = plan(space, args.space, args.address, dry_run=args.dry_run)
     for warning in space.warnings(study_plan.trials):
@@ -466,7 +471,7 @@ def _resume(args: argparse.Namespace) -> int:
     import yaml
 
     from study.mlflow_layout import connect, tracking_uri
-    from study.service import plan
+    from study.service.plan import plan
     from study.service.space import SearchSpace
     from study.service.tracking import study_document
 
@@ -485,8 +490,8 @@ def _resume(args: argparse.Namespace) -> int:
 def _run_study(
     space, study_plan, args: argparse.Namespace, resume: bool, warm_from: str | None = None
 ) -> int:
-    from study.service import run_study
     from study.service.quiet import quiet_upstream
+    from study.service.runner import run_study
     from study.trial.config import ConfigError
 
     if not args.verbose:  # Ray's, Tune's and Optuna's own output only with --verbose

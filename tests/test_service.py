@@ -178,7 +178,7 @@ def test_smoke_study_on_local_ray_with_mlflow_server(tracking, tmp_path):
         assert "front:" in result.stdout  # progress lines name the current front
         # A clean terminal: the service's lines only (study.service.quiet, docs/study.md)
         for noise in ("Traceback", "FileNotFoundError", "WARNING", "Configuration for"):
-            assert noise not in result.stdout + result.stderr, (result.stdout + result.stderr)
+            assert noise not in result.stdout + result.stderr, result.stdout + result.stderr
         # Tune's per-trial result files are opt-in (STUDY_TUNE_RESULT_FILES): MLflow has them
         results = tmp_path / "ray_results" / "smoke-local"
         assert list(results.glob("trial_*")) and not list(results.rglob("result.json"))

@@ -230,7 +230,7 @@ def test_huge_grids_are_refused():
 def test_relative_sqlite_and_journal_paths_become_absolute(tmp_path, monkeypatch):
     """Trials run in their own folders: a relative store would be another store there."""
     from study.paths import absolute_sqlite
-    from study.service import plan
+    from study.service.plan import plan
 
     monkeypatch.chdir(tmp_path)
     assert absolute_sqlite("sqlite:///runs/mlflow.db") == f"sqlite:///{tmp_path}/runs/mlflow.db"

@@ -8,30 +8,40 @@ Modules, in the order data flows: ``shifts`` (eq. 4, naive all-shift pass) ->
 ``polyphase`` (the exact fast path) -> ``probabilities`` (picks one) -> ``scores``
 (accuracy, consistency, variation, by-shift and adversarial accuracy); ``families``
 (the same scores under circular, zero-fill crop and sub-pixel shift grids); ``features``
-(Fig. 4 maps), ``smoothness`` (Fig. 7 TV), ``timing`` (Table 2) -> ``evaluate`` ->
+(Fig. 4 maps), ``smoothness`` (Fig. 7 TV), ``timing`` (Table 2) -> ``evaluation`` ->
 ``figures``.
 """
 
 from __future__ import annotations
 
-from study.metrics.evaluate import evaluate, summary
-from study.metrics.features import feature_distance_maps, probed_layers
-from study.metrics.polyphase import PolyphaseError, input_dependent_layers, structural_blockers
-from study.metrics.probabilities import METHODS, shift_probabilities, shift_probabilities_by
-from study.metrics.scores import (
-    accuracy,
-    accuracy_by_shift,
-    adversarial_accuracy,
-    consistency,
-    consistency_per_image,
-    correct_map,
-    sampled_consistency,
-    shifted_scores,
-    variation,
-)
-from study.metrics.shifts import crop_shift, shift
-from study.metrics.smoothness import normalized_tv, total_variation
-from study.metrics.timing import forward_overhead
+from typing import Any
+
+_EXPORTS = {
+    "METHODS": "study.metrics.probabilities",
+    "PolyphaseError": "study.metrics.polyphase",
+    "accuracy": "study.metrics.scores",
+    "accuracy_by_shift": "study.metrics.scores",
+    "adversarial_accuracy": "study.metrics.scores",
+    "consistency": "study.metrics.scores",
+    "consistency_per_image": "study.metrics.scores",
+    "correct_map": "study.metrics.scores",
+    "crop_shift": "study.metrics.shifts",
+    "evaluate": "study.metrics.evaluation",
+    "feature_distance_maps": "study.metrics.features",
+    "forward_overhead": "study.metrics.timing",
+    "input_dependent_layers": "study.metrics.polyphase",
+    "normalized_tv": "study.metrics.smoothness",
+    "probed_layers": "study.metrics.features",
+    "sampled_consistency": "study.metrics.scores",
+    "shift": "study.metrics.shifts",
+    "shift_probabilities": "study.metrics.probabilities",
+    "shift_probabilities_by": "study.metrics.probabilities",
+    "shifted_scores": "study.metrics.scores",
+    "structural_blockers": "study.metrics.polyphase",
+    "summary": "study.metrics.evaluation",
+    "total_variation": "study.metrics.smoothness",
+    "variation": "study.metrics.scores",
+}
 
 __all__ = [
     "METHODS",
@@ -59,3 +69,13 @@ __all__ = [
     "total_variation",
     "variation",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The names above, imported on first use: ``study.metrics.names`` (what metrics are
+    called) stays light for readers that need no torch."""
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'study.metrics' has no attribute {name!r}")

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from study.metrics.families import SHOWN_BESIDE
+from study.metrics.names import SHOWN_BESIDE
 from study.mlflow_layout import FINAL_PREFIX
 from study.pareto import front as fr
 from study.pareto.records import Reference, StudyTrials, TrialRecord

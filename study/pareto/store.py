@@ -78,7 +78,9 @@ def find_parent(client: Any, name: str) -> Any:
         raise ParetoError(str(error)) from None
 
 
-def _record(run: Any, study: str, objectives: Mapping[str, str]) -> TrialRecord | None:
+def _record(
+    run: Any, study: str, objectives: Mapping[str, str], describe: bool = True
+) -> TrialRecord | None:
     metrics = {
         key[len(FINAL_PREFIX) :]: float(value)
         for key, value in run.data.metrics.items()
@@ -89,7 +91,7 @@ def _record(run: Any, study: str, objectives: Mapping[str, str]) -> TrialRecord 
         return None
     params = run.data.params
     spec = params.get("model.filter", "")
-    info = _describe(spec) if spec else None
+    info = _describe(spec) if spec and describe else None
     family = params.get("filter.family") or (info or {}).get("family") or spec.split("(")[0]
     taps_text = params.get("filter.taps")
     try:
@@ -120,10 +122,16 @@ def _record(run: Any, study: str, objectives: Mapping[str, str]) -> TrialRecord 
 
 
 def load_children(
-    client: Any, parent: Any, objectives: Mapping[str, str], study: str | None = None
+    client: Any,
+    parent: Any,
+    objectives: Mapping[str, str],
+    study: str | None = None,
+    describe: bool = True,
 ) -> StudyTrials:
     """The complete trials under ``parent`` (a ``mlflow.entities.Run``), in completion
-    order. Raises :class:`ParetoError` when an objective is logged by no complete trial;
+    order. Without ``describe`` the filters are named from the runs' params alone
+    (no canonical spec, no taps' weights; nothing imports scipy): what ``study status``
+    shows. Raises :class:`ParetoError` when an objective is logged by no complete trial;
     returns an empty :class:`StudyTrials` when there are no complete trials."""
     study = study or parent.data.tags.get(STUDY_TAG) or parent.info.run_name or "?"
     children = mlflow_layout.search_all_runs(
@@ -142,7 +150,9 @@ def load_children(
                     f"objectives: {name}: metric {FINAL_PREFIX}{name} is not logged by study "
                     f"{study!r}; logged: {shown}"
                 )
-    records = [r for run in finished if (r := _record(run, study, objectives)) is not None]
+    records = [
+        r for run in finished if (r := _record(run, study, objectives, describe)) is not None
+    ]
     records.sort(key=lambda r: (r.end_time, r.run_id))
     return StudyTrials(
         study=study,
@@ -159,7 +169,7 @@ def load_children(
 def _downsampling(spec: str, params: Mapping[str, str]) -> str:
     """The filter as a front shows it: ``binomial-3``, or the operator that replaced
     blur-pooling (``model.downsample``): ``aps(binomial-3)``, ``ideal(cutoff=0.5)``, ..."""
-    from study.layers import downsampling_label
+    from study.labels import downsampling_label
 
     fields = {k.removeprefix("model."): v for k, v in params.items() if k.startswith("model.")}
     return downsampling_label(spec, fields)

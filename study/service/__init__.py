@@ -2,10 +2,30 @@
 sampler, each trial a Tune trainable on a worker, everything recorded in MLflow, with
 early stopping, outage handling and repairs after a killed driver. Its modules, one
 line each, and the call path of ``study run`` are in docs/ARCHITECTURE.md.
+
+The names below are imported on first use: ``study status`` and ``study list`` import
+:mod:`study.service.status` without Ray Tune or torch. ``study.service.plan`` is the
+module; the function is ``study.service.plan.plan``.
 """
 
-from study.service.plan import StudyPlan, plan
-from study.service.runner import StudyOutcome, run_study
-from study.service.space import SearchSpace, StudySettings
+from __future__ import annotations
 
-__all__ = ["SearchSpace", "StudyOutcome", "StudyPlan", "StudySettings", "plan", "run_study"]
+from typing import Any
+
+_EXPORTS = {
+    "SearchSpace": "study.service.space",
+    "StudySettings": "study.service.space",
+    "StudyPlan": "study.service.plan",
+    "StudyOutcome": "study.service.runner",
+    "run_study": "study.service.runner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'study.service' has no attribute {name!r}")

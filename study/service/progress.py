@@ -22,7 +22,7 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 from tqdm import tqdm
 
-from study.metrics.families import SHOWN_BESIDE
+from study.metrics.names import SHOWN_BESIDE
 from study.service.front_refresh import FrontRefresher
 from study.service.outbox import PENDING
 from study.service.relay import Relay
@@ -53,7 +53,7 @@ def describe_trial(config: dict[str, Any]) -> str:
         from study import filters
 
         filter_spec = str(filters.parse(filter_spec))
-    from study.layers import downsampling_label
+    from study.labels import downsampling_label
 
     filter_spec = downsampling_label(filter_spec, model)  # aps(...), ideal(...): say so
     return f"{filter_spec} / {augment.get('kind', 'none')}"

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from study.metrics.families import FAMILIES
+from study.metrics.names import FAMILIES
 from study.service.samplers import ADAPTIVE, SAMPLERS
 from study.service.stopping import SchedulerSettings, check_budget, parse_scheduler
 from study.trial.config import (

@@ -27,7 +27,7 @@ def print_status(uri: str, name: str, stream: TextIO | None = None) -> dict[str,
     client = connect(uri)  # one-line errors: unreachable, unknown name
     parent = find_parent(client, name)
     objectives = study_objectives(parent)
-    trials = load_children(client, parent, objectives, name)
+    trials = load_children(client, parent, objectives, name, describe=False)
     states = Counter(trials.statuses)
     counts = {
         "planned": int(parent.data.params.get("study.trials", 0)),

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from study.metrics.families import describe_family
+from study.metrics.names import describe_family
 from study.mlflow_layout import SIMULATED_TAG
 from study.secrets import reveal
 from study.service.outbox import PENDING, SPOOL, TrialLogger

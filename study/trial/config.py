@@ -44,7 +44,7 @@ import yaml
 from study.filters import FilterSpecError, parse
 from study.layers import APS_NORMS, DOWNSAMPLERS, PADDING_MODES, Downsampling
 from study.layers.downsampling import FIELD_NAMES
-from study.metrics.families import DEFAULT_MARGIN, DEFAULT_STEPS, FAMILIES
+from study.metrics.names import DEFAULT_MARGIN, DEFAULT_STEPS, FAMILIES
 from study.models import MODELS, available_models, build
 
 #: Receives each epoch's metrics row, then the final one (``done`` True): Tune's report.

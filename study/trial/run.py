@@ -39,8 +39,8 @@ from study.data.augment import augment
 from study.data.dataset import Dataset, load_dataset
 from study.layers import filter_parameters
 from study.metrics import evaluate, summary
-from study.metrics.families import family_metric_names
 from study.metrics.figures import ESSENTIAL, report_figures
+from study.metrics.names import family_metric_names
 from study.metrics.probabilities import shift_probabilities_by
 from study.metrics.scores import accuracy, consistency, shifted_scores
 from study.trial.checkpoint import (
