@@ -9,6 +9,7 @@ Skips, with the reason, only when no Chromium binary can be found.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import struct
@@ -115,14 +116,13 @@ def chromium() -> str:
     return found
 
 
-def test_mlflow_ui_shows_study_and_pareto_artifact(chromium, mlflow_server, tmp_path):
+@contextlib.contextmanager
+def browser_page(chromium: str):
+    """A page of headless Chromium (1400 x 900, 60 s timeouts), closed afterwards."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.fail("the playwright package is missing: pip install playwright (a dev extra)")
-
-    study = _populate(mlflow_server)
-    experiment, parent = study["experiment"], study["parent"]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=chromium, headless=True, args=["--no-sandbox"]
@@ -130,43 +130,46 @@ def test_mlflow_ui_shows_study_and_pareto_artifact(chromium, mlflow_server, tmp_
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.set_default_timeout(60_000)
-
-            # The runs table: the parent, expanded to show its child runs.
-            page.goto(
-                f"{mlflow_server}/#/experiments/{experiment}/runs?workflowType=machine_learning"
-            )
-            row = page.locator('[role="row"]', has_text="ui-study").first
-            row.wait_for()
-            row.locator('button[data-component-id*="runnamecellrenderer"]').click()
-            page.get_by_text(study["children"][-1], exact=True).wait_for()
-            page.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
-            text = page.inner_text("body")
-            for child in study["children"]:
-                assert child in text, f"child run {child} missing from the runs table"
-            assert f"{len(TRIALS) + 1} matching runs" in text
-
-            # The parent run: its live front metrics and its child runs.
-            page.goto(f"{mlflow_server}/#/experiments/{experiment}/runs/{parent}")
-            page.get_by_text("front_size", exact=True).first.wait_for()
-            page.get_by_text("hypervolume", exact=True).first.wait_for()
-            for child in study["children"]:  # the child list renders after the metrics
-                page.get_by_text(child, exact=True).first.wait_for(timeout=30_000)
-
-            # The Pareto image artifact, rendered at its real size.
-            page.goto(
-                f"{mlflow_server}/#/experiments/{experiment}/runs/{parent}"
-                "/artifacts/pareto/pareto.png"
-            )
-            page.get_by_text("pareto/pareto.png").first.wait_for()
-            page.wait_for_function(
-                "width => [...document.images].some(i => i.complete && i.naturalWidth === width)",
-                arg=study["width"],
-            )
-            shot = tmp_path / "pareto-artifact.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 10_000
+            yield page
         finally:
             browser.close()
+
+
+def test_mlflow_ui_shows_study_and_pareto_artifact(chromium, mlflow_server, tmp_path):
+    study = _populate(mlflow_server)
+    experiment, parent = study["experiment"], study["parent"]
+    with browser_page(chromium) as page:
+        # The runs table: the parent, expanded to show its child runs.
+        page.goto(f"{mlflow_server}/#/experiments/{experiment}/runs?workflowType=machine_learning")
+        row = page.locator('[role="row"]', has_text="ui-study").first
+        row.wait_for()
+        row.locator('button[data-component-id*="runnamecellrenderer"]').click()
+        page.get_by_text(study["children"][-1], exact=True).wait_for()
+        page.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
+        text = page.inner_text("body")
+        for child in study["children"]:
+            assert child in text, f"child run {child} missing from the runs table"
+        assert f"{len(TRIALS) + 1} matching runs" in text
+
+        # The parent run: its live front metrics and its child runs.
+        page.goto(f"{mlflow_server}/#/experiments/{experiment}/runs/{parent}")
+        page.get_by_text("front_size", exact=True).first.wait_for()
+        page.get_by_text("hypervolume", exact=True).first.wait_for()
+        for child in study["children"]:  # the child list renders after the metrics
+            page.get_by_text(child, exact=True).first.wait_for(timeout=30_000)
+
+        # The Pareto image artifact, rendered at its real size.
+        page.goto(
+            f"{mlflow_server}/#/experiments/{experiment}/runs/{parent}/artifacts/pareto/pareto.png"
+        )
+        page.get_by_text("pareto/pareto.png").first.wait_for()
+        page.wait_for_function(
+            "width => [...document.images].some(i => i.complete && i.naturalWidth === width)",
+            arg=study["width"],
+        )
+        shot = tmp_path / "pareto-artifact.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
 
 
 def test_the_study_experiment_opens_on_its_runs(chromium, mlflow_server, tmp_path):
@@ -176,7 +179,6 @@ def test_the_study_experiment_opens_on_its_runs(chromium, mlflow_server, tmp_pat
     experiment is tagged as model development (the UI's other way to choose the view),
     and one an earlier version created untagged gets the tag when the study resumes."""
     import mlflow
-    from playwright.sync_api import sync_playwright
 
     from study.browse import experiment_url
     from study.mlflow_layout import EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT
@@ -196,19 +198,11 @@ def test_the_study_experiment_opens_on_its_runs(chromium, mlflow_server, tmp_pat
     tracking.start_parent(mlflow_server, "older", "older", {}, space, {})  # the resume
     assert client.get_experiment(older).tags[EXPERIMENT_KIND_TAG] == MODEL_DEVELOPMENT
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium, headless=True, args=["--no-sandbox"]
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(60_000)
-            page.goto(experiment_url(mlflow_server, experiment))
-            page.locator('[role="row"]', has_text="kind").first.wait_for()
-            text = page.inner_text("body")
-            assert "matching runs" in text, text[:2000]
-            for genai in ("Token usage", "Latency"):
-                assert genai not in text, f"the GenAI overview ({genai}) opened"
-            page.screenshot(path=str(tmp_path / "opened.png"), full_page=True)
-        finally:
-            browser.close()
+    with browser_page(chromium) as page:
+        page.goto(experiment_url(mlflow_server, experiment))
+        page.locator('[role="row"]', has_text="kind").first.wait_for()
+        text = page.inner_text("body")
+        assert "matching runs" in text, text[:2000]
+        for genai in ("Token usage", "Latency"):
+            assert genai not in text, f"the GenAI overview ({genai}) opened"
+        page.screenshot(path=str(tmp_path / "opened.png"), full_page=True)
