@@ -86,6 +86,10 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def optuna_storage_of(uri: str, name: str, given: str | None = None) -> str:
     """The Optuna storage study ``name`` recorded (its resolved ``study.yaml``), with
     its password back from ``given`` or the environment where it was redacted."""
@@ -135,6 +139,11 @@ def serve(
             return 0
     else:
         check_port(host, port, "--port")
+    # The servers run in their own sessions (the terminal's Ctrl-C reaches this process
+    # only): Ctrl-C and `kill` both end here, and `finally` stops them. Set explicitly,
+    # since a SIGINT ignored by a parent process would be ignored here too.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _interrupt)
     try:
         if not is_server(uri):
             command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]

@@ -80,7 +80,9 @@ def test_study_ui_opens_the_study_and_ctrl_c_stops_everything(tmp_path):
         client = mlflow.MlflowClient(f"http://127.0.0.1:{port}")
         assert client.get_experiment(experiment).name == "browsed"  # the study's own store
         assert ui_processes(port), "no process serves the port"
-        ui.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+        # What Ctrl-C sends to the foreground process. Handled even where the parent
+        # ignores SIGINT (ignored signals are inherited: pytest after a Ray test here).
+        ui.send_signal(signal.SIGINT)
         assert ui.wait(timeout=60) == 0
         output = "".join(lines) + ui.stdout.read()
         assert "Traceback" not in output and "Ctrl-C stops it" in output
