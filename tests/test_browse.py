@@ -3,6 +3,7 @@ whole by Ctrl-C; bad input is one line and exit 2, and nothing is started."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -93,6 +94,9 @@ def test_study_ui_opens_the_study_and_ctrl_c_stops_everything(tmp_path):
     finally:
         if ui.poll() is None:
             ui.kill()
+        for pid in ui_processes(port):  # a failed run leaves no server behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
 
 
 def test_study_ui_on_a_tracking_server_prints_its_address(tmp_path):
