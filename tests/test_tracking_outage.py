@@ -348,3 +348,18 @@ def test_an_outage_longer_than_the_patience_fails_trials_and_resume_completes_th
             assert_each_epoch_once(client, children, epochs)
     finally:
         stop_driver(driver)
+
+
+def test_a_study_that_fails_while_mlflow_is_away_shows_its_own_error(tmp_path, capsys):
+    """`fit` raised: the parent is marked FAILED where MLflow answers; where it does not,
+    one line says so and nothing is raised over the study's own error."""
+    from study.service.runner import _mark_parent_failed
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(store)
+    run = client.create_run(client.create_experiment("failing"))
+    _mark_parent_failed(store, run.info.run_id)
+    assert client.get_run(run.info.run_id).info.status == "FAILED"
+    _mark_parent_failed(f"http://127.0.0.1:{free_port()}", run.info.run_id)  # away: no raise
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and f"could not mark the parent run {run.info.run_id}" in out

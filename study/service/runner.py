@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study.inputs import environment, flag_setting, seconds_setting
-from study.mlflow_layout import SIMULATED_TAG, error_gist, parent_run
+from study.mlflow_layout import SIMULATED_TAG, error_gist, fail_fast, parent_run
 from study.paths import leave_ray_working_dir
 from study.secrets import has_secret, redact
 from study.service.plan import (
@@ -178,7 +178,7 @@ def run_study(
         with environment(**{SNAPSHOT_PERIOD: snapshot_period(study_plan.trials)}):
             results = tuner.fit()
     except BaseException:
-        set_parent_status(study_plan.tracking_uri, parent, "FAILED", {})
+        _mark_parent_failed(study_plan.tracking_uri, parent)
         raise
     stopped = {_trial_id(r) for r in results if scheduler and scheduler.stopped(_trial_id(r))}
     outcome = _outcome(results, study_plan.trials, stopped)
@@ -213,6 +213,20 @@ def run_study(
         )
         outcome = replace(outcome, untracked=held)
     return replace(outcome, experiment_id=experiment_id)
+
+
+def _mark_parent_failed(uri: str, parent: str) -> None:
+    """The parent run FAILED after ``fit`` raised: one request, no retries, and never an
+    error of its own (the one being raised is what the user must see; with MLflow away
+    the parent stays RUNNING, and `study resume` sets it again)."""
+    try:
+        with fail_fast():
+            set_parent_status(uri, parent, "FAILED", {})
+    except Exception as error:
+        print(
+            f"study: could not mark the parent run {parent} FAILED ({error_gist(error)})",
+            flush=True,
+        )
 
 
 def _log_prepared(study_plan: StudyPlan, parent: str, prepared, warm_from: str | None) -> None:
