@@ -1,5 +1,5 @@
 """One SGD step of VGG13-BN with only its pooling swapped: our blur layers against
-``nn.MaxPool2d(2, 2)``, antialiased-cnns and kornia (issue 13).
+``nn.MaxPool2d(2, 2)``, antialiased-cnns and kornia.
 
 Variants (all five pools of the network replaced, same weights, same batch):
 

@@ -1,4 +1,4 @@
-"""Reference: study.layers.functional as it was before the CPU fast path (issue 13).
+"""Reference: study.layers.functional as it was before the CPU fast path.
 
 Kept verbatim (conv path only) so that tests/test_layers_fastpath.py and
 bench/train_step.py can compare the fast path against it. Do not optimise this file.

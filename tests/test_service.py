@@ -190,7 +190,7 @@ def test_smoke_study_on_local_ray_with_mlflow_server(tracking, tmp_path):
             storage = optuna.storages.JournalStorage(journal)
         status = study("status", "smoke-local", cwd=tmp_path, env=env)
         assert status.returncode == 0, status.stderr
-        # What the compose test checks of its study, the same function (issue 29).
+        # What the compose test checks of its study, the same function.
         _, children = check_finished_study(
             tracking["uri"],
             "smoke-local",

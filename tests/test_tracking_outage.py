@@ -180,7 +180,7 @@ def assert_complete_without_restart(client: mlflow.MlflowClient, children, epoch
         assert "study.resumed_at_epoch" not in child.data.tags  # never restarted
 
 
-# --- outages at every moment of a trial's life (issue 27) ----------------------------------
+# --- outages at every moment of a trial's life ------------------------------------------
 
 FOUR = [
     *TINY,

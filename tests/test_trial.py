@@ -170,7 +170,7 @@ def test_divergence_fails_the_trial_with_its_reason():
 
 
 def test_learnable_filters_train_and_keep_unit_dc_gain(tmp_path):
-    """Learnable taps (issue 2) move with training, in their own optimiser group, and
+    """Learnable taps move with training, in their own optimiser group, and
     every blur keeps DC gain 1 and symmetry."""
     config = tiny(
         "model.filter=learnable(init=binomial-3)", "train.epochs=1", "train.filter_lr=0.5"
