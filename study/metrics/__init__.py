@@ -43,32 +43,7 @@ _EXPORTS = {
     "variation": "study.metrics.scores",
 }
 
-__all__ = [
-    "METHODS",
-    "PolyphaseError",
-    "accuracy",
-    "accuracy_by_shift",
-    "adversarial_accuracy",
-    "consistency",
-    "consistency_per_image",
-    "correct_map",
-    "crop_shift",
-    "evaluate",
-    "feature_distance_maps",
-    "forward_overhead",
-    "input_dependent_layers",
-    "normalized_tv",
-    "probed_layers",
-    "sampled_consistency",
-    "shift",
-    "shift_probabilities",
-    "shift_probabilities_by",
-    "shifted_scores",
-    "structural_blockers",
-    "summary",
-    "total_variation",
-    "variation",
-]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 
+import optuna
+
 #: Upstream log records the service has made irrelevant: (logger, start of the
 #: message, why it is irrelevant).
 IRRELEVANT: tuple[tuple[str, str, str], ...] = (
@@ -34,8 +36,10 @@ IRRELEVANT: tuple[tuple[str, str, str], ...] = (
     ),
 )
 #: Loggers whose INFO lines restate what the service says itself: Ray's instance start,
-#: Tune's experiment-state writes, Optuna's study creation and loading.
-INFO_ONLY = ("ray", "ray.tune", "ray.train", "optuna")
+#: Tune's experiment-state writes. (Optuna's study creation and loading: through
+#: ``optuna.logging.set_verbosity``, since Optuna resets its logger's level to INFO the
+#: first time it configures it.)
+INFO_ONLY = ("ray", "ray.tune", "ray.train")
 
 
 class _DropIrrelevant(logging.Filter):
@@ -49,8 +53,8 @@ class _DropIrrelevant(logging.Filter):
 
 def quiet_upstream() -> None:
     """Silence, for this process, what :data:`IRRELEVANT` and :data:`INFO_ONLY` name,
-    and Tune's own terminal output (its configuration box names internals such as
-    ``SearchGenerator``; the service prints its own lines). Idempotent."""
+    Optuna's INFO lines, and Tune's own terminal output (its configuration box names
+    internals such as ``SearchGenerator``; the service prints its own lines). Idempotent."""
     for name, start, _why in IRRELEVANT:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropIrrelevant) and f.start == start for f in logger.filters):
@@ -58,8 +62,4 @@ def quiet_upstream() -> None:
     for name in INFO_ONLY:
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's old reporter: silent at verbose=0
-    try:
-        import optuna
-    except ImportError:
-        return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
