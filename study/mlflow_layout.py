@@ -51,7 +51,7 @@ LOGIN_REFUSED = {
 PRUNED_TAG = "study.pruned"
 STOPPED_TAG = "study.stopped_at_epoch"
 #: Decision fields as tags of the stopped child run: ``study.rung`` (its epoch), ...
-RUNG_FIELDS = ("rung", "rank", "population", "quota", "front", "bracket")
+RUNG_FIELDS = ("rung", "rank", "population", "quota", "front", "bracket", "surely_better")
 DECISIONS = "scheduler/decisions.json"
 PARENT_TAG = "mlflow.parentRunId"
 #: MLflow 3's UI opens an experiment on the view its kind names: the runs table for

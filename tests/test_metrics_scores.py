@@ -586,8 +586,15 @@ def test_shifted_scores_of_a_shift_invariant_model():
 
     images = torch.randn(20, 3, 8, 8)
     labels = (images.mean((1, 2, 3)) < 0).long()
-    assert shifted_scores(Mean(), images, labels, 4) == {
+    scores = shifted_scores(Mean(), images, labels, 4)
+    assert {k: v for k, v in scores.items() if k != "loss"} == {
         "acc": 1.0,
         "acc_shift": 1.0,
         "consistency": 1.0,
     }
+    # the mean cross-entropy of the unshifted logits, in nats
+    logits = Mean()(images)
+    expected = torch.nn.functional.cross_entropy(logits, labels).item()
+    assert scores["loss"] == pytest.approx(expected, rel=1e-6)
+    wrong = shifted_scores(Mean(), images, 1 - labels, 4)
+    assert wrong["acc"] == 0.0 and wrong["loss"] > scores["loss"]

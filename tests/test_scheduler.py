@@ -32,6 +32,7 @@ from study.service.scheduler import (
     MultiObjectiveASHA,
     RungDecision,
     SchedulerState,
+    binomial_margins,
     crowding_distances,
     nondominated_fronts,
     restored_callbacks,
@@ -427,6 +428,113 @@ def test_bad_settings_are_one_line_config_errors(kwargs, message):
         MultiObjectiveASHA(**{"metrics": METRICS, **kwargs})
     assert str(error.value).startswith(message)
     assert "\n" not in str(error.value)
+
+
+# --- the noise margin ---------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(rungs(), st.floats(0, 3))
+def test_a_margin_only_ever_keeps_more(case, gap):
+    """Margins add a way to continue, never a way to stop; margin 0 stops exactly as rank
+    does, except that it counts who dominates: kept iff rank-kept or fewer than the
+    quota dominate the newcomer in every objective strictly."""
+    population, newcomer, directions, eta = case
+    plain = rung_decision(population, newcomer, directions, eta)
+    margins = [[gap] * len(directions) for _ in population]
+    noisy = rung_decision(population, newcomer, directions, eta, margins=margins)
+    assert (noisy.rank, noisy.front, noisy.quota) == (plain.rank, plain.front, plain.quota)
+    assert plain.kept <= noisy.kept
+    signs = [1.0 if d == "max" else -1.0 for d in directions]
+    surely = sum(
+        all(s * (a - b) > gap for s, a, b in zip(signs, other, newcomer, strict=True))
+        for other in population
+    )
+    assert noisy.surely_better == surely
+    assert noisy.kept == (plain.kept or surely < plain.quota)
+
+
+def test_a_trial_within_the_noise_goes_on_and_one_beyond_it_stops():
+    population = [[0.30, 0.80], [0.28, 0.78], [0.12, 0.60]]
+    newcomer = [0.10, 0.58]  # last by rank: dominated by all three
+    assert not rung_decision(population, newcomer, ["max", "max"], eta=2).kept
+    # 250 validation images, 2 standard errors: 0.02 behind the third is noise, 0.2
+    # behind the first two is not, but two of four must be ahead beyond noise to stop it
+    margins = binomial_margins(population, newcomer, images=250, confidence=2.0)
+    outcome = rung_decision(population, newcomer, ["max", "max"], eta=2, margins=margins)
+    assert outcome == (3, 3, 4, 2, False, 2)
+    further = rung_decision(
+        population, [0.10, 0.58], ["max", "max"], eta=4, margins=margins
+    )  # quota 1: the first alone beyond noise stops it
+    assert not further.kept and further.surely_better == 2
+    close = [0.25, 0.75]  # within two standard errors of the first two
+    margins = binomial_margins(population, close, images=250, confidence=2.0)
+    outcome = rung_decision(population, close, ["max", "max"], eta=2, margins=margins)
+    assert outcome.rank == 2 and outcome.surely_better == 0 and outcome.kept
+
+
+def test_binomial_margins_shrink_with_the_split_and_vanish_at_certainty():
+    small = binomial_margins([[0.5]], [0.5], images=100, confidence=2.0)[0, 0]
+    large = binomial_margins([[0.5]], [0.5], images=10_000, confidence=2.0)[0, 0]
+    assert small == pytest.approx(2 * math.sqrt(0.5 / 100)) and large == pytest.approx(small / 10)
+    assert binomial_margins([[1.0]], [0.0], images=100, confidence=2.0)[0, 0] == 0.0
+
+
+def test_the_scheduler_keeps_trials_within_the_noise_of_its_split():
+    def stops(**noise) -> list[str]:
+        scheduler = MultiObjectiveASHA(metrics=METRICS, grace=1, eta=2, budget=9, **noise)
+        out = []
+        for index, values in enumerate([(0.30, 0.80), (0.27, 0.77), (0.26, 0.76)]):
+            t = trial(index)
+            scheduler.on_trial_add(None, t)
+            out.append(scheduler.on_trial_result(None, t, result(1, *values)))
+        return out
+
+    assert stops() == [CONTINUE, STOP, STOP]
+    assert stops(confidence=2.0, validation_images=250) == [CONTINUE, CONTINUE, CONTINUE]
+    assert stops(confidence=2.0, validation_images=1_000_000) == [CONTINUE, STOP, STOP]
+    scheduler = MultiObjectiveASHA(
+        metrics=METRICS, grace=1, eta=2, confidence=2.0, validation_images=250
+    )
+    for index, values in enumerate([(0.30, 0.80), (0.27, 0.77)]):
+        scheduler.on_trial_add(None, trial(index))
+        scheduler.on_trial_result(None, trial(index), result(1, *values))
+    assert scheduler.decisions[1].describe(list(METRICS)) == (
+        "rung 1: trial unit_00001 kept (rank 1 of 2, best 1 kept, 0 better beyond noise; "
+        "val_acc 0.2700 val_consistency 0.7700)"
+    )
+
+
+def test_a_margin_needs_the_split_size_and_a_sane_confidence():
+    with pytest.raises(ConfigError, match=r"^study.scheduler.confidence: 2.0 standard errors"):
+        MultiObjectiveASHA(metrics=METRICS, confidence=2.0)
+    for bad in (-1, 6, True, "2"):
+        with pytest.raises(ConfigError, match=r"^study.scheduler.confidence: .* in \[0, 5\]"):
+            MultiObjectiveASHA(metrics=METRICS, confidence=bad, validation_images=100)
+
+
+def test_a_state_or_pickle_from_before_the_margin_resumes_by_rank_alone():
+    """A study started before the margin existed keeps judging as it began."""
+    old = MultiObjectiveASHA(metrics=METRICS, grace=1, eta=2)
+    for index, values in enumerate([(0.30, 0.80), (0.27, 0.77)]):
+        old.on_trial_add(None, trial(index))
+        old.on_trial_result(None, trial(index), result(1, *values))
+    state = old.get_state()
+    for key in ("confidence", "validation_images"):
+        del state["settings"][key]
+    for raw in state["decisions"]:
+        del raw["surely_better"]
+    new = MultiObjectiveASHA(metrics=METRICS, grace=1, eta=2, confidence=2.0, validation_images=250)
+    new.set_state(state)
+    assert new.decisions == old.decisions
+    new.on_trial_add(None, trial(2))
+    assert new.on_trial_result(None, trial(2), result(1, 0.26, 0.76)) == STOP
+    pickled = old.__dict__.copy()
+    del pickled["_confidence"], pickled["_validation_images"]
+    revived = MultiObjectiveASHA.__new__(MultiObjectiveASHA)
+    revived.__setstate__(pickled)
+    revived.on_trial_add(None, trial(2))
+    assert revived.on_trial_result(None, trial(2), result(1, 0.26, 0.76)) == STOP
 
 
 # --- real Ray Tune experiments ----------------------------------------------------------------

@@ -80,7 +80,8 @@ def test_scheduler_syntax_and_defaults():
     assert dict(written.metrics) == {"val_consistency": "max", "train_loss": "min"}
     assert (written.grace, written.eta, written.brackets) == (2, 2, 1)
     assert (
-        written.describe() == "mo-asha grace=2 eta=2 brackets=1 val_consistency:max,train_loss:min"
+        written.describe()
+        == "mo-asha grace=2 eta=2 brackets=1 confidence=2 val_consistency:max,train_loss:min"
     )
     mapping = space_with({"metrics": {"val_acc_shift": "max"}}).settings.scheduler
     assert dict(mapping.metrics) == {"val_acc_shift": "max"}
@@ -247,6 +248,7 @@ def test_stopped_trials_are_pruned_in_optuna_with_their_rung_decision(storage_ur
             "front": 1,
             "population": 2,
             "quota": 1,
+            "surely_better": -1,  # no noise margin in this scheduler
         },
     }
     assert kept.user_attrs == {} and failed.user_attrs == {}

@@ -135,7 +135,8 @@ def shifted_scores(
     Each image gets two circular shifts ``s1``, ``s2`` drawn as in
     :func:`sampled_consistency` (``seed`` fixes them). Returns ``acc`` (no shift),
     ``acc_shift`` (at ``s1``: Table 1's "Rand") and ``consistency`` (the top classes
-    at ``s1`` and ``s2`` agree: Section 4.2's protocol), each a fraction of the images.
+    at ``s1`` and ``s2`` agree: Section 4.2's protocol), each a fraction of the images,
+    and ``loss``: the mean cross-entropy of the unshifted predictions (nats).
     """
     check_images(images)
     height, width = images.shape[-2:]
@@ -149,19 +150,27 @@ def shifted_scores(
     first, second = (random_circular_shifts(len(images), size, max_shift, generator) for _ in "12")
     device = model_device(model)
     counts = torch.zeros(3, dtype=torch.long)
+    loss = torch.zeros((), dtype=torch.float64)
     with evaluating(model), torch.inference_mode():
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size].to(device)
             truth = labels[start : start + batch_size].to(device)
             rows = slice(start, start + len(chunk))
-            plain = model(chunk).argmax(1)
+            logits = model(chunk).float()
+            loss += F.cross_entropy(logits, truth, reduction="sum").double().cpu()
+            plain = logits.argmax(1)
             at_first = model(shift_at(chunk, first[rows])).argmax(1)
             at_second = model(shift_at(chunk, second[rows])).argmax(1)
             counts += torch.stack(
                 [(plain == truth).sum(), (at_first == truth).sum(), (at_first == at_second).sum()]
             ).cpu()
     acc, acc_shift, agree = (count / len(images) for count in counts.tolist())
-    return {"acc": acc, "acc_shift": acc_shift, "consistency": agree}
+    return {
+        "acc": acc,
+        "acc_shift": acc_shift,
+        "consistency": agree,
+        "loss": loss.item() / len(images),
+    }
 
 
 def variation(probs: Tensor, labels: Tensor) -> dict[str, Tensor | float]:

@@ -244,7 +244,10 @@ class PruningSearcher(Searcher):
             "rung_decision": {
                 "bracket": decision["bracket"],
                 "values": dict(zip(names, decision["values"], strict=True)),
-                **{key: decision[key] for key in ("rank", "front", "population", "quota")},
+                **{
+                    key: decision[key]
+                    for key in ("rank", "front", "population", "quota", "surely_better")
+                },
             },
         }
         for key, value in attributes.items():

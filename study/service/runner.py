@@ -168,7 +168,9 @@ def run_study(
         repair_orphaned_trials(study_plan, known, requeue=settings.sampler == "grid")
     else:
         scheduler = (
-            build_scheduler(settings.scheduler, space.budget()) if settings.scheduler else None
+            build_scheduler(settings.scheduler, space.budget(), space.validation_images())
+            if settings.scheduler
+            else None
         )
         progress.scheduler = scheduler
         prepared = prepare(space, study_plan, warm_from)

@@ -68,18 +68,23 @@ logger = logging.getLogger(__name__)
 
 DIRECTIONS = ("max", "min")
 STATE_VERSION = 1
+#: Per-epoch metrics that are fractions of the validation split (binomial noise).
+FRACTIONS = frozenset({"val_acc", "val_acc_shift", "val_consistency"})
 
 
 class RungOutcome(NamedTuple):
     """A rung decision: the newcomer's ``rank`` (trials strictly better than it), its
     ``front`` (0 = non-dominated), the ``population`` at the rung with it, ``quota`` =
-    ``ceil(population / eta)`` ranks kept, and whether it is ``kept``."""
+    ``ceil(population / eta)`` ranks kept, whether it is ``kept``, and ``surely_better``:
+    the trials at the rung that beat it in every objective by more than the noise
+    (-1 when no noise margin was given)."""
 
     rank: int
     front: int
     population: int
     quota: int
     kept: bool
+    surely_better: int = -1
 
 
 def _matrix(values: np.ndarray | Sequence[Sequence[float]], width: int) -> np.ndarray:
@@ -162,11 +167,34 @@ def crowding_distances(
     return distances
 
 
+def binomial_margins(
+    population: np.ndarray | Sequence[Sequence[float]],
+    newcomer: np.ndarray | Sequence[float],
+    images: int,
+    confidence: float,
+) -> np.ndarray:
+    """How much better than ``newcomer`` each trial must be, per objective, before the
+    difference is more than noise: ``confidence`` standard errors of the difference of
+    two fractions each measured on ``images`` validation images,
+    ``z sqrt(p_a (1 - p_a) / n + p_b (1 - p_b) / n)`` (the binomial standard error; the
+    split is shared, so this over-states the noise of a paired difference and errs on
+    the side of keeping trials). Shape ``(k, n_objectives)``, like ``population``.
+
+    >>> binomial_margins([[0.5, 0.9]], [0.5, 0.9], images=100, confidence=2.0).round(4).tolist()
+    [[0.1414, 0.0849]]
+    """
+    others = np.clip(np.asarray(population, dtype=np.float64), 0.0, 1.0)
+    mine = np.clip(np.asarray(newcomer, dtype=np.float64), 0.0, 1.0)
+    variance = (others * (1 - others) + mine * (1 - mine)) / images
+    return confidence * np.sqrt(variance)
+
+
 def rung_decision(
     population: np.ndarray | Sequence[Sequence[float]],
     newcomer: np.ndarray | Sequence[float],
     directions: Sequence[str],
     eta: int,
+    margins: np.ndarray | Sequence[Sequence[float]] | None = None,
 ) -> RungOutcome:
     """Rank a trial arriving at a rung and decide whether it continues.
 
@@ -175,6 +203,12 @@ def rung_decision(
     ``directions``: ``max``/``min`` per objective; ``eta``: the reduction factor (>= 2).
     The rank counts the trials strictly better than the newcomer in (front, crowding
     distance) order, computed over all ``k + 1`` trials; kept iff ``rank * eta < k + 1``.
+
+    ``margins`` (shape ``(k, n_objectives)``, e.g. :func:`binomial_margins`): a trial
+    *surely beats* the newcomer when it is better by more than its margin in every
+    objective. With margins the newcomer is stopped only when it also has at least
+    ``quota`` trials surely beating it: it is out of the best ``ceil((k + 1) / eta)``
+    beyond the noise, not only by values that noise could reorder.
 
     >>> rung_decision([], [0.1, 0.9], ["max", "min"], eta=3)
     RungOutcome(rank=0, front=0, population=1, quota=1, kept=True)
@@ -194,8 +228,22 @@ def rung_decision(
         (fronts[:me] == fronts[me]) & (crowding[:me] > crowding[me])
     )
     rank, n = int(better.sum()), me + 1
+    quota, kept, surely_better = -(-n // eta), rank * eta < n, -1
+    if margins is not None:
+        gaps = _matrix(margins, len(directions))
+        if gaps.shape[0] != others.shape[0]:
+            raise ValueError(f"margins: {gaps.shape[0]} rows for {others.shape[0]} trials")
+        signs = np.array([1.0 if direction == "max" else -1.0 for direction in directions])
+        ahead = (others - mine) * signs > gaps
+        surely_better = int(ahead.all(axis=1).sum())
+        kept = kept or surely_better < quota
     return RungOutcome(
-        rank=rank, front=int(fronts[me]), population=n, quota=-(-n // eta), kept=rank * eta < n
+        rank=rank,
+        front=int(fronts[me]),
+        population=n,
+        quota=quota,
+        kept=kept,
+        surely_better=surely_better,
     )
 
 
@@ -205,7 +253,9 @@ class RungDecision:
     ``bracket`` (0 unless brackets > 1), ``values`` (the rung metrics, in the scheduler's
     metric order, as reported), ``rank`` (trials at the rung strictly better), ``front``
     (0 = non-dominated at the rung), ``population`` (trials at the rung, this one
-    included), ``quota`` (ranks kept: ``ceil(population / eta)``), ``kept``."""
+    included), ``quota`` (ranks kept: ``ceil(population / eta)``), ``kept``, and
+    ``surely_better`` (trials at the rung better by more than the noise in every metric;
+    -1 without a noise margin, as in logs written before there was one)."""
 
     trial_id: str
     rung: int
@@ -216,6 +266,7 @@ class RungDecision:
     population: int
     quota: int
     kept: bool
+    surely_better: int = -1
 
     def describe(self, metrics: Sequence[str]) -> str:
         """One progress line, e.g. ``rung 3: trial 1a2b3c4d_00002 kept (rank 1 of 5, best
@@ -223,9 +274,12 @@ class RungDecision:
         scores = " ".join(f"{m} {v:.4f}" for m, v in zip(metrics, self.values, strict=True))
         where = f"rung {self.rung}" + (f" (bracket {self.bracket})" if self.bracket else "")
         verdict = "kept" if self.kept else "stopped"
+        noise = ""
+        if self.surely_better >= 0 and self.rank >= self.quota:  # rank alone would stop it
+            noise = f", {self.surely_better} better beyond noise"
         return (
             f"{where}: trial {self.trial_id} {verdict} (rank {self.rank} of "
-            f"{self.population}, best {self.quota} kept; {scores})"
+            f"{self.population}, best {self.quota} kept{noise}; {scores})"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -292,6 +346,12 @@ class MultiObjectiveASHA(LiveFIFOScheduler):
         brackets: HyperBand-style brackets; bracket ``s`` starts at ``grace * eta**s``.
             Trials are dealt to brackets round-robin in the order Tune adds them.
         time_attr: the result key holding the epoch (a whole number, increasing).
+        confidence: stop a trial only when at least its quota of trials at the rung beat
+            it in every rung metric by ``confidence`` standard errors of the difference
+            (:func:`binomial_margins`; a metric that is no fraction, ``val_loss`` or
+            ``train_loss``, gets no margin). 0: rank alone decides, as plain MO-ASHA.
+        validation_images: the validation split's size, for the standard errors
+            (required when ``confidence > 0``).
 
     Rung metrics missing from a result (e.g. the final report) or not finite: the trial
     continues and nothing is recorded. A trial that already has a decision at the rung
@@ -308,17 +368,25 @@ class MultiObjectiveASHA(LiveFIFOScheduler):
         budget: int | None = None,
         brackets: int = 1,
         time_attr: str = "epoch",
+        confidence: float = 0.0,
+        validation_images: int | None = None,
     ) -> None:
         _check_settings(metrics, grace, eta, budget, brackets, time_attr)
+        _check_noise(confidence, validation_images)
         super().__init__()
         self._metrics = {str(name): str(direction) for name, direction in metrics.items()}
         self._grace, self._eta, self._budget = grace, eta, budget
         self._brackets, self._time_attr = brackets, time_attr
+        self._confidence = float(confidence)
+        self._validation_images = validation_images
         self._assigned: dict[str, int] = {}  # trial id -> bracket
         self._decisions: list[RungDecision] = []
         self._rungs: dict[tuple[int, int], dict[str, tuple[float, ...]]] = {}
         self._decided: dict[tuple[str, int], RungDecision] = {}
         self._stopped: set[str] = set()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__({**_PRIVATE_NO_MARGIN, **state})  # pickled before the margin
 
     # -- what the service reads --------------------------------------------------------
     @property
@@ -366,19 +434,24 @@ class MultiObjectiveASHA(LiveFIFOScheduler):
 
     def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict) -> str:
         """STOP or CONTINUE; a decision at the highest rung this result has reached."""
-        if trial.trial_id in self._stopped:
-            return TrialScheduler.STOP
-        epoch, values = result.get(self._time_attr), self._rung_values(trial.trial_id, result)
+        return (
+            TrialScheduler.CONTINUE if self.judge(trial.trial_id, result) else TrialScheduler.STOP
+        )
+
+    def judge(self, trial_id: str, result: Mapping[str, Any]) -> bool:
+        """Whether ``trial_id`` goes on after reporting ``result`` (one epoch's metrics):
+        a decision at the highest rung the result has reached, taken once."""
+        if trial_id in self._stopped:
+            return False
+        epoch, values = result.get(self._time_attr), self._rung_values(trial_id, result)
         if values is None or not _is_number(epoch):
-            return TrialScheduler.CONTINUE
-        bracket = self._bracket(trial.trial_id)
+            return True
+        bracket = self._bracket(trial_id)
         rung = self._rung_at(epoch, bracket)
         if rung is None:
-            return TrialScheduler.CONTINUE
-        decision = self._decided.get((trial.trial_id, rung)) or self.decide(
-            trial.trial_id, rung, values
-        )
-        return TrialScheduler.CONTINUE if decision.kept else TrialScheduler.STOP
+            return True
+        decision = self._decided.get((trial_id, rung)) or self.decide(trial_id, rung, values)
+        return decision.kept
 
     def on_trial_complete(
         self, tune_controller: TuneController, trial: Trial, result: dict
@@ -411,9 +484,13 @@ class MultiObjectiveASHA(LiveFIFOScheduler):
         """Rank ``trial_id`` at ``rung`` (its bracket's) against the trials already
         there, record the decision and the trial's ``values`` (one per metric)."""
         bracket = self._bracket(trial_id)
-        members = self._rungs.get((bracket, rung), {})
+        population = list(self._rungs.get((bracket, rung), {}).values())
         outcome = rung_decision(
-            list(members.values()), values, list(self._metrics.values()), self._eta
+            population,
+            values,
+            list(self._metrics.values()),
+            self._eta,
+            margins=self._margins(population, values),
         )
         decision = RungDecision(
             trial_id=trial_id,
@@ -425,10 +502,25 @@ class MultiObjectiveASHA(LiveFIFOScheduler):
             population=outcome.population,
             quota=outcome.quota,
             kept=outcome.kept,
+            surely_better=outcome.surely_better,
         )
         self._record(decision)
         logger.info(decision.describe(list(self._metrics)))
         return decision
+
+    def _margins(
+        self, population: Sequence[Sequence[float]], values: Sequence[float]
+    ) -> np.ndarray | None:
+        """The noise margin of each rung metric against each trial at the rung, or None
+        when ``confidence`` is 0. Fractions (:data:`FRACTIONS`) get
+        :func:`binomial_margins`; losses none."""
+        if self._confidence <= 0 or self._validation_images is None:
+            return None
+        width = len(self._metrics)
+        others = np.asarray(population, dtype=np.float64).reshape(-1, width)
+        margins = binomial_margins(others, values, self._validation_images, self._confidence)
+        fractions = np.array([metric in FRACTIONS for metric in self._metrics])
+        return np.where(fractions, margins, 0.0)
 
     def _record(self, decision: RungDecision) -> None:
         if (decision.trial_id, decision.rung) in self._decided:
@@ -479,6 +571,8 @@ class MultiObjectiveASHA(LiveFIFOScheduler):
             "budget": self._budget,
             "brackets": self._brackets,
             "time_attr": self._time_attr,
+            "confidence": self._confidence,
+            "validation_images": self._validation_images,
         }
 
     def get_state(self) -> dict[str, Any]:
@@ -496,6 +590,11 @@ class MultiObjectiveASHA(LiveFIFOScheduler):
         scheduler with the same settings)."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"scheduler state version {state.get('version')!r} unknown")
+        if "confidence" not in state["settings"]:
+            # Written before the noise margin existed: its decisions were taken by rank
+            # alone, and the rest of the study is judged the same way.
+            self._confidence, self._validation_images = 0.0, None
+            state = {**state, "settings": {**state["settings"], **_NO_MARGIN}}
         if state["settings"] != self._settings():
             raise ValueError(
                 f"scheduler state is for settings {state['settings']}, not {self._settings()}"
@@ -514,6 +613,25 @@ class MultiObjectiveASHA(LiveFIFOScheduler):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as file:
             self.set_state(pickle.load(file))
+
+
+_NO_MARGIN = {"confidence": 0.0, "validation_images": None}
+_PRIVATE_NO_MARGIN = {f"_{key}": value for key, value in _NO_MARGIN.items()}
+
+
+def _check_noise(confidence: float, validation_images: int | None) -> None:
+    """One-line :class:`ConfigError` for a bad ``confidence`` or a missing split size."""
+    at = "study.scheduler.confidence"
+    if isinstance(confidence, bool) or not _is_number(confidence) or not 0 <= confidence <= 5:
+        raise ConfigError(at, f"{confidence!r} must be a number in [0, 5] (standard errors)")
+    if confidence > 0:
+        bad = isinstance(validation_images, bool) or not isinstance(validation_images, int)
+        if bad or validation_images < 1:
+            raise ConfigError(
+                at,
+                f"{confidence} standard errors need the validation split's size "
+                "(data.validation: N); set confidence: 0 to rank by values alone",
+            )
 
 
 def _is_number(value: Any) -> bool:

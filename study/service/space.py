@@ -286,6 +286,11 @@ class SearchSpace:
             )
         return epochs[0]
 
+    def validation_images(self) -> int:
+        """``data.validation`` of the trials, the smallest where alternatives differ
+        (the early-stopping noise margin is then the widest: it errs towards keeping)."""
+        return min(from_mapping(self.sample(c)).data.validation for c in _corners(self))
+
     def _check(self) -> None:
         settings = self.settings
         for index, point in enumerate(settings.enqueue):

@@ -31,9 +31,19 @@ if TYPE_CHECKING:
     from study.service.scheduler import MultiObjectiveASHA
 
 #: Metrics every epoch reports, with their natural direction.
-PER_EPOCH: dict[str, str] = {**dict.fromkeys(VAL_METRICS, "max"), "train_loss": "min"}
+PER_EPOCH: dict[str, str] = {
+    **{metric: "min" if metric.endswith("_loss") else "max" for metric in VAL_METRICS},
+    "train_loss": "min",
+}
 #: ``study.scheduler`` keys and their defaults (``metrics``: the objectives).
-DEFAULTS: dict[str, Any] = {"kind": "mo-asha", "metrics": None, "grace": 1, "eta": 3, "brackets": 1}
+DEFAULTS: dict[str, Any] = {
+    "kind": "mo-asha",
+    "metrics": None,
+    "grace": 1,
+    "eta": 3,
+    "brackets": 1,
+    "confidence": 2.0,
+}
 AT = "study.scheduler"
 
 
@@ -42,18 +52,25 @@ class SchedulerSettings:
     """A study's early-stopping scheduler: ``kind`` (``mo-asha``), the rung ``metrics``
     (name -> ``max``/``min``, in order), ``grace`` (epochs before the first rung),
     ``eta`` (reduction factor: rungs at ``grace * eta**k``, about one trial in ``eta``
-    goes on) and HyperBand-style ``brackets``."""
+    goes on), HyperBand-style ``brackets``, and ``confidence``: a trial is stopped only
+    when enough trials beat it by more than this many standard errors of the validation
+    split (0: by rank alone)."""
 
     kind: str = "mo-asha"
     metrics: Mapping[str, str] = field(default_factory=dict)
-    grace: int = 1
-    eta: int = 3
-    brackets: int = 1
+    grace: int = DEFAULTS["grace"]
+    eta: int = DEFAULTS["eta"]
+    brackets: int = DEFAULTS["brackets"]
+    confidence: float = DEFAULTS["confidence"]
 
     def describe(self) -> str:
-        """One line, e.g. ``mo-asha grace=2 eta=3 brackets=1 val_acc:max,val_consistency:max``."""
+        """One line, e.g. ``mo-asha grace=1 eta=3 brackets=1 confidence=2
+        val_acc:max,val_consistency:max``."""
         metrics = ",".join(f"{m}:{d}" for m, d in self.metrics.items())
-        return f"{self.kind} grace={self.grace} eta={self.eta} brackets={self.brackets} {metrics}"
+        return (
+            f"{self.kind} grace={self.grace} eta={self.eta} brackets={self.brackets} "
+            f"confidence={self.confidence:g} {metrics}"
+        )
 
     def rungs(self, budget: int) -> list[int]:
         """The rung epochs of bracket 0 below ``budget``."""
@@ -87,12 +104,20 @@ def parse_scheduler(raw: Any, objectives: Mapping[str, str]) -> SchedulerSetting
         value = values[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{AT}.{key}", f"{value!r} must be a whole number >= {low}")
+    confidence = values["confidence"]
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float):
+        raise ConfigError(f"{AT}.confidence", f"{confidence!r} must be a number in [0, 5]")
+    if not 0 <= confidence <= 5:
+        raise ConfigError(
+            f"{AT}.confidence", f"{confidence!r} must be in [0, 5] (standard errors; 0: off)"
+        )
     return SchedulerSettings(
         kind=values["kind"],
         metrics=_metrics(values["metrics"], objectives),
         grace=values["grace"],
         eta=values["eta"],
         brackets=values["brackets"],
+        confidence=float(confidence),
     )
 
 
@@ -151,7 +176,9 @@ def check_budget(settings: SchedulerSettings, budget: int) -> None:
         )
 
 
-def _mo_asha(settings: SchedulerSettings, budget: int) -> MultiObjectiveASHA:
+def _mo_asha(
+    settings: SchedulerSettings, budget: int, validation_images: int | None
+) -> MultiObjectiveASHA:
     from study.service.scheduler import MultiObjectiveASHA
 
     return MultiObjectiveASHA(
@@ -161,14 +188,20 @@ def _mo_asha(settings: SchedulerSettings, budget: int) -> MultiObjectiveASHA:
         budget=budget,
         brackets=settings.brackets,
         time_attr="epoch",
+        confidence=settings.confidence if validation_images else 0.0,
+        validation_images=validation_images or None,
     )
 
 
-#: ``study.scheduler.kind`` -> factory ``(settings, budget) -> Tune scheduler``.
-SCHEDULERS: dict[str, Callable[[SchedulerSettings, int], Any]] = {"mo-asha": _mo_asha}
+#: ``study.scheduler.kind`` -> factory ``(settings, budget, validation images) -> Tune
+#: scheduler``.
+SCHEDULERS: dict[str, Callable[[SchedulerSettings, int, int | None], Any]] = {"mo-asha": _mo_asha}
 
 
-def build_scheduler(settings: SchedulerSettings, budget: int) -> MultiObjectiveASHA:
-    """The Tune scheduler ``settings`` name, for trials of ``budget`` epochs."""
+def build_scheduler(
+    settings: SchedulerSettings, budget: int, validation_images: int | None = None
+) -> MultiObjectiveASHA:
+    """The Tune scheduler ``settings`` name, for trials of ``budget`` epochs judged on a
+    validation split of ``validation_images`` (None or 0: no noise margin)."""
     check_budget(settings, budget)
-    return SCHEDULERS[settings.kind](settings, budget)
+    return SCHEDULERS[settings.kind](settings, budget, validation_images)

@@ -156,7 +156,7 @@ def mark_pruned(
             values = {k: v for k, v in row.items() if k != "epoch"}
             log_metrics(client, run_id, values, int(row["epoch"]))
     epoch = int(row.get("epoch", decision["rung"]))
-    tags = {_rung_tag(f): str(decision[f]) for f in RUNG_FIELDS}
+    tags = {_rung_tag(f): str(decision[f]) for f in RUNG_FIELDS if f in decision}
     tags.update({PRUNED_TAG: "true", STOPPED_TAG: str(epoch)})
     for key, value in tags.items():
         client.set_tag(run_id, key, value)

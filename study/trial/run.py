@@ -54,8 +54,9 @@ from study.trial.config import ConfigError, Report, TrialConfig, check_crop_marg
 
 #: Receives the trained network (eval mode) and an input example ``(1, C, H, W)``.
 KeepModel = Callable[[torch.nn.Module, torch.Tensor], None]
-#: Per-epoch metrics on the validation split (also final: the last epoch's values).
-VAL_METRICS = ("val_acc", "val_acc_shift", "val_consistency")
+#: Per-epoch metrics on the validation split (also final: the last epoch's values);
+#: ``val_loss`` is the unshifted images' mean cross-entropy (nats), the others fractions.
+VAL_METRICS = ("val_acc", "val_acc_shift", "val_consistency", "val_loss")
 #: Final metrics on the test set, computed once at the end: all circular shifts, then
 #: each shift family's three scores (:mod:`study.metrics.families`, ``eval.families``).
 TEST_METRICS = (
@@ -262,9 +263,9 @@ class _Training:
 
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
-        """Per-epoch metrics on the validation split (none without one): accuracy
-        unshifted and at one seeded random circular shift per image, and the
-        consistency, sampled (:func:`study.metrics.shifted_scores`: Section 4.2's
+        """Per-epoch metrics on the validation split (none without one): accuracy and
+        cross-entropy unshifted, accuracy at one seeded random circular shift per image,
+        and the consistency, sampled (:func:`study.metrics.shifted_scores`: Section 4.2's
         protocol, one pair of shifts per image) or exact over all shifts
         (``eval.val_method``)."""
         images, labels = self.val_float, self.val_labels
@@ -275,10 +276,12 @@ class _Training:
         if self.config.eval.val_method == "exact":
             probs, _ = shift_probabilities_by(self.model, images, self.config.eval.method)
             scores = accuracy(probs, labels.cpu(), seed)
+            unshifted = probs[:, 0, 0].gather(1, labels.cpu().view(-1, 1)).clamp_min(1e-12)
             return {
                 "val_acc": scores["acc"],
                 "val_acc_shift": scores["acc_shift_random"],
                 "val_consistency": consistency(probs),
+                "val_loss": -unshifted.log().mean().item(),
             }
         max_shift = min(self.config.eval.consistency_max_shift, max(images.shape[-2:]) // 2)
         scores = shifted_scores(self.model, images, labels, max_shift, seed=seed, batch_size=500)
@@ -286,6 +289,7 @@ class _Training:
             "val_acc": scores["acc"],
             "val_acc_shift": scores["acc_shift"],
             "val_consistency": scores["consistency"],
+            "val_loss": scores["loss"],
         }
 
     # -- checkpoints ------------------------------------------------------------
@@ -437,10 +441,13 @@ def _training_figure(history: list[dict[str, Any]]):
     fig = Figure(figsize=(9, 3.5), layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
     epochs = [row["epoch"] for row in history]
-    loss_ax.plot(epochs, [row["train_loss"] for row in history], marker=".")
-    loss_ax.set(xlabel="epoch", ylabel="train loss", yscale="log")
+    loss_ax.plot(epochs, [row["train_loss"] for row in history], marker=".", label="train_loss")
+    if history and "val_loss" in history[0]:
+        loss_ax.plot(epochs, [row["val_loss"] for row in history], marker=".", label="val_loss")
+        loss_ax.legend(fontsize=7)
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy (nats)", yscale="log")
     for key in VAL_METRICS:
-        if history and key in history[0]:
+        if history and key in history[0] and key != "val_loss":
             acc_ax.plot(epochs, [row[key] for row in history], marker=".", label=key)
     acc_ax.set(xlabel="epoch", ylim=(0, 1), title="validation split")
     if acc_ax.lines:

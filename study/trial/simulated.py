@@ -135,6 +135,7 @@ def epoch_row(config: TrialConfig, epoch: int, final: dict[str, float]) -> dict[
             val_acc=_unit(acc),
             val_acc_shift=_unit(acc - 0.05 * (1 - consistency)),
             val_consistency=_unit(consistency),
+            val_loss=-math.log(max(_unit(acc), 0.01)),
         )
     return row
 
@@ -174,7 +175,11 @@ def simulate_trial(
             report({**row, "done": False})
     last = history[-1] if history else {}
     result = {
-        **{k: last[k] for k in ("val_acc", "val_acc_shift", "val_consistency") if k in last},
+        **{
+            k: last[k]
+            for k in ("val_acc", "val_acc_shift", "val_consistency", "val_loss")
+            if k in last
+        },
         **final,
         "train_loss": last.get("train_loss"),
         "epochs": len(history),

@@ -1,0 +1,429 @@
+"""Early-stopping rules on studies they were not tuned on: replays of recorded histories.
+
+A stopping rule's quality is a property of the studies it meets, so this benchmark
+measures rules on many studies (one per sampler seed) and reports the median and the
+worst seed rather than one run. Two steps:
+
+``collect``: train every trial of a study to its full budget once, in-process (the
+trial code runs without Ray), and record each epoch's validation metrics and the final
+objectives. The configurations are what ``study run`` asks for with the random sampler
+and that seed (Optuna's ``RandomSampler``, define-by-run through the space), and a trial
+is deterministic given its config, so a recorded study is the full-budget study the
+service would have run. Spaces: ``shapes`` (the space of ``bench/early_stopping.py``:
+VGG11-BN at 1/8 width, 6 filters x 2 augmentations x a log-uniform learning rate, 9
+epochs on the built-in shapes data, 250 validation images) and ``cifar10`` (the same
+dimensions on 3,000 images of the CIFAR-10 JPEG copy, 1,000 held out, 8 epochs).
+``simulated`` studies need no collection: the simulated trial's closed forms, with
+validation noise at the level the real studies show (``--noise``).
+
+``replay``: run each rule through :class:`~study.service.scheduler.MultiObjectiveASHA`
+over each recorded study, trials arriving one at a time in the order they were asked
+(what one-at-a-time execution does; ``bench/early_stopping.py`` showed the real service
+at concurrency 2 within a point of its replay). Per rule and seed: the hypervolume of
+the trials it let finish over the full study's (reference (0, 0)), its share of the
+full study's trial-epochs, and whether it stopped the full study's best trial in either
+objective before half the budget. Then, per rule, the median and worst over the seeds
+it was not tuned on.
+
+    .venv/bin/python bench/stopping_rules.py collect --space shapes --seeds 0-7 --out bench/histories
+    .venv/bin/python bench/stopping_rules.py replay --histories bench/histories --tuned shapes:0-2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+OBJECTIVES = {"val_acc": "max", "val_consistency": "max"}
+PER_EPOCH = ("val_acc", "val_consistency", "val_acc_shift", "val_loss", "train_loss")
+CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+FILTERS = ["delta", "binomial-2", "binomial-3", "binomial-4", "binomial-5", "binomial-7"]
+#: The targets a shipped default must meet on unseen seeds.
+TARGET_HYPERVOLUME, TARGET_EPOCHS = 0.95, 0.45
+
+
+def space(kind: str, seed: int) -> dict[str, Any]:
+    """The search space of a recorded study (a ``study run`` space file, as a mapping)."""
+    common = {
+        "study": {"objectives": OBJECTIVES, "sampler": "random", "seed": seed, "trials": 32},
+        "model": {"name": "vgg11_bn", "width": 0.125, "filter": {"choice": FILTERS}},
+        "augment": {"kind": {"choice": ["none", "flip+shift"]}, "max_shift": 4},
+        "train": {
+            "epochs": 9,
+            "batch_size": 64,
+            "lr": {"loguniform": [0.005, 0.1]},
+            "schedule": "cosine",
+            "weight_decay": 5.0e-4,
+        },
+        "eval": {"images": 100, "feature_images": 0, "figures": "none"},
+        "seed": 0,
+        "device": "cpu",
+    }
+    if kind == "shapes":
+        common["data"] = {
+            "source": "shapes",
+            "train_images": 500,
+            "validation": 250,
+            "test_images": 200,
+        }
+    elif kind == "cifar10":
+        common["study"]["trials"] = 24
+        common["train"]["epochs"] = 8
+        common["train"]["batch_size"] = 128
+        common["data"] = {
+            "source": str(CIFAR),
+            "train_images": 3000,
+            "validation": 1000,
+            "test_images": 200,
+        }
+    else:
+        raise SystemExit(f"--space: {kind!r}; allowed: shapes, cifar10")
+    return common
+
+
+def asked_configs(kind: str, seed: int) -> list[dict[str, Any]]:
+    """The trial configs ``study run`` asks for, in order (random sampler, ``seed``)."""
+    import optuna
+
+    from study.service.space import SearchSpace
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    searched = SearchSpace.parse(space(kind, seed), default_name=f"{kind}-{seed}")
+    sampler = optuna.samplers.RandomSampler(seed=seed)
+    optuna_study = optuna.create_study(directions=["maximize"] * 2, sampler=sampler)
+    configs = []
+    for _ in range(searched.settings.trials):
+        trial = optuna_study.ask()
+        configs.append(searched.sample(trial))
+        optuna_study.tell(trial, [0.0, 0.0])
+    return configs
+
+
+def _train(args: tuple[int, dict[str, Any]]) -> dict[str, Any]:
+    """One trial to its full budget (in a worker process, one torch thread)."""
+    index, values = args
+    from study.trial.config import from_mapping
+    from study.trial.run import run_trial
+
+    config = from_mapping(values)
+    epochs: list[dict[str, float]] = []
+
+    def report(row: dict[str, Any]) -> None:
+        if not row.get("done"):
+            epochs.append({k: float(row[k]) for k in PER_EPOCH if k in row})
+
+    started = time.perf_counter()
+    final = run_trial(config, report=report, progress=False, threads=1)
+    return {
+        "index": index,
+        "params": {
+            "filter": config.model.filter,
+            "augment": config.augment.kind,
+            "lr": config.train.lr,
+        },
+        "epochs": epochs,
+        "final": [float(final[m]) for m in OBJECTIVES],
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def collect(kind: str, seeds: list[int], out: Path, workers: int) -> None:
+    """Record a full-budget study per seed into ``out/<kind>-seed<k>.json`` (skipped
+    when present)."""
+    from tqdm import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    context = multiprocessing.get_context("spawn")
+    for seed in seeds:
+        path = out / f"{kind}-seed{seed}.json"
+        if path.is_file():
+            print(f"{path}: present, kept")
+            continue
+        configs = asked_configs(kind, seed)
+        started = time.perf_counter()
+        with context.Pool(workers) as pool:
+            trials = list(
+                tqdm(
+                    pool.imap(_train, list(enumerate(configs))),
+                    total=len(configs),
+                    desc=f"{kind} seed {seed}",
+                    unit="trial",
+                )
+            )
+        record = {
+            "space": kind,
+            "seed": seed,
+            "budget": space(kind, seed)["train"]["epochs"],
+            "validation": space(kind, seed)["data"]["validation"],
+            "trials": trials,
+            "wall_s": time.perf_counter() - started,
+            "machine": machine(),
+        }
+        partial = path.with_suffix(".part")
+        partial.write_text(json.dumps(record))
+        partial.replace(path)
+        print(f"{path}: {len(trials)} trials, {record['wall_s']:.0f} s")
+
+
+def simulated_study(seed: int, noise: float, trials: int = 32) -> dict[str, Any]:
+    """A study of the simulated trial kind over the same dimensions, no training."""
+    from study.trial.config import from_mapping
+    from study.trial.simulated import epoch_row, final_metrics
+
+    raw = space("shapes", seed)
+    configs = asked_configs("shapes", seed)[:trials]
+    budget = raw["train"]["epochs"]
+    records = []
+    for index, values in enumerate(configs):
+        values = {
+            **values,
+            "seed": seed * 1000 + index,
+            "simulate": {"enabled": True, "noise": noise},
+        }
+        config = from_mapping(values)
+        final = final_metrics(config)
+        rows = [epoch_row(config, epoch, final) for epoch in range(1, budget + 1)]
+        records.append(
+            {
+                "index": index,
+                "params": {"filter": config.model.filter, "augment": config.augment.kind},
+                "epochs": [{k: float(r[k]) for k in PER_EPOCH if k in r} for r in rows],
+                "final": [float(rows[-1][m]) for m in OBJECTIVES],
+            }
+        )
+    return {
+        "space": "simulated",
+        "seed": seed,
+        "budget": budget,
+        "validation": raw["data"]["validation"],
+        "trials": records,
+    }
+
+
+# -- replays ---------------------------------------------------------------------------
+
+
+def hypervolume(points: list[list[float]]) -> float:
+    from study.pareto.front import hypervolume as hv
+
+    if not points:
+        return 0.0
+    return hv(np.array(points), list(OBJECTIVES.values()), np.zeros(len(OBJECTIVES)))
+
+
+def replay(study: dict[str, Any], rule: dict[str, Any]) -> dict[str, Any]:
+    """``rule`` (scheduler settings) over one recorded study: hypervolume ratio,
+    trial-epoch share, and when the full study's best trial per objective was stopped."""
+    from study.service.scheduler import MultiObjectiveASHA
+
+    budget = study["budget"]
+    scheduler = MultiObjectiveASHA(
+        **{"metrics": OBJECTIVES, **rule},
+        budget=budget,
+        validation_images=study["validation"],
+    )
+    spent, kept, stopped_at = 0, [], {}
+    for trial in study["trials"]:
+        trial_id = f"t{trial['index']:03d}"
+        end = budget
+        for epoch, row in enumerate(trial["epochs"], start=1):
+            result = {"epoch": epoch, **row}
+            if not scheduler.judge(trial_id, result):
+                end = epoch
+                break
+        spent += end
+        stopped_at[trial["index"]] = end
+        if end == budget:
+            kept.append(trial["final"])
+    everything = [t["final"] for t in study["trials"]]
+    best_stopped = []
+    for j, objective in enumerate(OBJECTIVES):
+        best = max(study["trials"], key=lambda t: t["final"][j])
+        if stopped_at[best["index"]] < budget / 2:
+            best_stopped.append(objective)
+    return {
+        "hypervolume_ratio": hypervolume(kept) / hypervolume(everything),
+        "epochs_ratio": spent / (len(study["trials"]) * budget),
+        "best_stopped_early": best_stopped,
+    }
+
+
+def rank_correlations(study: dict[str, Any]) -> list[float]:
+    """Spearman correlation of each epoch's ``val_acc`` with the final one."""
+    from scipy.stats import spearmanr
+
+    final = [t["final"][0] for t in study["trials"]]
+    return [
+        float(spearmanr([t["epochs"][e]["val_acc"] for t in study["trials"]], final).statistic)
+        for e in range(study["budget"])
+    ]
+
+
+def noise_level(study: dict[str, Any]) -> float:
+    """Standard deviation of ``val_acc`` between consecutive late epochs (the last
+    third), halved in variance: the epoch-to-epoch jitter a trial's curve shows."""
+    budget = study["budget"]
+    start = max(1, 2 * budget // 3)
+    jumps = [
+        t["epochs"][e]["val_acc"] - t["epochs"][e - 1]["val_acc"]
+        for t in study["trials"]
+        for e in range(start, budget)
+    ]
+    return float(np.std(jumps) / math.sqrt(2))
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        seeds.extend(range(int(low), int(high or low) + 1))
+    return seeds
+
+
+RULES: dict[str, dict[str, Any]] = {
+    "grace 1, eta 3 (old default)": {"grace": 1, "eta": 3},
+    "grace 1, eta 2": {"grace": 1, "eta": 2},
+    "grace 2, eta 3": {"grace": 2, "eta": 3},
+    "grace 2, eta 2": {"grace": 2, "eta": 2},
+    "grace 3, eta 3": {"grace": 3, "eta": 3},
+    "grace 1, eta 2, confidence 1": {"grace": 1, "eta": 2, "confidence": 1.0},
+    "grace 1, eta 2, confidence 2": {"grace": 1, "eta": 2, "confidence": 2.0},
+    "grace 1, eta 3, confidence 1": {"grace": 1, "eta": 3, "confidence": 1.0},
+    "grace 1, eta 3, confidence 2": {"grace": 1, "eta": 3, "confidence": 2.0},
+    "grace 2, eta 3, confidence 1": {"grace": 2, "eta": 3, "confidence": 1.0},
+    "grace 2, eta 3, confidence 2": {"grace": 2, "eta": 3, "confidence": 2.0},
+    "grace 2, eta 2, confidence 1": {"grace": 2, "eta": 2, "confidence": 1.0},
+    "grace 2, eta 2, confidence 2": {"grace": 2, "eta": 2, "confidence": 2.0},
+}
+
+
+def report(studies: list[dict[str, Any]], tuned: set[tuple[str, int]]) -> dict[str, Any]:
+    """Every rule over every study; summary over the unseen seeds per space."""
+    table: dict[str, Any] = {}
+    for name, rule in RULES.items():
+        rows = {(s["space"], s["seed"]): replay(s, rule) for s in studies}
+        summary = {}
+        for kind in sorted({s["space"] for s in studies}):
+            unseen = [r for (k, seed), r in rows.items() if k == kind and (k, seed) not in tuned]
+            if not unseen:
+                continue
+            hv = [r["hypervolume_ratio"] for r in unseen]
+            ep = [r["epochs_ratio"] for r in unseen]
+            summary[kind] = {
+                "seeds": len(unseen),
+                "hv_median": statistics.median(hv),
+                "hv_worst": min(hv),
+                "epochs_median": statistics.median(ep),
+                "epochs_worst": max(ep),
+                "best_stopped_early": sum(bool(r["best_stopped_early"]) for r in unseen),
+                "meets_targets": min(hv) >= TARGET_HYPERVOLUME
+                and statistics.median(ep) <= TARGET_EPOCHS,
+            }
+        table[name] = {
+            "rule": rule,
+            "summary": summary,
+            "per_seed": {f"{k}:{seed}": r for (k, seed), r in rows.items()},
+        }
+    return table
+
+
+def print_table(table: dict[str, Any]) -> None:
+    kinds = sorted({k for row in table.values() for k in row["summary"]})
+    for kind in kinds:
+        print(
+            f"\n{kind}: unseen seeds (hypervolume ratio median / worst, trial-epochs median / worst, best stopped before half)"
+        )
+        for name, row in table.items():
+            s = row["summary"].get(kind)
+            if s is None:
+                continue
+            mark = "meets" if s["meets_targets"] else "     "
+            print(
+                f"  {name:34s} {s['hv_median']:.3f} / {s['hv_worst']:.3f}   "
+                f"{100 * s['epochs_median']:5.1f} % / {100 * s['epochs_worst']:5.1f} %   "
+                f"{s['best_stopped_early']} of {s['seeds']}  {mark}"
+            )
+
+
+def machine() -> str:
+    import torch
+
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return (
+        f"{os.cpu_count()} x {cpu}, Python {platform.python_version()}, torch {torch.__version__}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    collecting = commands.add_parser("collect", help="record full-budget studies")
+    collecting.add_argument("--space", choices=["shapes", "cifar10"], required=True)
+    collecting.add_argument("--seeds", default="0-7", help="e.g. 0-7 or 0,3,5")
+    collecting.add_argument("--out", type=Path, default=ROOT / "bench" / "histories")
+    collecting.add_argument("--workers", type=int, default=2, help="trials at a time")
+    replaying = commands.add_parser("replay", help="replay every rule over the records")
+    replaying.add_argument("--histories", type=Path, default=ROOT / "bench" / "histories")
+    replaying.add_argument(
+        "--tuned",
+        action="append",
+        default=None,
+        help="studies the defaults were chosen on, SPACE:SEEDS, repeatable "
+        "(default: shapes:0-2 and simulated:0-9)",
+    )
+    replaying.add_argument("--simulated", default="0-19", help="simulated seeds ('' for none)")
+    replaying.add_argument(
+        "--noise", type=float, default=None, help="simulated noise (default: measured)"
+    )
+    replaying.add_argument("--json", type=Path, help="write the whole table here")
+    args = parser.parse_args()
+    if args.command == "collect":
+        if args.space == "cifar10" and not CIFAR.is_file():
+            raise SystemExit(f"{CIFAR}: not found (the CIFAR-10 JPEG copy); cannot collect")
+        collect(args.space, parse_seeds(args.seeds), args.out, args.workers)
+        return
+    studies = [json.loads(p.read_text()) for p in sorted(args.histories.glob("*-seed*.json"))]
+    for study in studies:
+        correlations = ", ".join(f"{c:.2f}" for c in rank_correlations(study))
+        print(
+            f"{study['space']} seed {study['seed']}: {len(study['trials'])} trials; val_acc "
+            f"noise {noise_level(study):.4f}; Spearman(epoch e, final): {correlations}"
+        )
+    real_noise = [noise_level(s) for s in studies if s["space"] == "shapes"]
+    noise = (
+        args.noise
+        if args.noise is not None
+        else (statistics.median(real_noise) if real_noise else 0.02)
+    )
+    if args.simulated:
+        studies += [simulated_study(seed, noise) for seed in parse_seeds(args.simulated)]
+    tuned = set()
+    for part in args.tuned or ["shapes:0-2", "simulated:0-9"]:
+        kind, _, seeds = part.partition(":")
+        tuned.update((kind, seed) for seed in parse_seeds(seeds))
+    table = report(studies, tuned)
+    print_table(table)
+    if args.json:
+        args.json.write_text(json.dumps(table, indent=1))
+
+
+if __name__ == "__main__":
+    main()
