@@ -274,16 +274,16 @@ def rank_correlations(study: dict[str, Any]) -> list[float]:
 
 
 def noise_level(study: dict[str, Any]) -> float:
-    """Standard deviation of ``val_acc`` between consecutive late epochs (the last
-    third), halved in variance: the epoch-to-epoch jitter a trial's curve shows."""
-    budget = study["budget"]
-    start = max(1, 2 * budget // 3)
-    jumps = [
-        t["epochs"][e]["val_acc"] - t["epochs"][e - 1]["val_acc"]
+    """The standard deviation of ``val_acc`` around a trial's own curve: each interior
+    epoch against the mean of its neighbours (``v_e - (v_{e-1} + v_{e+1}) / 2`` has
+    variance ``1.5 sigma^2`` for independent noise on a locally straight curve)."""
+    residuals = [
+        t["epochs"][e]["val_acc"]
+        - (t["epochs"][e - 1]["val_acc"] + t["epochs"][e + 1]["val_acc"]) / 2
         for t in study["trials"]
-        for e in range(start, budget)
+        for e in range(1, study["budget"] - 1)
     ]
-    return float(np.std(jumps) / math.sqrt(2))
+    return float(np.std(residuals) / math.sqrt(1.5))
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -294,21 +294,55 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+VAL = {"val_acc": "max", "val_consistency": "max"}
+LOSS = {"train_loss": "min", "val_consistency": "max"}
+SMOOTHED = {"val_acc_avg3": "max", "val_consistency_avg3": "max"}
+#: The candidates: rung metrics, grace, eta, noise margin. ``val_*_avg3``: the mean of
+#: the last three epochs' values (computed here; the service has no such metric).
 RULES: dict[str, dict[str, Any]] = {
-    "grace 1, eta 3 (old default)": {"grace": 1, "eta": 3},
-    "grace 1, eta 2": {"grace": 1, "eta": 2},
-    "grace 2, eta 3": {"grace": 2, "eta": 3},
-    "grace 2, eta 2": {"grace": 2, "eta": 2},
-    "grace 3, eta 3": {"grace": 3, "eta": 3},
-    "grace 1, eta 2, confidence 1": {"grace": 1, "eta": 2, "confidence": 1.0},
-    "grace 1, eta 2, confidence 2": {"grace": 1, "eta": 2, "confidence": 2.0},
-    "grace 1, eta 3, confidence 1": {"grace": 1, "eta": 3, "confidence": 1.0},
-    "grace 1, eta 3, confidence 2": {"grace": 1, "eta": 3, "confidence": 2.0},
-    "grace 2, eta 3, confidence 1": {"grace": 2, "eta": 3, "confidence": 1.0},
-    "grace 2, eta 3, confidence 2": {"grace": 2, "eta": 3, "confidence": 2.0},
-    "grace 2, eta 2, confidence 1": {"grace": 2, "eta": 2, "confidence": 1.0},
-    "grace 2, eta 2, confidence 2": {"grace": 2, "eta": 2, "confidence": 2.0},
+    "val metrics, grace 1, eta 3 (old default)": {"metrics": VAL, "grace": 1, "eta": 3},
+    "val metrics, grace 1, eta 2": {"metrics": VAL, "grace": 1, "eta": 2},
+    "val metrics, grace 2, eta 3": {"metrics": VAL, "grace": 2, "eta": 3},
+    "val metrics, grace 3, eta 2": {"metrics": VAL, "grace": 3, "eta": 2},
+    "val metrics, grace 1, eta 3, confidence 1": {
+        "metrics": VAL,
+        "grace": 1,
+        "eta": 3,
+        "confidence": 1.0,
+    },
+    "val metrics, grace 1, eta 3, confidence 2": {
+        "metrics": VAL,
+        "grace": 1,
+        "eta": 3,
+        "confidence": 2.0,
+    },
+    "val metrics averaged over 3 epochs, grace 2, eta 3": {
+        "metrics": SMOOTHED,
+        "grace": 2,
+        "eta": 3,
+    },
+    "train_loss + val_consistency, grace 1, eta 2": {"metrics": LOSS, "grace": 1, "eta": 2},
+    "train_loss + val_consistency, grace 1, eta 3": {"metrics": LOSS, "grace": 1, "eta": 3},
+    "train_loss + val_consistency, grace 1, eta 4": {"metrics": LOSS, "grace": 1, "eta": 4},
+    "train_loss + val_consistency, grace 2, eta 3": {"metrics": LOSS, "grace": 2, "eta": 3},
+    "train_loss + val_consistency, grace 1, eta 3, confidence 1": {
+        "metrics": LOSS,
+        "grace": 1,
+        "eta": 3,
+        "confidence": 1.0,
+    },
 }
+
+
+def with_averages(study: dict[str, Any], window: int = 3) -> dict[str, Any]:
+    """``study`` with ``val_acc_avg3`` and ``val_consistency_avg3`` in every epoch row."""
+    for trial in study["trials"]:
+        rows = trial["epochs"]
+        for index, row in enumerate(rows):
+            last = rows[max(0, index - window + 1) : index + 1]
+            for metric in ("val_acc", "val_consistency"):
+                row[f"{metric}_avg{window}"] = sum(r[metric] for r in last) / len(last)
+    return study
 
 
 def report(studies: list[dict[str, Any]], tuned: set[tuple[str, int]]) -> dict[str, Any]:
@@ -400,21 +434,26 @@ def main() -> None:
             raise SystemExit(f"{CIFAR}: not found (the CIFAR-10 JPEG copy); cannot collect")
         collect(args.space, parse_seeds(args.seeds), args.out, args.workers)
         return
-    studies = [json.loads(p.read_text()) for p in sorted(args.histories.glob("*-seed*.json"))]
+    studies = [
+        with_averages(json.loads(p.read_text()))
+        for p in sorted(args.histories.glob("*-seed*.json"))
+    ]
     for study in studies:
         correlations = ", ".join(f"{c:.2f}" for c in rank_correlations(study))
         print(
             f"{study['space']} seed {study['seed']}: {len(study['trials'])} trials; val_acc "
             f"noise {noise_level(study):.4f}; Spearman(epoch e, final): {correlations}"
         )
+    # The simulated trial's noise decays as exp(-3 e / E): scale the measured average
+    # (over the interior epochs of the real shapes studies) back to its starting level.
     real_noise = [noise_level(s) for s in studies if s["space"] == "shapes"]
-    noise = (
-        args.noise
-        if args.noise is not None
-        else (statistics.median(real_noise) if real_noise else 0.02)
-    )
+    decay = statistics.mean(math.exp(-3 * e / 9) for e in range(2, 9))
+    noise = args.noise if args.noise is not None else statistics.median(real_noise) / decay
+    print(f"simulated studies: noise {noise:.3f} (the real shapes studies' level)")
     if args.simulated:
-        studies += [simulated_study(seed, noise) for seed in parse_seeds(args.simulated)]
+        studies += [
+            with_averages(simulated_study(seed, noise)) for seed in parse_seeds(args.simulated)
+        ]
     tuned = set()
     for part in args.tuned or ["shapes:0-2", "simulated:0-9"]:
         kind, _, seeds = part.partition(":")

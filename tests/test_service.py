@@ -461,6 +461,7 @@ def decisions_of(uri: str, name: str) -> list[dict]:
     }
     log = json.loads(Path(path).read_text())
     assert log["settings"]["grace"] == 1 and log["settings"]["eta"] == 2
+    assert log["settings"]["metrics"] == [["train_loss", "min"], ["val_consistency", "max"]]
     return [{**d, "trial_id": configs[d["trial_id"]]} for d in log["decisions"]]
 
 
@@ -510,7 +511,9 @@ def test_early_stopped_trials_are_pruned_in_optuna_mlflow_pareto_and_status(trac
             assert child.data.tags[PRUNED_TAG] == "true"
             assert child.data.tags[STOPPED_TAG] == str(decision["rung"])
             assert child.data.tags["study.rung_rank"] == str(decision["rank"])
-            assert child.data.metrics["rung.val_acc"] == decision["values"][0]
+            # the default rung metrics: train_loss for val_acc, val_consistency itself
+            assert child.data.metrics["rung.train_loss"] == decision["values"][0]
+            assert child.data.metrics["rung.val_consistency"] == decision["values"][1]
             assert sorted(epochs) == list(range(1, decision["rung"] + 1))
             # the whole row of the rung epoch, not only what Tune was told
             rates = [m.step for m in client.get_metric_history(child.info.run_id, "lr")]

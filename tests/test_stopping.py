@@ -32,7 +32,7 @@ from study.service.pruning import PruningSearcher, invalid_config
 from study.service.samplers import optuna_storage
 from study.service.scheduler import MultiObjectiveASHA
 from study.service.space import SearchSpace
-from study.service.stopping import SchedulerSettings, build_scheduler
+from study.service.stopping import PER_EPOCH, SchedulerSettings, build_scheduler, default_metrics
 from study.service.storage import SnapshotCache, cached
 from study.service.trainable import DefineByRun
 from study.trial.config import ConfigError
@@ -70,8 +70,13 @@ def test_scheduler_syntax_and_defaults():
     assert space_with(None).settings.scheduler is None
     assert space_with("none").settings.scheduler is None
     plain = space_with("mo-asha").settings.scheduler
+    # without metrics: val_acc is ranked by the epoch's mean training loss at the rungs
     assert plain == SchedulerSettings(
-        kind="mo-asha", metrics={"val_acc": "max", "val_consistency": "max"}, grace=1, eta=3
+        kind="mo-asha",
+        metrics={"train_loss": "min", "val_consistency": "max"},
+        grace=1,
+        eta=3,
+        confidence=0.0,
     )
     written = space_with(
         {"kind": "mo-asha", "grace": 2, "eta": 2, "metrics": ["val_consistency", "train_loss"]}
@@ -81,12 +86,56 @@ def test_scheduler_syntax_and_defaults():
     assert (written.grace, written.eta, written.brackets) == (2, 2, 1)
     assert (
         written.describe()
-        == "mo-asha grace=2 eta=2 brackets=1 confidence=2 val_consistency:max,train_loss:min"
+        == "mo-asha grace=2 eta=2 brackets=1 confidence=0 val_consistency:max,train_loss:min"
     )
     mapping = space_with({"metrics": {"val_acc_shift": "max"}}).settings.scheduler
     assert dict(mapping.metrics) == {"val_acc_shift": "max"}
     assert space_with("mo-asha").budget() == 9
     assert plain.rungs(9) == [1, 3]
+
+
+def test_default_rung_metrics_rank_snapshot_accuracies_by_the_training_loss():
+    assert default_metrics({"val_acc_shift": "max", "val_loss": "min"}) == {"train_loss": "min"}
+    assert default_metrics({"val_consistency": "max", "train_loss": "min"}) == {
+        "val_consistency": "max",
+        "train_loss": "min",
+    }
+    # given metrics are taken as written
+    written = space_with({"metrics": ["val_acc", "val_consistency"]}).settings.scheduler
+    assert dict(written.metrics) == {"val_acc": "max", "val_consistency": "max"}
+    assert PER_EPOCH["val_loss"] == "min" and PER_EPOCH["val_acc"] == "max"
+
+
+def test_study_run_warns_of_rungs_that_rank_on_noise():
+    quiet = space_with("mo-asha", text=SPACE.replace("validation: 16", "validation: 1000"))
+    assert not [w for w in quiet.warnings(8) if "scheduler" in w or "validation" in w]
+    snapshot = space_with({"metrics": ["val_acc", "val_consistency"]})
+    warnings = snapshot.warnings(8)
+    assert any(
+        w.startswith("study.scheduler.metrics: val_acc at the first rung (epoch 1 of 9)")
+        for w in warnings
+    ), warnings
+    late = space_with({"metrics": ["val_acc"], "grace": 5})
+    assert not any("first rung" in w for w in late.warnings(8))
+    small = [w for w in space_with("mo-asha").warnings(8) if w.startswith("data.validation")]
+    assert small == [
+        "data.validation: 16 images: at a rung, val_consistency values of 0.9 closer than "
+        "0.212 are within two standard errors; hold out at least 288 images for rungs that "
+        "separate such trials, or set study.scheduler.confidence: 2 to stop only trials "
+        "behind by more than the noise"
+    ]
+    assert all("\n" not in w for w in warnings + small)
+
+
+def test_the_noise_margin_reaches_the_scheduler():
+    settings = space_with({"confidence": 1.5}).settings.scheduler
+    assert settings.confidence == 1.5 and "confidence=1.5" in settings.describe()
+    scheduler = build_scheduler(settings, 9, validation_images=250)
+    assert scheduler.get_state()["settings"]["confidence"] == 1.5
+    assert scheduler.get_state()["settings"]["validation_images"] == 250
+    # no validation split: no margin (rank alone), whatever the setting
+    unsplit = build_scheduler(settings, 9, validation_images=0)
+    assert unsplit.get_state()["settings"]["confidence"] == 0.0
 
 
 def test_scheduler_survives_the_document_round_trip():
@@ -104,6 +153,8 @@ def test_scheduler_survives_the_document_round_trip():
         ({"eta": 1.5}, {}, "study.scheduler.eta: 1.5 must be a whole number >= 2"),
         ({"brackets": True}, {}, "study.scheduler.brackets: True must be a whole number >= 1"),
         ({"rungs": 3}, {}, "study.scheduler.rungs: unknown key; allowed: kind, metrics,"),
+        ({"confidence": -1}, {}, "study.scheduler.confidence: -1 must be in [0, 5]"),
+        ({"confidence": "high"}, {}, "study.scheduler.confidence: 'high' must be a number"),
         ([1, 2], {}, "study.scheduler: [1, 2]: give a mapping such as"),
         ({"metrics": []}, {}, "study.scheduler.metrics: empty"),
         ({"metrics": [3]}, {}, "study.scheduler.metrics: [3]: give a list"),
@@ -169,7 +220,7 @@ def test_build_scheduler_uses_the_settings_and_budget():
     settings = space_with({"grace": 2, "eta": 2}).settings.scheduler
     scheduler = build_scheduler(settings, 9)
     assert isinstance(scheduler, MultiObjectiveASHA)
-    assert scheduler.metrics == {"val_acc": "max", "val_consistency": "max"}
+    assert scheduler.metrics == {"train_loss": "min", "val_consistency": "max"}
     assert scheduler.rung_epochs() == [2, 4, 8]
     with pytest.raises(ConfigError, match=r"not below train\.epochs = 2"):
         build_scheduler(settings, 2)

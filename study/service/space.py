@@ -41,7 +41,12 @@ from typing import Any
 
 from study.metrics.names import FAMILIES
 from study.service.samplers import ADAPTIVE, SAMPLERS
-from study.service.stopping import SchedulerSettings, check_budget, parse_scheduler
+from study.service.stopping import (
+    SchedulerSettings,
+    check_budget,
+    parse_scheduler,
+    signal_warnings,
+)
 from study.trial.config import (
     SEARCH_KEYS,
     ConfigError,
@@ -345,10 +350,15 @@ class SearchSpace:
 
     def warnings(self, trials: int) -> list[str]:
         """What ``study run`` says before it starts (one line each): the protocol's
-        warning and the sampler's cost at ``trials`` trials."""
+        warning, the sampler's cost at ``trials`` trials, and rungs that would rank on
+        noise (:func:`~study.service.stopping.signal_warnings`)."""
         from study.service.samplers import cost_warning
 
-        found = (self.protocol_warning(), cost_warning(self.settings.sampler, trials))
+        found = [self.protocol_warning(), cost_warning(self.settings.sampler, trials)]
+        if self.settings.scheduler is not None:
+            found += signal_warnings(
+                self.settings.scheduler, self.budget(), self.validation_images()
+            )
         return [warning for warning in found if warning]
 
     def protocol_warning(self) -> str | None:

@@ -34,7 +34,10 @@ border; APS is no exception), ``subpixel`` loses ``0.5 leak`` of it, and ``0.04`
 
 The final values are those; the per-epoch validation values rise to them along
 ``1 - exp(-4 e / E)`` with Gaussian noise of standard deviation
-``simulate.noise * exp(-3 e / E)``, deterministic for a seed. Each epoch sleeps
+``simulate.noise * exp(-3 e / E)`` (a validation score is a snapshot of the weights at
+the epoch's end), ``val_loss = -ln val_acc``; the training loss is the cross-entropy of
+the noise-free accuracy curve, ``-ln(0.1 + (acc - 0.1) progress)``, with a quarter of
+that noise (it averages every step of the epoch). All deterministic for a seed. Each epoch sleeps
 ``simulate.epoch_seconds``. So for any space the true front is the non-dominated set of
 these closed-form values over the space, computed exactly by enumerating it.
 """
@@ -123,9 +126,10 @@ def epoch_row(config: TrialConfig, epoch: int, final: dict[str, float]) -> dict[
     epochs = config.train.epochs
     progress = (1 - math.exp(-4 * epoch / epochs)) / (1 - math.exp(-4))
     noise = config.simulate.noise * math.exp(-3 * epoch / epochs)
+    learnt = 0.1 + (final["test_acc"] - 0.1) * progress
     row: dict[str, Any] = {
         "epoch": epoch,
-        "train_loss": 0.05 + 2.25 * math.exp(-3 * epoch / epochs),
+        "train_loss": max(0.01, -math.log(learnt) + 0.25 * noise * _normal(config, "loss", epoch)),
     }
     if config.data.validation:
         acc = 0.1 + (final["test_acc"] - 0.1) * progress + noise * _normal(config, "acc", epoch)
