@@ -23,7 +23,13 @@ Run it under the lock every Ray user on the machine takes::
 ``--measure`` runs one full-budget trial and prints what the two studies would take;
 ``--analyse`` re-reads an earlier run's MLflow store without training; ``--again``
 keeps OUT's full-budget study and runs MO-ASHA once more with other ``--grace``/``--eta``
-(the sampler gives it the same configurations).
+(the sampler gives it the same configurations). ``--metrics`` names the rung metrics
+(default: the service's, ``train_loss`` and ``val_consistency`` for these objectives).
+
+``--against HISTORY`` runs the MO-ASHA study only and checks it against the replay of a
+full study that ``bench/stopping_rules.py collect`` recorded with the same seed: the
+same trials complete, stopped at the same rungs, the same trial-epochs (up to the order
+in which two concurrent trials reach a rung).
 """
 
 from __future__ import annotations
@@ -263,6 +269,56 @@ def figure(full: dict[str, Any], early: dict[str, Any], path: Path, args: argpar
     fig.savefig(path, dpi=90)
 
 
+def against(args: argparse.Namespace, out: Path, scheduler: str) -> None:
+    """The MO-ASHA study through the service against the replay of a recorded one."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from stopping_rules import replay
+
+    recorded = json.loads(args.against.read_text())
+    args.seed, args.trials = recorded["seed"], len(recorded["trials"])
+    (out / "space.yaml").write_text(yaml.safe_dump(space(args), sort_keys=False))
+    name = f"es-against-seed{args.seed}"
+    seconds = study_run(out, name, ["--set", scheduler])
+    served = read_study(f"sqlite:///{out / 'mlflow.db'}", name)
+    rule = {"grace": args.grace, "eta": args.eta}
+    if args.metrics:
+        rule["metrics"] = {
+            m: "min" if m.endswith("_loss") else "max" for m in args.metrics.split(",")
+        }
+    else:
+        rule["metrics"] = {"train_loss": "min", "val_consistency": "max"}
+    replayed = replay(recorded, rule)
+
+    def key(filter_: str, augment: str, lr: float) -> tuple[str, str, str]:
+        return (filter_, augment, f"{float(lr):.6g}")
+
+    stopped_replay = {
+        key(t["params"]["filter"], t["params"]["augment"], t["params"]["lr"]): at
+        for t, at in zip(recorded["trials"], replayed["stopped_at"], strict=True)
+    }
+    stopped_served = {
+        key(*t["config"]): (int(t["stopped_at"]) if t["stopped_at"] else recorded["budget"])
+        for t in served["trials"]
+    }
+    epochs = sum(len(t["epoch_times"]) for t in served["trials"])
+    total = len(recorded["trials"]) * recorded["budget"]
+    same = sum(stopped_served.get(k) == v for k, v in stopped_replay.items())
+    result = {
+        "seed": args.seed,
+        "scheduler": scheduler,
+        "wall_s": seconds,
+        "served": {
+            "epochs_ratio": epochs / total,
+            "complete": sum(t["state"] == "FINISHED" for t in served["trials"]),
+        },
+        "replayed": {k: replayed[k] for k in ("epochs_ratio", "hypervolume_ratio")},
+        "trials_decided_alike": f"{same} of {len(stopped_replay)}",
+        "machine": machine(),
+    }
+    (out / f"against-seed{args.seed}.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+
+
 def machine() -> str:
     import torch
 
@@ -292,6 +348,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the sampler's seed")
     parser.add_argument("--grace", type=int, default=2, help="MO-ASHA: epochs to rung 1")
     parser.add_argument("--eta", type=int, default=3, help="MO-ASHA: reduction factor")
+    parser.add_argument("--metrics", help="rung metrics, e.g. val_acc,val_consistency")
+    parser.add_argument("--against", type=Path, help="a recorded full study to replay")
     parser.add_argument("--figure", type=Path, help="where to write the PNG")
     parser.add_argument("--measure", action="store_true", help="time one full trial only")
     parser.add_argument("--analyse", action="store_true", help="read an earlier run only")
@@ -303,8 +361,13 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"kind": "mo-asha", "grace": args.grace, "eta": args.eta, "metrics": [*OBJECTIVES]}
+    settings = {"kind": "mo-asha", "grace": args.grace, "eta": args.eta}
+    if args.metrics:
+        settings["metrics"] = args.metrics.split(",")
     scheduler = f"study.scheduler={json.dumps(settings)}"
+    if args.against:
+        against(args, out, scheduler)
+        return
     full_name, early_name = "es-full", "es-mo-asha"
     if args.again:
         early_name = f"es-mo-asha-g{args.grace}-e{args.eta}"

@@ -25,8 +25,9 @@ full study's trial-epochs, and whether it stopped the full study's best trial in
 objective before half the budget. Then, per rule, the median and worst over the seeds
 it was not tuned on.
 
-    .venv/bin/python bench/stopping_rules.py collect --space shapes --seeds 0-7 --out bench/histories
-    .venv/bin/python bench/stopping_rules.py replay --histories bench/histories --tuned shapes:0-2
+    .venv/bin/python bench/stopping_rules.py collect --space shapes --seeds 0-7
+    .venv/bin/python bench/stopping_rules.py collect --space cifar10 --seeds 0-4
+    .venv/bin/python bench/stopping_rules.py replay --json bench/histories/replays.json
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def space(kind: str, seed: int) -> dict[str, Any]:
             "test_images": 200,
         }
     elif kind == "cifar10":
-        common["study"]["trials"] = 24
+        common["study"]["trials"] = 20
         common["train"]["epochs"] = 8
         common["train"]["batch_size"] = 128
         common["data"] = {
@@ -259,6 +260,7 @@ def replay(study: dict[str, Any], rule: dict[str, Any]) -> dict[str, Any]:
         "hypervolume_ratio": hypervolume(kept) / hypervolume(everything),
         "epochs_ratio": spent / (len(study["trials"]) * budget),
         "best_stopped_early": best_stopped,
+        "stopped_at": [stopped_at[t["index"]] for t in study["trials"]],
     }
 
 
@@ -379,15 +381,16 @@ def print_table(table: dict[str, Any]) -> None:
     kinds = sorted({k for row in table.values() for k in row["summary"]})
     for kind in kinds:
         print(
-            f"\n{kind}: unseen seeds (hypervolume ratio median / worst, trial-epochs median / worst, best stopped before half)"
+            f"\n{kind}, unseen seeds: hypervolume ratio median / worst, trial-epochs "
+            "median / worst, seeds whose best trial (either objective) stopped before half"
         )
         for name, row in table.items():
             s = row["summary"].get(kind)
             if s is None:
                 continue
-            mark = "meets" if s["meets_targets"] else "     "
+            mark = "meets the targets" if s["meets_targets"] else ""
             print(
-                f"  {name:34s} {s['hv_median']:.3f} / {s['hv_worst']:.3f}   "
+                f"  {name:60s} {s['hv_median']:.3f} / {s['hv_worst']:.3f}   "
                 f"{100 * s['epochs_median']:5.1f} % / {100 * s['epochs_worst']:5.1f} %   "
                 f"{s['best_stopped_early']} of {s['seeds']}  {mark}"
             )
