@@ -264,15 +264,33 @@ def replay(study: dict[str, Any], rule: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def rank_correlations(study: dict[str, Any]) -> list[float]:
-    """Spearman correlation of each epoch's ``val_acc`` with the final one."""
+def rank_correlations(study: dict[str, Any], metric: str = "val_acc") -> list[float]:
+    """Spearman correlation of each epoch's ``metric`` (negated for a loss) with the
+    final ``val_acc``: how well a rung at that epoch predicts the final ranking."""
     from scipy.stats import spearmanr
 
     final = [t["final"][0] for t in study["trials"]]
+    sign = -1.0 if metric.endswith("_loss") else 1.0
     return [
-        float(spearmanr([t["epochs"][e]["val_acc"] for t in study["trials"]], final).statistic)
+        float(spearmanr([sign * t["epochs"][e][metric] for t in study["trials"]], final).statistic)
         for e in range(study["budget"])
     ]
+
+
+def correlation_ranges(studies: list[dict[str, Any]]) -> dict[str, dict[str, list]]:
+    """Per space and rung metric: the [lowest, highest] correlation over the seeds at
+    each epoch (:func:`rank_correlations`)."""
+    out: dict[str, dict[str, list]] = {}
+    for kind in sorted({s["space"] for s in studies}):
+        ours = [s for s in studies if s["space"] == kind]
+        out[kind] = {}
+        for metric in ("val_acc", "val_loss", "train_loss"):
+            rows = np.array([rank_correlations(s, metric) for s in ours])
+            out[kind][metric] = [
+                [round(float(low), 2), round(float(high), 2)]
+                for low, high in zip(rows.min(0), rows.max(0), strict=True)
+            ]
+    return out
 
 
 def noise_level(study: dict[str, Any]) -> float:
@@ -442,11 +460,15 @@ def main() -> None:
         for p in sorted(args.histories.glob("*-seed*.json"))
     ]
     for study in studies:
-        correlations = ", ".join(f"{c:.2f}" for c in rank_correlations(study))
         print(
-            f"{study['space']} seed {study['seed']}: {len(study['trials'])} trials; val_acc "
-            f"noise {noise_level(study):.4f}; Spearman(epoch e, final): {correlations}"
+            f"{study['space']} seed {study['seed']}: {len(study['trials'])} trials, "
+            f"val_acc noise {noise_level(study):.4f}"
         )
+    ranges = correlation_ranges(studies)
+    for kind, metrics in ranges.items():
+        print(f"{kind}: Spearman with the final val_acc after epoch 1, 2, ... (lowest, highest)")
+        for metric, spans in metrics.items():
+            print(f"  {metric:10s} " + " ".join(f"{lo:.2f}..{hi:.2f}" for lo, hi in spans))
     # The simulated trial's noise decays as exp(-3 e / E): scale the measured average
     # (over the interior epochs of the real shapes studies) back to its starting level.
     real_noise = [noise_level(s) for s in studies if s["space"] == "shapes"]
@@ -464,7 +486,14 @@ def main() -> None:
     table = report(studies, tuned)
     print_table(table)
     if args.json:
-        args.json.write_text(json.dumps(table, indent=1))
+        record = {
+            "tuned_on": sorted(f"{kind}:{seed}" for kind, seed in tuned),
+            "simulated_noise": noise,
+            "correlations": ranges,
+            "rules": table,
+            "machine": machine(),
+        }
+        args.json.write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":

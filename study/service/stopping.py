@@ -201,8 +201,8 @@ def signal_warnings(
         warnings.append(
             f"{AT}.metrics: {', '.join(early)} at the first rung (epoch {settings.grace} of "
             f"{budget}) ranks a snapshot of the weights that is noisy early in training "
-            "(measured rank correlation with the final val_acc 0.15-0.34 after 1 of 9 "
-            "epochs, 0.45-0.61 after 3; train_loss 0.69-0.87 and 0.90-0.97: docs/study.md); "
+            "(rank correlation with the final val_acc measured at 0.27-0.61 after 3 of 9 "
+            "epochs, train_loss's 0.90-0.97: docs/study.md, 'Which metric ranks a rung'); "
             "rank by train_loss (the default without metrics) or set grace to half the budget"
         )
     fractions = [m for m in settings.metrics if m in PER_EPOCH and not m.endswith("_loss")]
