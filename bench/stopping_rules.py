@@ -51,7 +51,9 @@ sys.path.insert(0, str(ROOT))
 
 OBJECTIVES = {"val_acc": "max", "val_consistency": "max"}
 PER_EPOCH = ("val_acc", "val_consistency", "val_acc_shift", "val_loss", "train_loss")
-CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+CIFAR = Path(
+    os.environ.get("STUDY_CIFAR10_JPEG", ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz")
+)
 FILTERS = ["delta", "binomial-2", "binomial-3", "binomial-4", "binomial-5", "binomial-7"]
 #: The targets a shipped default must meet on unseen seeds.
 TARGET_HYPERVOLUME, TARGET_EPOCHS = 0.95, 0.45
@@ -317,40 +319,36 @@ def parse_seeds(text: str) -> list[int]:
 VAL = {"val_acc": "max", "val_consistency": "max"}
 LOSS = {"train_loss": "min", "val_consistency": "max"}
 SMOOTHED = {"val_acc_avg3": "max", "val_consistency_avg3": "max"}
-#: The candidates: rung metrics, grace, eta, noise margin. ``val_*_avg3``: the mean of
-#: the last three epochs' values (computed here; the service has no such metric).
+METRIC_NAMES = {
+    "val metrics": VAL,
+    "train_loss + val_consistency": LOSS,
+    "val metrics averaged over 3 epochs": SMOOTHED,
+}
+#: The candidates (rung metrics, grace, eta, noise margin), the service's old and new
+#: defaults among them. ``val_*_avg3``: the mean of the last three epochs' values
+#: (computed here; the service has no such metric).
+CANDIDATES = [
+    ("val metrics", 1, 3, 0.0),  # the old default
+    ("val metrics", 1, 2, 0.0),
+    ("val metrics", 2, 3, 0.0),
+    ("val metrics", 3, 2, 0.0),
+    ("val metrics", 1, 3, 1.0),
+    ("val metrics", 1, 3, 2.0),
+    ("val metrics averaged over 3 epochs", 2, 3, 0.0),
+    ("train_loss + val_consistency", 1, 2, 0.0),
+    ("train_loss + val_consistency", 1, 3, 0.0),  # the default
+    ("train_loss + val_consistency", 1, 4, 0.0),
+    ("train_loss + val_consistency", 2, 3, 0.0),
+    ("train_loss + val_consistency", 1, 3, 1.0),
+]
 RULES: dict[str, dict[str, Any]] = {
-    "val metrics, grace 1, eta 3 (old default)": {"metrics": VAL, "grace": 1, "eta": 3},
-    "val metrics, grace 1, eta 2": {"metrics": VAL, "grace": 1, "eta": 2},
-    "val metrics, grace 2, eta 3": {"metrics": VAL, "grace": 2, "eta": 3},
-    "val metrics, grace 3, eta 2": {"metrics": VAL, "grace": 3, "eta": 2},
-    "val metrics, grace 1, eta 3, confidence 1": {
-        "metrics": VAL,
-        "grace": 1,
-        "eta": 3,
-        "confidence": 1.0,
-    },
-    "val metrics, grace 1, eta 3, confidence 2": {
-        "metrics": VAL,
-        "grace": 1,
-        "eta": 3,
-        "confidence": 2.0,
-    },
-    "val metrics averaged over 3 epochs, grace 2, eta 3": {
-        "metrics": SMOOTHED,
-        "grace": 2,
-        "eta": 3,
-    },
-    "train_loss + val_consistency, grace 1, eta 2": {"metrics": LOSS, "grace": 1, "eta": 2},
-    "train_loss + val_consistency, grace 1, eta 3": {"metrics": LOSS, "grace": 1, "eta": 3},
-    "train_loss + val_consistency, grace 1, eta 4": {"metrics": LOSS, "grace": 1, "eta": 4},
-    "train_loss + val_consistency, grace 2, eta 3": {"metrics": LOSS, "grace": 2, "eta": 3},
-    "train_loss + val_consistency, grace 1, eta 3, confidence 1": {
-        "metrics": LOSS,
-        "grace": 1,
-        "eta": 3,
-        "confidence": 1.0,
-    },
+    f"{name}, grace {grace}, eta {eta}" + (f", confidence {z:g}" if z else ""): {
+        "metrics": METRIC_NAMES[name],
+        "grace": grace,
+        "eta": eta,
+        "confidence": z,
+    }
+    for name, grace, eta, z in CANDIDATES
 }
 
 

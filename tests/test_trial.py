@@ -53,13 +53,14 @@ def test_trial_trains_reports_and_writes_everything(tmp_path):
     assert [row["epoch"] for row in rows[:3]] == [1, 2, 3]
     for row in rows[:3]:
         assert {"train_loss", "val_acc", "val_acc_shift", "val_consistency"} <= set(row)
+        assert row["val_loss"] > 0  # mean cross-entropy in nats
         assert not any(key.startswith("test_") for key in row), "the test set is for the end"
         assert row["images_per_second"] > 0 and row["epoch_seconds"] > 0
     assert rows[0]["train_loss"] > rows[2]["train_loss"]
     assert final["test_acc"] > 0.2  # chance is 0.1
     assert 0 < final["test_consistency"] <= 1
-    assert {name: final[name] for name in ("val_acc", "val_consistency")} == {
-        name: rows[2][name] for name in ("val_acc", "val_consistency")
+    assert {name: final[name] for name in ("val_acc", "val_consistency", "val_loss")} == {
+        name: rows[2][name] for name in ("val_acc", "val_consistency", "val_loss")
     }
     assert final["eval_images"] == 64 and final["eval_shifts"] == 1024
     assert final["eval_method"] == "polyphase"
@@ -133,6 +134,10 @@ def test_exact_validation_consistency_is_the_all_shift_consistency(tmp_path):
     )
     probs = shift_probabilities(model.eval(), images)
     assert final["val_consistency"] == pytest.approx(consistency(probs), abs=1e-9)
+    # the loss of the unshifted images, from the same probabilities
+    labels = data.val_labels[:24]
+    picked = probs[:, 0, 0].gather(1, labels.view(-1, 1))
+    assert final["val_loss"] == pytest.approx(-picked.log().mean().item(), rel=1e-5)
 
 
 @pytest.mark.parametrize(
