@@ -15,7 +15,11 @@ rung that carries every rung metric (per-epoch validation metrics, e.g. ``val_ac
    get infinity; larger is better;
 3. the newcomer's *rank* is the number of trials at the rung strictly better than it in
    (front, crowding) order, so equal trials share a rank; it continues iff
-   ``rank * eta < n``, i.e. it is among the best ``ceil(n / eta)``.
+   ``rank * eta < n``, i.e. it is among the best ``ceil(n / eta)``;
+4. with a noise margin (``confidence`` > 0, :func:`binomial_margins`), a newcomer the
+   rank would stop goes on unless at least ``ceil(n / eta)`` trials at the rung beat it
+   in every metric by more than the validation split's noise: rank alone can be
+   reordered by noise, a margin that wide cannot.
 
 So the first trial at a rung continues (rank 0), and so does a trial that dominates
 every other trial at the rung (it is alone in front 0), or that is the strict best at the
@@ -38,9 +42,9 @@ A decision is a pure function of the rung's population and the newcomer's values
 
 >>> population = [[0.5, 0.5], [0.4, 0.4], [0.3, 0.3]]   # a chain: each dominates the next
 >>> rung_decision(population, [0.6, 0.6], ["max", "max"], eta=3)  # dominates all three
-RungOutcome(rank=0, front=0, population=4, quota=2, kept=True)
+RungOutcome(rank=0, front=0, population=4, quota=2, kept=True, surely_better=-1)
 >>> rung_decision(population, [0.35, 0.35], ["max", "max"], eta=3)
-RungOutcome(rank=2, front=2, population=4, quota=2, kept=False)
+RungOutcome(rank=2, front=2, population=4, quota=2, kept=False, surely_better=-1)
 """
 
 from __future__ import annotations
@@ -211,9 +215,11 @@ def rung_decision(
     beyond the noise, not only by values that noise could reorder.
 
     >>> rung_decision([], [0.1, 0.9], ["max", "min"], eta=3)
-    RungOutcome(rank=0, front=0, population=1, quota=1, kept=True)
+    RungOutcome(rank=0, front=0, population=1, quota=1, kept=True, surely_better=-1)
     >>> rung_decision([[0.5, 0.5]], [0.4, 0.4], ["max", "max"], eta=3)
-    RungOutcome(rank=1, front=1, population=2, quota=1, kept=False)
+    RungOutcome(rank=1, front=1, population=2, quota=1, kept=False, surely_better=-1)
+    >>> rung_decision([[0.5, 0.5]], [0.4, 0.4], ["max", "max"], eta=3, margins=[[0.2, 0.2]])
+    RungOutcome(rank=1, front=1, population=2, quota=1, kept=True, surely_better=0)
     """
     directions = _check_directions(directions)
     if isinstance(eta, bool) or not isinstance(eta, int | np.integer) or eta < 2:

@@ -189,9 +189,7 @@ def default_metrics(objectives: Mapping[str, str]) -> dict[str, str]:
     return metrics
 
 
-def signal_warnings(
-    settings: SchedulerSettings, budget: int, validation_images: int
-) -> list[str]:
+def signal_warnings(settings: SchedulerSettings, budget: int, validation_images: int) -> list[str]:
     """What ``study run`` says before it starts about rungs that would rank on noise:
     a snapshot accuracy ranked before half the budget, and a validation split too small
     to tell consistencies apart (one line each)."""
