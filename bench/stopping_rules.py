@@ -404,7 +404,7 @@ def print_table(table: dict[str, Any]) -> None:
             s = row["summary"].get(kind)
             if s is None:
                 continue
-            mark = "meets the targets" if s["meets_targets"] else ""
+            mark = "meets the hypervolume and epoch targets" if s["meets_targets"] else ""
             print(
                 f"  {name:60s} {s['hv_median']:.3f} / {s['hv_worst']:.3f}   "
                 f"{100 * s['epochs_median']:5.1f} % / {100 * s['epochs_worst']:5.1f} %   "

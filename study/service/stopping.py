@@ -4,13 +4,16 @@ A space file turns multi-objective successive halving on with::
 
     study:
       objectives: {val_acc: max, val_consistency: max}
-      scheduler: {kind: mo-asha, grace: 2, eta: 3, metrics: [val_acc, val_consistency]}
+      scheduler: {kind: mo-asha, grace: 1, eta: 3}     # or just: scheduler: mo-asha
 
-``metrics`` are per-epoch metrics (the validation split's ``val_acc``,
-``val_acc_shift``, ``val_consistency``, or ``train_loss``): a list takes each metric's
-direction from ``study.objectives`` (else its natural one: ``max`` for ``val_*``,
-``min`` for ``train_loss``), a mapping ``{metric: max|min}`` says it. Without
-``metrics`` the objectives are used, which must then be per-epoch metrics. Test-set
+``metrics`` are per-epoch metrics (``train_loss``, or the validation split's
+``val_acc``, ``val_acc_shift``, ``val_consistency``, ``val_loss``): a list takes each
+metric's direction from ``study.objectives`` (else its natural one: ``min`` for losses,
+``max`` otherwise), a mapping ``{metric: max|min}`` says it. Without ``metrics`` the
+objectives are used, which must then be per-epoch metrics, except that accuracy
+objectives are ranked by ``train_loss`` (:func:`default_metrics`: a validation score is
+a snapshot of the weights, noisy early in training; the epoch's mean training loss
+ranks as the final accuracy will, docs/study.md "Which metric ranks a rung"). Test-set
 metrics are refused: a trial measures them once, at the end, so a rung never sees them,
 and stopping trials by them would select by the test set.
 
