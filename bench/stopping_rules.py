@@ -412,6 +412,52 @@ def print_table(table: dict[str, Any]) -> None:
             )
 
 
+def figure(table: dict[str, Any], path: Path) -> None:
+    """Per space: each rule's median trial-epoch share against its worst hypervolume
+    ratio over the unseen seeds, with the targets' corner shaded."""
+    from matplotlib.figure import Figure
+
+    kinds = sorted({k for row in table.values() for k in row["summary"]})
+    fig = Figure(figsize=(5.2 * len(kinds), 4.6), layout="constrained")
+    axes = fig.subplots(1, len(kinds), squeeze=False)[0]
+    for ax, kind in zip(axes, kinds, strict=True):
+        ax.axvspan(0, 100 * TARGET_EPOCHS, ymin=0, ymax=1, color="tab:green", alpha=0.06)
+        ax.axhline(TARGET_HYPERVOLUME, color="grey", linestyle=":", linewidth=1)
+        ax.axvline(100 * TARGET_EPOCHS, color="grey", linestyle=":", linewidth=1)
+        for index, (name, row) in enumerate(table.items()):
+            summary = row["summary"].get(kind)
+            if summary is None:
+                continue
+            loss = "train_loss" in row["rule"]["metrics"]
+            lost = summary["best_stopped_early"]
+            ax.scatter(
+                100 * summary["epochs_median"],
+                summary["hv_worst"],
+                marker="o" if loss else "s",
+                color="tab:blue" if loss else "tab:orange",
+                s=30 + 25 * (summary["seeds"] - lost),
+                alpha=0.8,
+            )
+            ax.annotate(
+                str(index + 1),
+                (100 * summary["epochs_median"], summary["hv_worst"]),
+                fontsize=7,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
+        ax.set(
+            xlabel="trial-epochs, median over unseen seeds (%)",
+            ylabel="hypervolume kept, worst unseen seed",
+            title=f"{kind}: circles rank by train_loss, squares by val metrics\n"
+            "(larger: fewer seeds lost their best trial early)",
+            xlim=(20, 102),
+        )
+        ax.title.set_fontsize(8)
+    legend = "; ".join(f"{i + 1}: {name}" for i, name in enumerate(table))
+    fig.suptitle(legend, fontsize=5.5, wrap=True)
+    fig.savefig(path, dpi=110)
+
+
 def machine() -> str:
     import torch
 
@@ -447,6 +493,7 @@ def main() -> None:
         "--noise", type=float, default=None, help="simulated noise (default: measured)"
     )
     replaying.add_argument("--json", type=Path, help="write the whole table here")
+    replaying.add_argument("--figure", type=Path, help="write the rules' figure here (PNG)")
     args = parser.parse_args()
     if args.command == "collect":
         if args.space == "cifar10" and not CIFAR.is_file():
@@ -492,6 +539,8 @@ def main() -> None:
             "machine": machine(),
         }
         args.json.write_text(json.dumps(record, indent=1))
+    if args.figure:
+        figure(table, args.figure)
 
 
 if __name__ == "__main__":
