@@ -31,9 +31,9 @@ from study.trial.run import TEST_METRICS, VAL_METRICS
 
 #: Metrics that are shares of images, so in [0, 1] (``test_variation`` is a total
 #: variation distance, also in [0, 1]).
-SHARES = (*VAL_METRICS, *TEST_METRICS)
+SHARES = (*(m for m in VAL_METRICS if not m.endswith("_loss")), *TEST_METRICS)
 #: Logged once per epoch, at steps 1..epochs.
-PER_EPOCH = ("train_loss", "val_acc", "val_consistency")
+PER_EPOCH = ("train_loss", "val_acc", "val_consistency", "val_loss")
 
 
 def study_runs(uri: str, name: str):
@@ -97,6 +97,7 @@ def check_finished_study(
             value = metrics.get(FINAL_PREFIX + metric)
             assert value is not None and 0 <= value <= 1, (FINAL_PREFIX + metric, value)
             assert metric not in metrics or metric in VAL_METRICS, f"{metric}: evaluated once"
+        assert metrics[FINAL_PREFIX + "val_loss"] > 0  # a cross-entropy, nats
         for per_epoch in PER_EPOCH:
             history = client.get_metric_history(child.info.run_id, per_epoch)
             assert sorted(m.step for m in history) == list(range(1, epochs + 1)), per_epoch
