@@ -424,7 +424,7 @@ def figure(table: dict[str, Any], path: Path) -> None:
         ax.axvspan(0, 100 * TARGET_EPOCHS, ymin=0, ymax=1, color="tab:green", alpha=0.06)
         ax.axhline(TARGET_HYPERVOLUME, color="grey", linestyle=":", linewidth=1)
         ax.axvline(100 * TARGET_EPOCHS, color="grey", linestyle=":", linewidth=1)
-        for index, (name, row) in enumerate(table.items()):
+        for index, row in enumerate(table.values()):
             summary = row["summary"].get(kind)
             if summary is None:
                 continue
