@@ -2,8 +2,8 @@
 
 Two studies of one search space, the same random sampler and seed, run by ``study run``
 on a local Ray instance with a local MLflow (SQLite) store: one trains every trial for
-the whole budget, the other sets ``study.scheduler`` (MO-ASHA on the validation split's
-``val_acc`` and ``val_consistency``). With a random sampler both studies ask for the
+the whole budget, the other sets ``study.scheduler`` (MO-ASHA; its rung metrics are
+``--metrics`` or the service's default). With a random sampler both studies ask for the
 same configurations in the same order, and a trial's training is deterministic given
 its config, so the comparison isolates the scheduler. Then it reads MLflow back and
 plots the hypervolume of the complete trials (fixed reference point) against the
