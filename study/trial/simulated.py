@@ -177,13 +177,11 @@ def simulate_trial(
             print(f"epoch {epoch}/{config.train.epochs} (simulated)", flush=True)
         if report is not None:
             report({**row, "done": False})
+    from study.trial.run import VAL_METRICS  # loaded already: run_trial calls this
+
     last = history[-1] if history else {}
     result = {
-        **{
-            k: last[k]
-            for k in ("val_acc", "val_acc_shift", "val_consistency", "val_loss")
-            if k in last
-        },
+        **{k: last[k] for k in VAL_METRICS if k in last},
         **final,
         "train_loss": last.get("train_loss"),
         "epochs": len(history),
