@@ -49,8 +49,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from study.metrics.names import PER_EPOCH  # noqa: E402 (after the path above)
+
 OBJECTIVES = {"val_acc": "max", "val_consistency": "max"}
-PER_EPOCH = ("val_acc", "val_consistency", "val_acc_shift", "val_loss", "train_loss")
 CIFAR = Path(
     os.environ.get("STUDY_CIFAR10_JPEG", ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz")
 )

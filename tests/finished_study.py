@@ -14,6 +14,7 @@ from typing import Any
 import mlflow
 import optuna
 
+from study.metrics.names import FRACTIONS, TEST_METRICS, VAL_METRICS
 from study.mlflow_layout import (
     FILTER_DOCUMENT,
     FILTER_FIGURE,
@@ -27,11 +28,10 @@ from study.mlflow_layout import (
 )
 from study.service.pruning import MLFLOW_RUN_ID
 from study.trial.checkpoint import HISTORY_FILE, METRICS_FILE
-from study.trial.run import TEST_METRICS, VAL_METRICS
 
 #: Metrics that are shares of images, so in [0, 1] (``test_variation`` is a total
 #: variation distance, also in [0, 1]).
-SHARES = (*(m for m in VAL_METRICS if not m.endswith("_loss")), *TEST_METRICS)
+SHARES = (*FRACTIONS, *TEST_METRICS)
 #: Logged once per epoch, at steps 1..epochs.
 PER_EPOCH = ("train_loss", "val_acc", "val_consistency", "val_loss")
 

@@ -26,9 +26,9 @@ from study.metrics.families import (
     subpixel_shift,
 )
 from study.metrics.figures import ESSENTIAL, report_figures
+from study.metrics.names import FINAL_METRICS, TEST_METRICS
 from study.service.space import SearchSpace
 from study.trial.config import ConfigError, from_mapping
-from study.trial.run import FINAL_METRICS, TEST_METRICS
 
 # --- the shifts -----------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""What the shift-family metrics are called and measure, with nothing heavy imported
-(no torch): the families, their scores, the metric names, the grids and their defaults.
+"""What a trial's metrics are called and measure, with nothing heavy imported (no
+torch): the validation, per-epoch, test and final metric names with their directions,
+the shift families, their scores, their grids and the grids' defaults.
 Spaces, exports and status lines read these; :mod:`study.metrics.families` computes the
 scores.
 """
@@ -22,6 +23,22 @@ augmentation) the families alone took 2.6x a ResNet-20's whole test-time evaluat
 with 2 and quarter-pixel steps at most 1.5x (``eval.crop_margin: 4`` for the wider grid)."""
 DEFAULT_STEPS = 4
 """``subpixel``: quarter-pixel steps (16 offsets)."""
+
+
+VAL_METRICS: tuple[str, ...] = ("val_acc", "val_acc_shift", "val_consistency", "val_loss")
+"""Per-epoch metrics on the validation split (also final: the last epoch's values);
+``val_loss`` is the unshifted images' mean cross-entropy (nats), the others fractions."""
+PER_EPOCH: dict[str, str] = {
+    "val_acc": "max",
+    "val_acc_shift": "max",
+    "val_consistency": "max",
+    "val_loss": "min",
+    "train_loss": "min",
+}
+"""Metrics every epoch reports, with their natural direction (``train_loss``: the mean
+cross-entropy over the epoch's steps, nats)."""
+FRACTIONS: frozenset[str] = frozenset(m for m, way in PER_EPOCH.items() if way == "max")
+"""Per-epoch metrics that are fractions of the validation split (binomial noise)."""
 
 
 def family_metric_names(
@@ -87,3 +104,23 @@ def check_grid(family: str, margin: int, steps: int, size: Sequence[int] | None 
         )
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"subpixel_steps: expected a whole number >= 1, got {steps!r}")
+
+
+TEST_METRICS: tuple[str, ...] = (
+    "test_acc",
+    "test_acc_shift_random",
+    "test_acc_shift_mean",
+    "test_consistency",
+    "test_variation",
+    *family_metric_names("test"),
+)
+"""Final metrics on the test set, computed once at the end: all circular shifts, then
+each shift family's three scores (:mod:`study.metrics.families`, ``eval.families``)."""
+FINAL_METRICS: tuple[str, ...] = (
+    *VAL_METRICS,
+    *TEST_METRICS,
+    "train_loss",
+    "train_seconds",
+    "eval_seconds",
+)
+"""The numeric final metrics of every trial: what a study may optimise."""

@@ -61,6 +61,7 @@ import numpy as np
 from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from study.metrics.names import FRACTIONS
 from study.trial.config import ConfigError
 
 if TYPE_CHECKING:
@@ -72,8 +73,6 @@ logger = logging.getLogger(__name__)
 
 DIRECTIONS = ("max", "min")
 STATE_VERSION = 1
-#: Per-epoch metrics that are fractions of the validation split (binomial noise).
-FRACTIONS = frozenset({"val_acc", "val_acc_shift", "val_consistency"})
 
 
 class RungOutcome(NamedTuple):

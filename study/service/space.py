@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from study.metrics.names import FAMILIES
+from study.metrics.names import FAMILIES, FINAL_METRICS, TEST_METRICS, VAL_METRICS
 from study.service.samplers import ADAPTIVE, SAMPLERS
 from study.service.stopping import (
     SchedulerSettings,
@@ -55,7 +55,6 @@ from study.trial.config import (
     from_mapping,
     read_yaml,
 )
-from study.trial.run import FINAL_METRICS, TEST_METRICS, VAL_METRICS
 
 FAMILY_SUFFIXES = tuple(f"_{family}" for family in FAMILIES)
 

@@ -28,17 +28,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from study.metrics.names import FRACTIONS, PER_EPOCH, TEST_METRICS
 from study.trial.config import ConfigError
-from study.trial.run import TEST_METRICS, VAL_METRICS
 
 if TYPE_CHECKING:
     from study.service.scheduler import MultiObjectiveASHA
 
-#: Metrics every epoch reports, with their natural direction.
-PER_EPOCH: dict[str, str] = {
-    **{metric: "min" if metric.endswith("_loss") else "max" for metric in VAL_METRICS},
-    "train_loss": "min",
-}
 #: ``study.scheduler`` keys and their defaults (``metrics``: the objectives).
 DEFAULTS: dict[str, Any] = {
     "kind": "mo-asha",
@@ -206,7 +201,7 @@ def signal_warnings(settings: SchedulerSettings, budget: int, validation_images:
             "epochs, train_loss's 0.90-0.97: docs/study.md, 'Which metric ranks a rung'); "
             "rank by train_loss (the default without metrics) or set grace to half the budget"
         )
-    fractions = [m for m in settings.metrics if m in PER_EPOCH and not m.endswith("_loss")]
+    fractions = [m for m in settings.metrics if m in FRACTIONS]
     if fractions and validation_images > 0:
         margin = 2 * (2 * 0.9 * 0.1 / validation_images) ** 0.5
         if margin > SEPARABLE:

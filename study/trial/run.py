@@ -40,7 +40,7 @@ from study.data.dataset import Dataset, load_dataset
 from study.layers import filter_parameters
 from study.metrics import evaluate, summary
 from study.metrics.figures import ESSENTIAL, report_figures
-from study.metrics.names import family_metric_names
+from study.metrics.names import FINAL_METRICS, TEST_METRICS, VAL_METRICS, family_metric_names
 from study.metrics.probabilities import shift_probabilities_by
 from study.metrics.scores import accuracy, consistency, shifted_scores
 from study.trial.checkpoint import (
@@ -54,21 +54,6 @@ from study.trial.config import ConfigError, Report, TrialConfig, check_crop_marg
 
 #: Receives the trained network (eval mode) and an input example ``(1, C, H, W)``.
 KeepModel = Callable[[torch.nn.Module, torch.Tensor], None]
-#: Per-epoch metrics on the validation split (also final: the last epoch's values);
-#: ``val_loss`` is the unshifted images' mean cross-entropy (nats), the others fractions.
-VAL_METRICS = ("val_acc", "val_acc_shift", "val_consistency", "val_loss")
-#: Final metrics on the test set, computed once at the end: all circular shifts, then
-#: each shift family's three scores (:mod:`study.metrics.families`, ``eval.families``).
-TEST_METRICS = (
-    "test_acc",
-    "test_acc_shift_random",
-    "test_acc_shift_mean",
-    "test_consistency",
-    "test_variation",
-    *family_metric_names("test"),
-)
-#: The numeric final metrics of every trial: what a study may optimise.
-FINAL_METRICS = (*VAL_METRICS, *TEST_METRICS, "train_loss", "train_seconds", "eval_seconds")
 
 
 class TrialFailed(RuntimeError):

@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from study.metrics.names import VAL_METRICS
 from study.trial.checkpoint import CHECKPOINT, HISTORY_FILE, METRICS_FILE
 from study.trial.config import ConfigError, Report, TrialConfig
 
@@ -177,8 +178,6 @@ def simulate_trial(
             print(f"epoch {epoch}/{config.train.epochs} (simulated)", flush=True)
         if report is not None:
             report({**row, "done": False})
-    from study.trial.run import VAL_METRICS  # loaded already: run_trial calls this
-
     last = history[-1] if history else {}
     result = {
         **{k: last[k] for k in VAL_METRICS if k in last},
