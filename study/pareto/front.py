@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -90,17 +90,42 @@ def parse_objectives(text: str | Mapping[str, str] | Sequence[tuple[str, str]]) 
     return out
 
 
+def _value_error(field: str, problem: str) -> Exception:
+    return ValueError(f"{field}: {problem}")
+
+
+def check_direction(
+    field: str, direction: object, error: Callable[[str, str], Exception] = _value_error
+) -> str:
+    """``direction`` when it is ``max`` or ``min``; else raise ``error(field, problem)``,
+    one line naming the field (the service passes its ``ConfigError``).
+
+    >>> check_direction("study.objectives.test_acc", "maximise")
+    Traceback (most recent call last):
+    ...
+    ValueError: study.objectives.test_acc: 'maximise'; use max or min
+    """
+    if direction not in DIRECTIONS:
+        raise error(field, f"{direction!r}; use max or min")
+    return str(direction)
+
+
 def _directions(directions: Sequence[str], n: int) -> np.ndarray:
+    if not n:
+        raise ValueError("directions: none given; one max or min per objective")
     if len(directions) != n:
         raise ValueError(f"directions: {len(directions)} given for {n} objectives")
     for direction in directions:
-        if direction not in DIRECTIONS:
-            raise ValueError(f"directions: {direction!r}; use max or min")
+        check_direction("directions", direction)
     return np.array([-1.0 if d == "max" else 1.0 for d in directions])
 
 
-def _values(values: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+def _values(values: np.ndarray | Sequence[Sequence[float]], width: int | None = None) -> np.ndarray:
+    """``values`` as a float64 ``(n_trials, n_objectives)`` array; an empty input is
+    ``(0, width)``."""
     array = np.asarray(values, dtype=np.float64)
+    if array.size == 0 and width is not None:
+        array = array.reshape(0, width)
     if array.ndim != 2:
         raise ValueError(f"values: shape {array.shape}; expected (n_trials, n_objectives)")
     if array.size and not np.all(np.isfinite(array)):
@@ -116,7 +141,7 @@ def to_loss(
     >>> to_loss([[0.9, 0.2]], ["max", "min"]).tolist()
     [[-0.9, 0.2]]
     """
-    array = _values(values)
+    array = _values(values, len(directions))
     return array * _directions(directions, array.shape[1])
 
 

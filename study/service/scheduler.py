@@ -62,6 +62,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from study.metrics.names import FRACTIONS
+from study.pareto.front import check_direction, nondominated_ranks
 from study.trial.config import ConfigError
 
 if TYPE_CHECKING:
@@ -71,7 +72,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DIRECTIONS = ("max", "min")
 STATE_VERSION = 1
 
 
@@ -105,10 +105,7 @@ def _check_directions(directions: Sequence[str]) -> list[str]:
     directions = list(directions)
     if not directions:
         raise ValueError("directions: none given; one max or min per objective")
-    for direction in directions:
-        if direction not in DIRECTIONS:
-            raise ValueError(f"directions: {direction!r}; use max or min")
-    return directions
+    return [check_direction("directions", direction) for direction in directions]
 
 
 def nondominated_fronts(
@@ -116,23 +113,16 @@ def nondominated_fronts(
 ) -> np.ndarray:
     """Front index of each trial, shape ``(n_trials,)``, int: 0 for the non-dominated
     trials, 1 for those non-dominated once front 0 is removed, ... ``values`` has shape
-    ``(n_trials, n_objectives)``; duplicates share a front (moocore's ``pareto_rank``).
+    ``(n_trials, n_objectives)``; duplicates share a front. The non-domination rank of
+    :func:`study.pareto.front.nondominated_ranks`, counted from 0.
 
     >>> nondominated_fronts([[1, 1], [1, 1], [2, 0], [0, 0], [2, 2]], ["max", "max"]).tolist()
     [1, 1, 1, 2, 0]
     >>> nondominated_fronts([[1, 5], [2, 5]], ["max", "min"]).tolist()
     [1, 0]
     """
-    import moocore
-
     directions = _check_directions(directions)
-    array = _matrix(values, len(directions))
-    if array.shape[0] == 0:
-        return np.zeros(0, dtype=int)
-    # Minimise throughout (maximised columns negated): moocore 0.3 reads
-    # ``maximise=[False]`` with one objective as maximise.
-    signs = np.array([-1.0 if direction == "max" else 1.0 for direction in directions])
-    return np.asarray(moocore.pareto_rank(array * signs), dtype=int)
+    return nondominated_ranks(_matrix(values, len(directions)), directions) - 1
 
 
 def crowding_distances(
@@ -660,8 +650,7 @@ def _check_settings(
     for name, direction in metrics.items():
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{at}.metrics", f"{name!r} is not a metric name")
-        if direction not in DIRECTIONS:
-            raise ConfigError(f"{at}.metrics.{name}", f"{direction!r}; use max or min")
+        check_direction(f"{at}.metrics.{name}", direction, ConfigError)
     for field, value, low in (("grace", grace, 1), ("eta", eta, 2), ("brackets", brackets, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{at}.{field}", f"{value!r} must be a whole number >= {low}")

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from study.metrics.names import FAMILIES, FINAL_METRICS, TEST_METRICS, VAL_METRICS
+from study.pareto.front import check_direction
 from study.service.samplers import ADAPTIVE, SAMPLERS
 from study.service.stopping import (
     SchedulerSettings,
@@ -305,8 +306,7 @@ class SearchSpace:
                     f"study.objectives.{metric}",
                     f"not a metric a trial reports; allowed: {', '.join(FINAL_METRICS)}",
                 )
-            if direction not in ("max", "min"):
-                raise ConfigError(f"study.objectives.{metric}", f"{direction!r}; use max or min")
+            check_direction(f"study.objectives.{metric}", direction, ConfigError)
         if settings.sampler == "grid" and self.grid_size() > MAX_GRID:
             sizes = " x ".join(str(len(v)) for v in self.grid().values())
             raise ConfigError(

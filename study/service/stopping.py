@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from study.metrics.names import FRACTIONS, PER_EPOCH, TEST_METRICS
+from study.pareto.front import check_direction
 from study.trial.config import ConfigError
 
 if TYPE_CHECKING:
@@ -165,8 +166,7 @@ def _metrics(raw: Any, objectives: Mapping[str, str]) -> dict[str, str]:
                 f"{AT}.metrics.{metric}",
                 f"not a per-epoch metric; allowed: {', '.join(PER_EPOCH)}",
             )
-        if direction not in ("max", "min"):
-            raise ConfigError(f"{AT}.metrics.{metric}", f"{direction!r}; use max or min")
+        check_direction(f"{AT}.metrics.{metric}", direction, ConfigError)
     return metrics
 
 
