@@ -17,9 +17,11 @@ parent run is found (:func:`parent_run`: one rule), and how a trial ended
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +67,44 @@ FINAL_PREFIX = "final."
 OPTUNA_PREFIX = "optuna."
 #: How many known study names a "no study" error lists.
 KNOWN_LISTED = 10
+#: MLflow's run description (markdown, the UI's "Description" box); the parent's holds
+#: its live front between these two markers, a user's own text around them is kept.
+NOTE_TAG = "mlflow.note.content"
+FRONT_NOTE_BEGIN, FRONT_NOTE_END = "<!-- study front -->", "<!-- /study front -->"
+#: What the UI's Source column shows for a run.
+SOURCE_NAME_TAG, SOURCE_TYPE_TAG = "mlflow.source.name", "mlflow.source.type"
 
 
 class StudyNotFound(ValueError):
     """No parent run of that name: one line, ``name: no study ...``."""
+
+
+def describe_dataset(data: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(name, digest, source) of a trial's training data as an MLflow dataset input,
+    from its ``data.*`` config: the same images (source, counts, split seed) give the
+    same digest, so the UI groups the runs trained on them.
+
+    >>> describe_dataset({"source": "/data/cifar10-jpeg.tar.gz", "train_images": 3000})[:2]
+    ('cifar10-jpeg.tar.gz (3000 training images)', '5564603a')
+    """
+    described = json.dumps({key: data.get(key) for key in sorted(data)}, default=str)
+    digest = hashlib.sha256(described.encode()).hexdigest()[:8]
+    source = Path(str(data.get("source"))).name or str(data.get("source"))
+    return f"{source} ({data.get('train_images') or 'all'} training images)", digest, described
+
+
+def log_dataset(client: Any, run_id: str, name: str, digest: str, source: str) -> bool:
+    """Log the dataset ``(name, digest, source)`` as ``run_id``'s training input unless
+    the run holds that digest already (a retry, a resume); returns whether it logged."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    held = client.get_run(run_id).inputs.dataset_inputs
+    if any(item.dataset.digest == digest for item in held):
+        return False
+    dataset = Dataset(name, digest, source_type="code", source=source)
+    entry = DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])
+    client.log_inputs(run_id, [entry])
+    return True
 
 
 def tracking_uri(configured: str | None = None) -> str:

@@ -8,6 +8,7 @@ Every name comes from the project's own constants, none is spelled here.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,13 @@ from study.mlflow_layout import (
     FILTER_DOCUMENT,
     FILTER_FIGURE,
     FINAL_PREFIX,
+    FRONT_NOTE_BEGIN,
+    FRONT_NOTE_END,
     MODEL_TAG,
+    NOTE_TAG,
     PARENT_TAG,
     ROLE_TAG,
+    SOURCE_NAME_TAG,
     SPACE_FOLDER,
     STUDY_DOCUMENT,
     TRIAL_TAG,
@@ -90,6 +95,16 @@ def check_finished_study(
         parent_files
     ), parent_files
     assert len(children) == trials, [c.info.status for c in children]
+    # The runs table's Source and Dataset columns, and the description linking the front
+    note = parent.data.tags[NOTE_TAG]
+    assert note.count(FRONT_NOTE_BEGIN) == 1 and note.count(FRONT_NOTE_END) == 1, note
+    linked = set(re.findall(rf"#/experiments/{parent.info.experiment_id}/runs/(\w+)\)", note))
+    assert 1 <= len(linked) == int(parent.data.metrics["front_size"]), note
+    assert linked <= {child.info.run_id for child in children}, note
+    assert parent.data.tags[SOURCE_NAME_TAG] == f"study run {Path(space).name}"
+    parent_data = {d.dataset.digest for d in parent.inputs.dataset_inputs}
+    child_data = {d.dataset.digest for c in children for d in c.inputs.dataset_inputs}
+    assert parent_data and parent_data == child_data, (parent_data, child_data)
     for child in children:
         assert child.info.status == "FINISHED", child.data.tags.get("study.failure")
         metrics = child.data.metrics

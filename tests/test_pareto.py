@@ -7,6 +7,7 @@ import csv
 import itertools
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -17,7 +18,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from study.mlflow_layout import PARENT_TAG, ROLE_TAG, STUDY_TAG, TRIAL_TAG
+from study.mlflow_layout import (
+    FRONT_NOTE_BEGIN,
+    NOTE_TAG,
+    PARENT_TAG,
+    ROLE_TAG,
+    STUDY_TAG,
+    TRIAL_TAG,
+)
 from study.pareto import command, export
 from study.pareto import front as fr
 
@@ -489,13 +497,21 @@ def test_update_parent_front_logs_metrics_and_artifacts(store):
 
     client = store["client"]
     parent = store["parents"]["beta"]
+    client.set_tag(parent, NOTE_TAG, "My own words.")
     summary = update_parent_front(store["uri"], parent, "test_acc:max,test_consistency:max")
     assert summary is not None
     assert summary.complete == 3
+    # The description: the user's text kept, then the front, each trial linked once.
+    update_parent_front(store["uri"], parent, "test_acc:max,test_consistency:max")
+    note = client.get_run(parent).data.tags[NOTE_TAG]
+    assert note.startswith("My own words.") and note.count(FRONT_NOTE_BEGIN) == 1, note
+    experiment = client.get_run(parent).info.experiment_id
+    linked = re.findall(rf"\(#/experiments/{experiment}/runs/(\w+)\)", note)
+    assert sorted(linked) == sorted(summary.front_run_ids), note
     values = np.array([[t[3], t[5]] for t in BETA])
     assert summary.front_size == int(fr.front_mask(values, ["max", "max"]).sum())
     history = client.get_metric_history(parent, "front_size")
-    assert [(m.step, m.value) for m in history] == [(3, float(summary.front_size))]
+    assert [(m.step, m.value) for m in history] == [(3, float(summary.front_size))] * 2
     hv = client.get_metric_history(parent, "hypervolume")
     assert hv[0].step == 3
     assert hv[0].value == pytest.approx(fr.hypervolume(values, ["max", "max"], [0, 0]))

@@ -633,6 +633,43 @@ def table_markdown(studies: Sequence[StudyTrials]) -> str:
     return "\n".join(lines) + "\n"
 
 
+NOTE_ROWS = 30
+"""Front trials the parent run's description lists (the best first by the first
+objective); the rest are in its ``pareto/pareto.csv``."""
+
+
+def front_note(trials: StudyTrials, hypervolume: float, reference: Sequence[float]) -> str:
+    """The parent run's description (markdown): the front so far, each trial linked to
+    its child run in the MLflow UI, best first by the first objective.
+
+    >>> from study.pareto.records import TrialRecord
+    >>> record = TrialRecord("s", "ab12", "trial_0", "0", "binomial-3", "binomial", 3,
+    ...     (0.25, 0.5, 0.25), "none", {"test_acc": 0.9}, {}, {})
+    >>> trials = StudyTrials("s", "7", "p1", {"test_acc": "max"}, [record])
+    >>> print(front_note(trials, 0.9, [0.0]).splitlines()[-1])
+    | [trial_0](#/experiments/7/runs/ab12) | binomial-3 | none | 0.9000 |
+    """
+    front = trials.front()
+    first, way = trials.names[0], trials.directions[0]
+    front.sort(key=lambda r: r.objectives[first], reverse=way == "max")
+    shown = ", ".join(f"{v:g}" for v in reference)
+    lines = [
+        f"**Pareto front** of {len(trials.records)} complete trials: {len(front)} on it, "
+        f"hypervolume {hypervolume:.4f} (reference {shown}). "
+        "Every trial, with all metrics: artifact `pareto/pareto.csv`.",
+        "",
+        "| trial | downsampling | augmentation | " + " | ".join(trials.names) + " |",
+        "|---" * (3 + len(trials.names)) + "|",
+    ]
+    for record in front[:NOTE_ROWS]:
+        link = f"[{record.run_name}](#/experiments/{trials.experiment_id}/runs/{record.run_id})"
+        values = " | ".join(f"{record.objectives[name]:.4f}" for name in trials.names)
+        lines.append(f"| {link} | {record.filter} | {record.augment} | {values} |")
+    if len(front) > NOTE_ROWS:
+        lines.append(f"\n{len(front) - NOTE_ROWS} more on the front: `pareto/pareto.csv`.")
+    return "\n".join(lines)
+
+
 def write_table(studies: Sequence[StudyTrials], path: Path) -> Path:
     """``table.md`` of :func:`table_markdown`."""
     path.write_text(table_markdown(studies))

@@ -213,6 +213,28 @@ def load_study(
     return trials
 
 
+def _with_front(parent: Any, note: str) -> str:
+    """The parent's description with its front section replaced by ``note``; a user's
+    own text before or after the section is kept."""
+    begin, end = mlflow_layout.FRONT_NOTE_BEGIN, mlflow_layout.FRONT_NOTE_END
+    text = parent.data.tags.get(mlflow_layout.NOTE_TAG, "")
+    before, _, rest = text.partition(begin)
+    after = rest.partition(end)[2] if rest else ""
+    return f"{before}{begin}\n{note}\n{end}{after}"
+
+
+def _add_datasets(client: Any, parent: Any, child_run_id: str) -> None:
+    """The datasets the newest complete trial trained on, as the parent's inputs too (the
+    runs table's Dataset column), each logged once."""
+    held = {item.dataset.digest for item in parent.inputs.dataset_inputs}
+    for item in client.get_run(child_run_id).inputs.dataset_inputs:
+        if item.dataset.digest not in held:
+            dataset = item.dataset
+            mlflow_layout.log_dataset(
+                client, parent.info.run_id, dataset.name, dataset.digest, dataset.source
+            )
+
+
 def update_parent_front(
     tracking_uri: str,
     parent_run_id: str,
@@ -221,7 +243,9 @@ def update_parent_front(
 ) -> FrontSummary | None:
     """Recompute the front of the complete children of ``parent_run_id`` and log it to the
     parent: metrics ``hypervolume`` and ``front_size`` at step = number of complete trials,
-    and artifacts ``pareto/pareto.csv``, ``pareto/pareto.json``, ``pareto/pareto.png``.
+    artifacts ``pareto/pareto.csv``, ``pareto/pareto.json``, ``pareto/pareto.png``, its
+    description (the front, each trial linked to its child run) and the datasets its
+    trials trained on.
 
     Called by the service after every finished trial. Returns what was logged, or None
     (logging nothing) while no trial is complete. Raises :class:`ParetoError` when an
@@ -252,6 +276,9 @@ def update_parent_front(
         export.write_json([trials], out / "pareto.json", ref)
         export.write_image([trials], out / "pareto.png", ref)
         client.log_artifacts(parent_run_id, str(out), "pareto")
+    note = export.front_note(trials, hv, ref)
+    client.set_tag(parent_run_id, mlflow_layout.NOTE_TAG, _with_front(parent, note))
+    _add_datasets(client, parent, trials.records[-1].run_id)
     return FrontSummary(
         study=trials.study,
         parent_run_id=parent_run_id,

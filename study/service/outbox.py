@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from study import mlflow_layout
-from study.mlflow_layout import FINAL_PREFIX
+from study.mlflow_layout import FINAL_PREFIX, describe_dataset, log_dataset
 from study.secrets import redact
 from study.service import tracking
 
@@ -261,16 +261,7 @@ def _params(client, state, payload) -> None:
 
 
 def _dataset(client, state, payload) -> None:
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
-    logged = client.get_run(state["run_id"]).inputs.dataset_inputs
-    if any(item.dataset.digest == payload["digest"] for item in logged):
-        return  # a retry or a resume: logged already
-    dataset = Dataset(
-        payload["name"], payload["digest"], source_type="code", source=payload["source"]
-    )
-    entry = DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])
-    client.log_inputs(state["run_id"], [entry])
+    log_dataset(client, state["run_id"], payload["name"], payload["digest"], payload["source"])
 
 
 def _tags(client, state, payload) -> None:
@@ -469,13 +460,7 @@ class TrialLogger:
         """The training data as the run's MLflow dataset input (context ``training``): a
         name and digest that say which images (source, counts, split seed), so the UI
         groups the runs trained on the same data. ``data``: the ``data.*`` config."""
-        import hashlib
-        import json
-
-        described = json.dumps({key: data.get(key) for key in sorted(data)}, default=str)
-        digest = hashlib.sha256(described.encode()).hexdigest()[:8]
-        source = Path(str(data.get("source"))).name or str(data.get("source"))
-        name = f"{source} ({data.get('train_images') or 'all'} training images)"
+        name, digest, described = describe_dataset(data)
         self.outbox.put("dataset", name=name, digest=digest, source=described)
 
     def model(self, model, example) -> None:

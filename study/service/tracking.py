@@ -23,6 +23,8 @@ from study.mlflow_layout import (
     PRUNED_TAG,
     ROLE_TAG,
     RUNG_FIELDS,
+    SOURCE_NAME_TAG,
+    SOURCE_TYPE_TAG,
     SPACE_FOLDER,
     STOPPED_TAG,
     STUDY_DOCUMENT,
@@ -59,13 +61,23 @@ def start_parent(
 
     client = mlflow.MlflowClient(uri)
     found = parent_run(client, study_name)
-    if found is not None:  # a resume: an experiment of an earlier version gets its kind
+    source = {SOURCE_NAME_TAG: f"study run {space_file.name}", SOURCE_TYPE_TAG: "LOCAL"}
+    if found is not None:  # a resume: a run of an earlier version gets its kind and source
         _tag_model_development(client, found.info.experiment_id)
+        for key, value in source.items():
+            if key not in found.data.tags:
+                client.set_tag(found.info.run_id, key, value)
         return found.info.run_id
     run = client.create_run(
         _experiment(client, experiment),
         run_name=study_name,
-        tags={STUDY_TAG: study_name, ROLE_TAG: "parent", **_provenance(), **(tags or {})},
+        tags={
+            STUDY_TAG: study_name,
+            ROLE_TAG: "parent",
+            **source,
+            **_provenance(),
+            **(tags or {}),
+        },
     )
     batch = [Param(key, "None" if value is None else str(value)) for key, value in params.items()]
     for start in range(0, len(batch), 100):  # MLflow's limit per request
