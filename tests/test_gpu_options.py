@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from test_trial import TINY as TRIAL_TINY
 
 from study import models
 from study.trial.checkpoint import METRICS_FILE
@@ -30,19 +31,9 @@ from study.trial.config import load_config
 from study.trial.run import CHECKPOINT, run_trial
 
 QUICK = Path(__file__).parents[1] / "search_spaces" / "quick.yaml"
-TINY = [
-    "model.width=0.125",
-    "data.train_images=256",
-    "data.test_images=64",
-    "data.validation=64",
-    "train.epochs=2",
-    "train.batch_size=64",
-    "eval.images=32",
-    "eval.feature_images=2",
-    "eval.feature_shifts=2",
-    "eval.figures=none",
-    "device=cpu",
-]
+# test_trial's tiny trial, smaller still, two epochs, no figures
+SMALLER = "data.train_images=256 data.test_images=64 data.validation=64 train.epochs=2"
+TINY = [*TRIAL_TINY, *SMALLER.split(), "train.batch_size=64", "eval.images=32", "eval.figures=none"]
 OPTIONS = ("compile", "bf16", "channels_last")
 #: (relative, absolute) tolerance on logits and gradients against eager float32.
 TOLERANCE = {"compile": (1e-4, 1e-4), "channels_last": (1e-4, 1e-4), "bf16": (0.0, 0.05)}
