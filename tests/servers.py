@@ -21,6 +21,17 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 POSTGRES = os.environ.get("STUDY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+#: Set by CI, whose machine has PostgreSQL: a test that would skip or fall back to SQLite
+#: for want of it fails instead, so a broken database setup cannot pass as a skip.
+REQUIRE_POSTGRES = os.environ.get("STUDY_TEST_REQUIRE_POSTGRES") == "1"
+
+
+def _unless_required(reason: str | None) -> str | None:
+    if reason is not None and REQUIRE_POSTGRES:
+        import pytest
+
+        pytest.fail(f"STUDY_TEST_REQUIRE_POSTGRES=1, but {reason}")
+    return reason
 
 
 def free_port() -> int:
@@ -30,15 +41,17 @@ def free_port() -> int:
 
 
 def postgres_reason() -> str | None:
-    """Why PostgreSQL cannot be used here, or None when it can."""
+    """Why PostgreSQL cannot be used here, or None when it can (a test failure instead
+    of a reason under :data:`REQUIRE_POSTGRES`)."""
     try:
         import psycopg
     except ImportError:
-        return "psycopg is not installed"
+        return _unless_required("psycopg is not installed")
     try:
         psycopg.connect(f"{POSTGRES}/postgres", connect_timeout=3).close()
     except Exception as error:
-        return f"PostgreSQL at {POSTGRES} is not reachable ({str(error).strip()[:120]})"
+        reason = f"PostgreSQL at {POSTGRES} is not reachable ({str(error).strip()[:120]})"
+        return _unless_required(reason)
     return None
 
 
@@ -84,11 +97,12 @@ class PrivatePostgres:
 
     @staticmethod
     def reason() -> str | None:
-        """Why a private server cannot be started here, or None when it can."""
+        """Why a private server cannot be started here, or None when it can (a test
+        failure instead of a reason under :data:`REQUIRE_POSTGRES`)."""
         if _postgres_bin() is None:
-            return "no PostgreSQL server binaries under /usr/lib/postgresql/*/bin"
+            return _unless_required("no PostgreSQL server binaries under /usr/lib/postgresql")
         if os.geteuid() == 0 and shutil.which("runuser") is None:
-            return "running as root without runuser: PostgreSQL refuses to run as root"
+            return _unless_required("running as root without runuser: PostgreSQL refuses root")
         return None
 
     def _run(self, *args: str) -> None:
