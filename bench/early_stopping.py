@@ -127,18 +127,22 @@ def read_study(uri: str, name: str) -> dict[str, Any]:
     logged), final objectives, test metrics, config; and the parent's wall time."""
     import mlflow
 
-    from study.mlflow_layout import child_runs, find_parent, trial_state
+    from study.mlflow_layout import child_runs, final_metrics, find_parent, metric_key, trial_state
 
     client = mlflow.MlflowClient(uri)
     parent = find_parent(client, name)
     trials = []
     for run in child_runs(uri, parent.info.run_id):
-        history = client.get_metric_history(run.info.run_id, "train_loss")
+        history = client.get_metric_history(run.info.run_id, metric_key("train_loss"))
         per_epoch = {
-            key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
-            for key in OBJECTIVES
+            name: {
+                m.step: m.value
+                for key in (metric_key(name), name)  # this layout, then the one before
+                for m in client.get_metric_history(run.info.run_id, key)
+            }
+            for name in OBJECTIVES
         }
-        metrics = run.data.metrics
+        metrics = final_metrics(run.data.metrics)
         trials.append(
             {
                 "trial_id": run.data.tags.get("study.trial_id"),
@@ -150,8 +154,8 @@ def read_study(uri: str, name: str) -> dict[str, Any]:
                 "end": (run.info.end_time or 0) / 1000,
                 "epoch_times": sorted(m.timestamp / 1000 for m in history),
                 "per_epoch": {k: {int(s): v for s, v in d.items()} for k, d in per_epoch.items()},
-                "objectives": [metrics.get(f"final.{m}") for m in OBJECTIVES],
-                "test": [metrics.get("final.test_acc"), metrics.get("final.test_consistency")],
+                "objectives": [metrics.get(m) for m in OBJECTIVES],
+                "test": [metrics.get("test_acc"), metrics.get("test_consistency")],
                 "stopped_at": run.data.tags.get("study.stopped_at_epoch"),
             }
         )

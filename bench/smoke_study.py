@@ -50,6 +50,8 @@ def run_variant(name: str, overrides: list[str], folder: Path) -> dict:
     """``study run`` of the smoke space in ``folder``; the study's numbers from MLflow."""
     import mlflow
 
+    from study.mlflow_layout import final_metrics
+
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "RAY_ADDRESS")}
     env.update(VARIANTS[name])
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
@@ -76,20 +78,20 @@ def run_variant(name: str, overrides: list[str], folder: Path) -> dict:
     concurrent = int(float(parent.data.params["study.concurrent"]))
     rows = []
     for run in trials:
-        m = run.data.metrics
+        m = final_metrics(run.data.metrics) | {"threads": float(run.data.tags["study.threads"])}
         seconds = (run.info.end_time - run.info.start_time) / 1000
-        work = m["final.train_seconds"] + m["final.validation_seconds"] + m["final.test_seconds"]
+        work = m["train_seconds"] + m["validation_seconds"] + m["test_seconds"]
         rows.append(
             {
                 "trial": seconds,
-                "train": m["final.train_seconds"],
-                "val": m["final.validation_seconds"],
-                "test": m["final.test_seconds"],
+                "train": m["train_seconds"],
+                "val": m["validation_seconds"],
+                "test": m["test_seconds"],
                 "other": seconds - work,
-                "figures": m.get("final.figures_seconds", float("nan")),
-                "setup": m.get("final.setup_seconds", float("nan")),
-                "checkpoint": m.get("final.checkpoint_seconds", float("nan")),
-                "threads": m.get("final.threads", float("nan")),
+                "figures": m.get("figures_seconds", float("nan")),
+                "setup": m.get("setup_seconds", float("nan")),
+                "checkpoint": m.get("checkpoint_seconds", float("nan")),
+                "threads": m.get("threads", float("nan")),
             }
         )
     summed = sum(r["trial"] for r in rows)

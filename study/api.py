@@ -55,7 +55,7 @@ class Study:
         the searched parameters (``optuna.*``), ``run_id`` and ``trial_id``."""
         import pandas as pd
 
-        from study.mlflow_layout import FINAL_PREFIX, TRIAL_TAG, child_runs, trial_state
+        from study.mlflow_layout import TRIAL_TAG, child_runs, final_metrics, trial_state
 
         rows = []
         for run in child_runs(self.tracking_uri, self._parent().info.run_id):
@@ -67,7 +67,7 @@ class Study:
                     "state": trial_state(run),
                     "filter": params.get("model.filter", ""),
                     "augment": params.get("augment.kind", ""),
-                    **{k.removeprefix(FINAL_PREFIX): v for k, v in metrics.items() if "." in k},
+                    **final_metrics(metrics),
                     **{k: v for k, v in params.items() if k.startswith("optuna.")},
                     "run_id": run.info.run_id,
                 }

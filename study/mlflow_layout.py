@@ -62,9 +62,17 @@ PARENT_TAG = "mlflow.parentRunId"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_DEVELOPMENT = "custom_model_development"
 ROLE_TAG = "study.role"
-#: Final metrics are ``final.<name>``; searched values are params ``optuna.<name>``.
-FINAL_PREFIX = "final."
+#: Searched values are params ``optuna.<name>``.
 OPTUNA_PREFIX = "optuna."
+#: The layout before metrics were grouped: final metrics were ``final.<name>``, the
+#: others kept their trial names (``val_acc``, ``train_loss``, ``rung.val_acc``). Read,
+#: never written (:func:`final_metrics`, :func:`logged_epochs`).
+FINAL_PREFIX = "final."
+#: Values that describe a run rather than measure it: tags ``study.<name>``, not metrics.
+RUN_FACTS = ("epochs", "eval_images", "eval_shifts", "threads")
+#: Timings a trial reports every epoch (``time/<name>``); its final timings are totals
+#: over the run (``time/total_<name>``).
+EPOCH_TIMES = ("epoch_seconds", "validation_seconds", "images_per_second")
 #: How many known study names a "no study" error lists.
 KNOWN_LISTED = 10
 #: MLflow's run description (markdown, the UI's "Description" box); the parent's holds
@@ -77,6 +85,68 @@ SOURCE_NAME_TAG, SOURCE_TYPE_TAG = "mlflow.source.name", "mlflow.source.type"
 
 class StudyNotFound(ValueError):
     """No parent run of that name: one line, ``name: no study ...``."""
+
+
+def metric_key(name: str, final: bool = False) -> str | None:
+    """The MLflow key of a trial's metric ``name`` (``final``: one of its final metrics,
+    else a per-epoch one), or None for :data:`RUN_FACTS` (tags instead). MLflow's UI
+    groups a run's charts into sections by the part before ``/``: the scores on the test
+    and validation splits first, then training, then time.
+
+    >>> [metric_key(n) for n in ("val_acc", "train_loss", "lr", "epoch_seconds")]
+    ['val/acc', 'train/loss', 'train/lr', 'time/epoch_seconds']
+    >>> [metric_key(n, final=True) for n in ("test_consistency_crop", "eval_seconds", "epochs")]
+    ['test/consistency_crop', 'time/total_eval_seconds', None]
+    """
+    if final and name in RUN_FACTS:
+        return None
+    if name.endswith("_seconds") or name in EPOCH_TIMES:
+        return f"time/total_{name}" if final else f"time/{name}"
+    if name == "lr":
+        return "train/lr"
+    for split in ("test", "val", "train"):
+        if name.startswith(f"{split}_"):
+            return f"{split}/{name.removeprefix(f'{split}_')}"
+    return f"final/{name}" if final else name
+
+
+def final_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """A finished child run's final metrics by their trial names (``test_acc``,
+    ``val_consistency``, ``train_seconds``, ...), from ``run.data.metrics`` in either
+    layout: this one (:func:`metric_key`) or the one before (``final.<name>``).
+
+    >>> final_metrics({"test/acc": 0.9, "val/loss": 1.2, "time/total_train_seconds": 8.0,
+    ...                "time/epoch_seconds": 2.0, "train/lr": 0.1})
+    {'test_acc': 0.9, 'val_loss': 1.2, 'train_seconds': 8.0}
+    >>> final_metrics({"final.test_acc": 0.8, "val_acc": 0.7})
+    {'test_acc': 0.8}
+    """
+    found: dict[str, float] = {}
+    for key, value in metrics.items():
+        section, slash, rest = key.partition("/")
+        if key.startswith(FINAL_PREFIX):
+            name = key.removeprefix(FINAL_PREFIX)
+        elif not slash or key == "train/lr":
+            continue
+        elif section in ("test", "val", "train"):
+            name = f"{section}_{rest}"
+        elif section == "time" and rest.startswith("total_"):
+            name = rest.removeprefix("total_")
+        elif section == "final":
+            name = rest
+        else:
+            continue
+        found.setdefault(name, float(value))
+    return found
+
+
+def logged_epochs(client: Any, run_id: str) -> set[int]:
+    """The epochs (steps) whose metrics ``run_id`` holds, in either layout."""
+    return {
+        int(m.step)
+        for key in (metric_key("train_loss"), "train_loss")
+        for m in client.get_metric_history(run_id, key)
+    }
 
 
 def describe_dataset(data: Mapping[str, Any]) -> tuple[str, str, str]:

@@ -15,11 +15,10 @@ from typing import Any
 import mlflow
 import optuna
 
-from study.metrics.names import FRACTIONS, TEST_METRICS, VAL_METRICS
+from study.metrics.names import FRACTIONS, TEST_METRICS
 from study.mlflow_layout import (
     FILTER_DOCUMENT,
     FILTER_FIGURE,
-    FINAL_PREFIX,
     FRONT_NOTE_BEGIN,
     FRONT_NOTE_END,
     MODEL_TAG,
@@ -30,6 +29,7 @@ from study.mlflow_layout import (
     SPACE_FOLDER,
     STUDY_DOCUMENT,
     TRIAL_TAG,
+    metric_key,
 )
 from study.service.pruning import MLFLOW_RUN_ID
 from study.trial.checkpoint import HISTORY_FILE, METRICS_FILE
@@ -38,7 +38,7 @@ from study.trial.checkpoint import HISTORY_FILE, METRICS_FILE
 #: variation distance, also in [0, 1]).
 SHARES = (*FRACTIONS, *TEST_METRICS)
 #: Logged once per epoch, at steps 1..epochs.
-PER_EPOCH = ("train_loss", "val_acc", "val_consistency", "val_loss")
+PER_EPOCH = ("train/loss", "train/lr", "val/acc", "val/consistency", "val/loss")
 
 
 def study_runs(uri: str, name: str):
@@ -108,11 +108,16 @@ def check_finished_study(
     for child in children:
         assert child.info.status == "FINISHED", child.data.tags.get("study.failure")
         metrics = child.data.metrics
+        # every metric in a chart section of the UI; facts about the run as tags
+        assert all("/" in key for key in metrics), sorted(metrics)
+        assert child.data.tags["study.epochs"] == str(epochs), child.data.tags
+        assert int(child.data.tags["study.eval_images"]) > 0
         for metric in SHARES:
-            value = metrics.get(FINAL_PREFIX + metric)
-            assert value is not None and 0 <= value <= 1, (FINAL_PREFIX + metric, value)
-            assert metric not in metrics or metric in VAL_METRICS, f"{metric}: evaluated once"
-        assert metrics[FINAL_PREFIX + "val_loss"] > 0  # a cross-entropy, nats
+            value = metrics.get(metric_key(metric, final=True))
+            assert value is not None and 0 <= value <= 1, (metric, value)
+        assert metrics["val/loss"] > 0  # a cross-entropy, nats
+        assert metrics["time/total_train_seconds"] > 0
+        assert len(client.get_metric_history(child.info.run_id, "test/acc")) == 1
         for per_epoch in PER_EPOCH:
             history = client.get_metric_history(child.info.run_id, per_epoch)
             assert sorted(m.step for m in history) == list(range(1, epochs + 1)), per_epoch

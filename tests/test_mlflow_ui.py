@@ -193,7 +193,7 @@ def test_the_study_experiment_opens_on_its_runs(chromium, mlflow_server, tmp_pat
         client.log_param(child, "model.filter", spec)
         client.log_param(child, "augment.kind", augment)
         tracking.log_metrics(
-            client, child, {"test_acc": acc, "test_consistency": consistency}, prefix="final."
+            client, child, {"test_acc": acc, "test_consistency": consistency}, final=True
         )
         client.set_terminated(child, "FINISHED")
     client.set_terminated(parent, "FINISHED")

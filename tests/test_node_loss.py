@@ -110,7 +110,7 @@ def test_a_lost_worker_node_costs_a_retry_not_a_trial(tmp_path):
         assert 2 <= int(resumed[0].data.tags["study.resumed_at_epoch"]) <= epochs
         for child in children:
             assert child.info.status == "FINISHED"
-            history = client.get_metric_history(child.info.run_id, "train_loss")
+            history = client.get_metric_history(child.info.run_id, "train/loss")
             assert sorted(m.step for m in history) == list(range(1, epochs + 1))
     journal = tmp_path / "ray_results" / name / "optuna.journal"
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))

@@ -516,7 +516,12 @@ def test_update_parent_front_logs_metrics_and_artifacts(store):
     assert hv[0].step == 3
     assert hv[0].value == pytest.approx(fr.hypervolume(values, ["max", "max"], [0, 0]))
     artifacts = {a.path for a in client.list_artifacts(parent, "pareto")}
-    assert artifacts == {"pareto/pareto.csv", "pareto/pareto.json", "pareto/pareto.png"}
+    assert artifacts == {
+        "pareto/pareto.csv",
+        "pareto/pareto.json",
+        "pareto/pareto.png",
+        "pareto/table.md",
+    }
     # No complete trial yet: nothing logged.
     assert update_parent_front(store["uri"], store["parents"]["empty"], OBJECTIVES) is None
     assert client.get_metric_history(store["parents"]["empty"], "front_size") == []
@@ -535,8 +540,8 @@ def test_update_parent_front_logs_metrics_and_artifacts(store):
         ),
         (
             ["alpha", "--objectives", "test_acc:max,flops:min"],
-            r"^study pareto: error: objectives: flops: metric final\.flops is not logged by "
-            r"study 'alpha'; logged: final\.test_acc, .*final\.val_consistency$",
+            r"^study pareto: error: objectives: flops: no complete trial of study 'alpha' "
+            r"logged it; logged: test_acc, .*val_consistency$",
         ),
         (
             ["empty"],

@@ -210,7 +210,7 @@ def test_smoke_study_on_local_ray_with_mlflow_server(tracking, tmp_path):
             )
             assert entry.dataset.name == "shapes (256 training images)"
             assert child.data.tags["study.optuna_trial"] in {"0", "1"}
-        assert [c.data.metrics["final.threads"] for c in children] == [1.0, 1.0]
+        assert [c.data.tags["study.threads"] for c in children] == ["1", "1"]
         trials = optuna.load_study(study_name="smoke-local", storage=storage).trials
         assert {t.params["model.filter"] for t in trials} == {"delta", "binomial-3"}  # the grid
         import torch
@@ -363,7 +363,7 @@ def test_a_killed_trial_is_retried_from_its_last_epoch(tracking, cluster, tmp_pa
 
     def two_epochs_logged() -> bool:
         runs = trial_runs(client, name)
-        return any(len(client.get_metric_history(r.info.run_id, "train_loss")) >= 2 for r in runs)
+        return any(len(client.get_metric_history(r.info.run_id, "train/loss")) >= 2 for r in runs)
 
     wait_for(two_epochs_logged, 300, "two logged epochs")
     workers = trial_worker_pids()
@@ -378,7 +378,7 @@ def test_a_killed_trial_is_retried_from_its_last_epoch(tracking, cluster, tmp_pa
     assert child.info.status == "FINISHED"
     resumed_at = int(child.data.tags["study.resumed_at_epoch"])
     assert 2 <= resumed_at <= 5, "resumed from a checkpoint, not from scratch"
-    steps = [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")]
+    steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
     assert sorted(steps) == [1, 2, 3, 4, 5], steps
 
 
@@ -394,7 +394,7 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tracking, cluster, tmp_path):
 
     def one_epoch_logged() -> bool:
         runs = trial_runs(client, name)
-        return any(client.get_metric_history(r.info.run_id, "train_loss") for r in runs)
+        return any(client.get_metric_history(r.info.run_id, "train/loss") for r in runs)
 
     wait_for(one_epoch_logged, 300, "a logged epoch")
     driver.send_signal(signal.SIGINT)
@@ -504,7 +504,7 @@ def test_early_stopped_trials_are_pruned_in_optuna_mlflow_pareto_and_status(trac
     client = mlflow.MlflowClient(uri)
     for child in children:
         config = (child.data.params["model.filter"], child.data.params["train.lr"])
-        epochs = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
+        epochs = [m.step for m in client.get_metric_history(child.info.run_id, "val/acc")]
         if config in stopped:
             decision = stopped[config]
             assert child.info.status == "KILLED"
@@ -512,13 +512,13 @@ def test_early_stopped_trials_are_pruned_in_optuna_mlflow_pareto_and_status(trac
             assert child.data.tags[STOPPED_TAG] == str(decision["rung"])
             assert child.data.tags["study.rung_rank"] == str(decision["rank"])
             # the default rung metrics: train_loss for val_acc, val_consistency itself
-            assert child.data.metrics["rung.train_loss"] == decision["values"][0]
-            assert child.data.metrics["rung.val_consistency"] == decision["values"][1]
+            assert child.data.metrics["rung/train_loss"] == decision["values"][0]
+            assert child.data.metrics["rung/val_consistency"] == decision["values"][1]
             assert sorted(epochs) == list(range(1, decision["rung"] + 1))
             # the whole row of the rung epoch, not only what Tune was told
-            rates = [m.step for m in client.get_metric_history(child.info.run_id, "lr")]
+            rates = [m.step for m in client.get_metric_history(child.info.run_id, "train/lr")]
             assert sorted(rates) == list(range(1, decision["rung"] + 1))
-            assert not any(k.startswith("final.") for k in child.data.metrics)
+            assert not any(k.startswith("test/") for k in child.data.metrics)
         else:
             assert child.info.status == "FINISHED" and PRUNED_TAG not in child.data.tags
             assert sorted(epochs) == [1, 2, 3, 4]

@@ -100,8 +100,8 @@ def test_a_simulated_study_runs_through_the_service_and_is_tagged(tmp_path):
             document["augment"]["kind"] = child.data.params["augment.kind"]
             config = from_mapping({**document, "simulate": {"enabled": True}})
             expected = final_metrics(config)
-            assert child.data.metrics["final.test_acc"] == pytest.approx(expected["test_acc"])
-            steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
+            assert child.data.metrics["test/acc"] == pytest.approx(expected["test_acc"])
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, "val/acc")]
             assert sorted(steps) == [1, 2, 3, 4]
         # Tune got a checkpoint only with the last epoch and the end (the default policy:
         # every 30 s, and these trials take 0.2 s), so no experiment snapshot was forced.

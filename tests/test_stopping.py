@@ -444,6 +444,7 @@ def tracked_study(tmp_path):
     row = {"epoch": 3, "train_loss": 1.0, "val_acc": 0.95, "val_consistency": 0.99, "lr": 0.1}
     assert mark_pruned(uri, parent, "t1", decision, list(METRICS), row) == runs["t1"]
     # the pruned trial's last epoch carries values that would dominate t0 if it counted
+    # (written as final values in the previous layout: read too, and must not count)
     client.log_metric(runs["t1"], "final.val_acc", 0.95)
     client.log_metric(runs["t1"], "final.val_consistency", 0.99)
     client.set_terminated(runs["t2"], "FAILED")
@@ -462,9 +463,9 @@ def test_a_pruned_child_run_is_killed_and_tagged(tracked_study):
     )
     assert (tags["study.rung_rank"], tags["study.rung_population"]) == ("2", "3")
     assert (tags["study.rung_quota"], tags["study.rung_front"]) == ("1", "1")
-    assert metrics["rung.val_acc"] == 0.95 and metrics["rung.val_consistency"] == 0.99
+    assert metrics["rung/val_acc"] == 0.95 and metrics["rung/val_consistency"] == 0.99
     # the rung epoch's row, logged by the driver (the stopped worker never does)
-    steps = [m.step for m in client.get_metric_history(run_id, "train_loss")]
+    steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
     assert steps == [1, 3]
     from study.mlflow_layout import trial_state
     from study.service.tracking import trial_run

@@ -49,10 +49,10 @@ def test_trial_logger_buffers_while_the_server_is_away(tmp_path, monkeypatch):
         logger.epoch({"epoch": 4, "train_loss": 0.7})
         (tmp_path / "out").mkdir()
         logger.final({"test_acc": 0.5}, tmp_path / "out")
-        history = client.get_metric_history(run.info.run_id, "train_loss")
+        history = client.get_metric_history(run.info.run_id, "train/loss")
         finished = client.get_run(run.info.run_id)
     assert [(m.step, m.value) for m in history] == [(1, 1.0), (2, 0.9), (3, 0.8), (4, 0.7)]
-    assert finished.info.status == "FINISHED" and finished.data.metrics["final.test_acc"] == 0.5
+    assert finished.info.status == "FINISHED" and finished.data.metrics["test/acc"] == 0.5
     assert finished.data.tags["study.note"] == "while away" and not logger.pending()
 
 
@@ -70,7 +70,7 @@ def test_a_retried_attempt_logs_each_epoch_once(tmp_path, monkeypatch, capsys):
     retry = TrialLogger(store, run.info.run_id, patience=5)
     retry.backfill([{"epoch": epoch, "train_loss": 0.5} for epoch in (1, 2, 3, 4)])
     retry.epoch({"epoch": 4, "train_loss": 0.4})  # trained again: not logged again
-    history = client.get_metric_history(run.info.run_id, "train_loss")
+    history = client.get_metric_history(run.info.run_id, "train/loss")
     assert sorted((m.step, m.value) for m in history) == [(1, 1.0), (2, 0.5), (3, 1 / 3), (4, 0.5)]
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     away = TrialLogger(f"http://127.0.0.1:{free_port()}", run.info.run_id, patience=1)
@@ -97,7 +97,7 @@ def test_final_metrics_and_the_model_are_written_once_however_often_delivered(tm
         logger.model(model, example)
         logger.final({"test_acc": 0.5, "test_consistency": 0.75 + attempt}, tmp_path / "out")
         assert not logger.pending()
-    for name, value in (("final.test_acc", 0.5), ("final.test_consistency", 0.75)):
+    for name, value in (("test/acc", 0.5), ("test/consistency", 0.75)):
         assert [m.value for m in client.get_metric_history(run.info.run_id, name)] == [value]
     logged = client.search_logged_models([run.info.experiment_id])
     assert len([m for m in logged if m.source_run_id == run.info.run_id]) == 1
@@ -174,9 +174,9 @@ def assert_complete_without_restart(client: mlflow.MlflowClient, children, epoch
     """Every child run FINISHED with its final metrics, every epoch logged exactly once,
     none restarted: what a study that survived an outage shows."""
     for child in children:
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")]
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
         assert sorted(steps) == list(range(1, epochs + 1)), steps  # once each, none lost
-        assert child.info.status == "FINISHED" and "final.test_acc" in child.data.metrics
+        assert child.info.status == "FINISHED" and "test/acc" in child.data.metrics
         assert "study.resumed_at_epoch" not in child.data.tags  # never restarted
 
 
@@ -210,9 +210,9 @@ def started_trials(folder, name: str) -> int:
 
 def assert_each_epoch_once(client, children, epochs: int) -> None:
     for child in children:
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")]
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
         assert sorted(steps) == list(range(1, epochs + 1)), steps
-        finals = client.get_metric_history(child.info.run_id, "final.test_acc")
+        finals = client.get_metric_history(child.info.run_id, "test/acc")
         assert len(finals) == 1, finals  # the final metrics once, not once per delivery
 
 
@@ -278,7 +278,7 @@ def test_mlflow_stopping_as_a_trial_finishes_loses_nothing(tmp_path):
             return False
         runs = client.search_runs([experiment.experiment_id])
         return any(
-            len(client.get_metric_history(r.info.run_id, "train_loss")) == epochs for r in runs
+            len(client.get_metric_history(r.info.run_id, "train/loss")) == epochs for r in runs
         )
 
     try:
@@ -299,7 +299,7 @@ def test_mlflow_stopping_as_a_trial_finishes_loses_nothing(tmp_path):
                 assert MODEL_TAG in child.data.tags
                 files = {a.path for a in client.list_artifacts(child.info.run_id, "figures")}
                 assert "figures/shift_heatmap.png" in files
-                assert "final.test_consistency_crop" in child.data.metrics
+                assert "test/consistency_crop" in child.data.metrics
             assert "study: MLflow at" in output and "reachable again" in output
     finally:
         stop_driver(driver)

@@ -91,7 +91,7 @@ def test_a_trial_that_fails_for_good(tmp_path):
         assert len(children) == 2  # the same run, re-run: no second child
         rerun = next(c for c in children if c.data.params["data.source"] == str(corrupt))
         assert rerun.info.status == "FINISHED" and "study.failure" not in rerun.data.tags
-        assert "final.test_acc" in rerun.data.metrics
+        assert "test/acc" in rerun.data.metrics
         assert parent.info.status == "FINISHED"
         assert _optuna_states(tmp_path) == ["COMPLETE", "FAIL"]  # Optuna keeps it failed
 

@@ -581,9 +581,9 @@ def _percent(value: float | None) -> str:
 def table_markdown(studies: Sequence[StudyTrials]) -> str:
     """The paper's Table 1 layout: one row per filter (Table 1's family order, then taps),
     columns filter, taps, weights (scaled as printed in the paper), then per augmentation
-    setting: test accuracy with no shift (``final.test_acc``), at a random shift
-    (``final.test_acc_shift_random``) and classification consistency
-    (``final.test_consistency``), in percent. With several studies a setting is
+    setting: test accuracy with no shift (``test_acc``), at a random shift
+    (``test_acc_shift_random``) and classification consistency (``test_consistency``),
+    in percent. With several studies a setting is
     ``study / augmentation``. A cell with several trials shows the one of best Pareto rank,
     then best first objective; the count is given as ``(n=...)``."""
     multi = len(studies) > 1

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from study import mlflow_layout
-from study.mlflow_layout import FINAL_PREFIX, OPTUNA_PREFIX, PARENT_TAG, STUDY_TAG, TRIAL_TAG
+from study.mlflow_layout import OPTUNA_PREFIX, PARENT_TAG, STUDY_TAG, TRIAL_TAG
 from study.pareto import front as fr
 from study.pareto.records import StudyTrials, TrialRecord
 
@@ -81,11 +81,7 @@ def find_parent(client: Any, name: str) -> Any:
 def _record(
     run: Any, study: str, objectives: Mapping[str, str], describe: bool = True
 ) -> TrialRecord | None:
-    metrics = {
-        key[len(FINAL_PREFIX) :]: float(value)
-        for key, value in run.data.metrics.items()
-        if key.startswith(FINAL_PREFIX)
-    }
+    metrics = mlflow_layout.final_metrics(run.data.metrics)
     values = {name: metrics.get(name, math.nan) for name in objectives}
     if not all(math.isfinite(v) for v in values.values()):
         return None
@@ -140,15 +136,15 @@ def load_children(
     statuses = Counter(mlflow_layout.trial_state(run) for run in children)
     finished = [run for run in children if mlflow_layout.trial_state(run) == "FINISHED"]
     logged = sorted(
-        {key for run in finished for key in run.data.metrics if key.startswith(FINAL_PREFIX)}
+        {name for run in finished for name in mlflow_layout.final_metrics(run.data.metrics)}
     )
     if finished:
         for name in objectives:
-            if FINAL_PREFIX + name not in logged:
+            if name not in logged:
                 shown = ", ".join(logged) if logged else "none"
                 raise ParetoError(
-                    f"objectives: {name}: metric {FINAL_PREFIX}{name} is not logged by study "
-                    f"{study!r}; logged: {shown}"
+                    f"objectives: {name}: no complete trial of study {study!r} logged it; "
+                    f"logged: {shown}"
                 )
     records = [
         r for run in finished if (r := _record(run, study, objectives, describe)) is not None
@@ -243,7 +239,8 @@ def update_parent_front(
 ) -> FrontSummary | None:
     """Recompute the front of the complete children of ``parent_run_id`` and log it to the
     parent: metrics ``hypervolume`` and ``front_size`` at step = number of complete trials,
-    artifacts ``pareto/pareto.csv``, ``pareto/pareto.json``, ``pareto/pareto.png``, its
+    artifacts ``pareto/pareto.csv``, ``pareto/pareto.json``, ``pareto/pareto.png``,
+    ``pareto/table.md`` (the paper's Table 1 layout), its
     description (the front, each trial linked to its child run) and the datasets its
     trials trained on.
 
@@ -275,6 +272,7 @@ def update_parent_front(
         export.write_csv([trials], out, trials_csv=False)
         export.write_json([trials], out / "pareto.json", ref)
         export.write_image([trials], out / "pareto.png", ref)
+        export.write_table([trials], out / "table.md")
         client.log_artifacts(parent_run_id, str(out), "pareto")
     note = export.front_note(trials, hv, ref)
     client.set_tag(parent_run_id, mlflow_layout.NOTE_TAG, _with_front(parent, note))

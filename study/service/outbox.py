@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from study import mlflow_layout
-from study.mlflow_layout import FINAL_PREFIX, describe_dataset, log_dataset
+from study.mlflow_layout import describe_dataset, log_dataset, logged_epochs, metric_key
 from study.secrets import redact
 from study.service import tracking
 
@@ -240,15 +240,13 @@ def _run(client, state: dict[str, Any], payload: Mapping[str, Any]) -> None:
         client, payload["parent"], payload["trial_id"], payload["name"], payload.get("tags")
     )
     state["run_id"] = run_id
-    history = client.get_metric_history(run_id, "train_loss")
-    state["logged"] = {int(m.step) for m in history} | set(state.get("logged", ()))
+    state["logged"] = logged_epochs(client, run_id) | set(state.get("logged", ()))
 
 
 def _attach(client, state: dict[str, Any], payload: Mapping[str, Any]) -> None:
     """An existing run, given by id; the epochs it holds are learned."""
-    history = client.get_metric_history(payload["run_id"], "train_loss")
     state["run_id"] = payload["run_id"]
-    state["logged"] = {int(m.step) for m in history} | set(state.get("logged", ()))
+    state["logged"] = logged_epochs(client, payload["run_id"]) | set(state.get("logged", ()))
 
 
 def _params(client, state, payload) -> None:
@@ -284,12 +282,17 @@ def _epoch(client, state, payload) -> None:
 
 
 def _final(client, state, payload) -> None:
-    """The final metrics (prefix ``final.``), those the run does not hold yet: a spool
-    delivered in part before an outage, then again whole, or an attempt that re-runs a
-    finished trial's evaluation, writes each value once."""
+    """The final metrics (``test/acc``, ..., :func:`study.mlflow_layout.metric_key`),
+    those the run does not hold yet: a spool delivered in part before an outage, then
+    again whole, or an attempt that re-runs a finished trial's evaluation, writes each
+    value once (the last epoch's ``val/*`` and ``train/loss`` are held already)."""
     held = client.get_run(state["run_id"]).data.metrics
-    missing = {k: v for k, v in payload["metrics"].items() if f"{FINAL_PREFIX}{k}" not in held}
-    tracking.log_metrics(client, state["run_id"], missing, prefix=FINAL_PREFIX)
+    missing = {
+        name: value
+        for name, value in payload["metrics"].items()
+        if metric_key(name, final=True) not in held
+    }
+    tracking.log_metrics(client, state["run_id"], missing, final=True)
 
 
 def _file(client, state, payload) -> None:

@@ -32,6 +32,8 @@ from study.mlflow_layout import (
     TRIAL_TAG,
     child_runs,
     connect,
+    logged_epochs,
+    metric_key,
     parent_run,
     trial_state,
 )
@@ -152,7 +154,7 @@ def mark_pruned(
 ) -> str | None:
     """Close the child run of a trial the scheduler stopped: the rung epoch's metrics
     (``row``: the worker is stopped before it logs them), the decision as tags
-    (``study.rung``, ``study.rung_rank``, ...) and metrics (``rung.<metric>``), tags
+    (``study.rung``, ``study.rung_rank``, ...) and metrics (``rung/<metric>``), tags
     ``study.pruned=true`` and ``study.stopped_at_epoch``, status ``KILLED``. Returns the
     run id (None if the trial has no child run)."""
     import mlflow
@@ -162,18 +164,17 @@ def mark_pruned(
     if run is None:
         return None
     run_id = run.info.run_id
-    if "epoch" in row:  # unless the run holds that epoch (a retried call, a resume)
-        held = {int(m.step) for m in client.get_metric_history(run_id, "train_loss")}
-        if int(row["epoch"]) not in held:
-            values = {k: v for k, v in row.items() if k != "epoch"}
-            log_metrics(client, run_id, values, int(row["epoch"]))
+    # the rung epoch, unless the run holds it (a retried call, a resume)
+    if "epoch" in row and int(row["epoch"]) not in logged_epochs(client, run_id):
+        values = {k: v for k, v in row.items() if k != "epoch"}
+        log_metrics(client, run_id, values, int(row["epoch"]))
     epoch = int(row.get("epoch", decision["rung"]))
     tags = {_rung_tag(f): str(decision[f]) for f in RUNG_FIELDS if f in decision}
     tags.update({PRUNED_TAG: "true", STOPPED_TAG: str(epoch)})
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
     for name, value in zip(metrics, decision["values"], strict=True):
-        client.log_metric(run_id, f"rung.{name}", float(value), step=int(decision["rung"]))
+        client.log_metric(run_id, f"rung/{name}", float(value), step=int(decision["rung"]))
     client.set_terminated(run_id, "KILLED")
     return run_id
 
@@ -279,21 +280,29 @@ def set_parent_status(uri: str, parent_id: str, status: str, counts: Mapping[str
 
 
 def log_metrics(
-    client, run_id: str, values: Mapping[str, Any], step: int = 0, prefix: str = ""
+    client, run_id: str, values: Mapping[str, Any], step: int = 0, final: bool = False
 ) -> None:
-    """Numeric ``values`` as metrics at ``step``, in batches of MLflow's limit."""
+    """Numeric ``values`` (a trial's metrics by name) as metrics at ``step`` under their
+    MLflow keys (:func:`study.mlflow_layout.metric_key`; ``final``: final metrics, with
+    the run's facts as tags ``study.<name>``), in batches of MLflow's limit."""
     import time
 
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, RunTag
 
     now = int(time.time() * 1000)
-    metrics = [
-        Metric(f"{prefix}{key}", float(value), now, step)
-        for key, value in values.items()
-        if isinstance(value, int | float) and not isinstance(value, bool)
-    ]
-    for start in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+    metrics, tags = [], []
+    for name, value in values.items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        key = metric_key(name, final)
+        if key is None:
+            tags.append(RunTag(f"study.{name}", str(value)))
+        else:
+            metrics.append(Metric(key, float(value), now, step))
+    for start in range(0, max(len(metrics), len(tags)), 1000):
+        client.log_batch(
+            run_id, metrics=metrics[start : start + 1000], tags=tags[start : start + 1000]
+        )
 
 
 def model_requirements() -> list[str]:
