@@ -15,7 +15,13 @@ import pytest
 from finished_study import study_runs
 from servers import PrivatePostgres, mlflow_server, private_postgres, psycopg_url
 from test_service import TINY, environment, start_driver, stop_driver
-from test_tracking_outage import assert_complete_without_restart, runs_with_an_epoch
+from test_tracking_outage import (
+    FOUR,
+    assert_complete_without_restart,
+    assert_each_epoch_once,
+    runs_with_an_epoch,
+    wait_until,
+)
 
 from study.service.pruning import MLFLOW_RUN_ID
 from study.service.storage import RedactingRDBStorage
@@ -55,25 +61,18 @@ def test_the_optuna_storage_gives_up_after_its_patience(tmp_path):
         assert time.monotonic() - started >= 2
 
 
-@pytest.mark.parametrize("on_postgres", ["optuna+mlflow", "optuna"])
-def test_a_study_survives_a_postgres_restart(tmp_path, on_postgres):
+def test_a_study_survives_a_postgres_restart(tmp_path):
     """The whole service with the Optuna storage, and MLflow's store too, on one
     PostgreSQL: it goes down once both trials have logged an epoch, stays down while
     they train on, and comes back; both trials complete without a restart, every epoch
-    is in MLflow once, Optuna (read from PostgreSQL) and MLflow agree. With MLflow's
-    store elsewhere the trials end while the database is away, so the driver's Optuna
-    calls (telling the results) are the ones that wait."""
+    is in MLflow once, Optuna (read from PostgreSQL) and MLflow agree. The Optuna
+    storage alone down while trials end and start: the test below."""
     epochs = 6
     args = [*TINY, "--set", f"train.epochs={epochs}", "--name", "pg-restart"]
     driver = None
     with private_postgres(tmp_path / "pg") as server:
         optuna_url = psycopg_url(server.create_database("optuna"))
-        store = (
-            server.create_database("mlflow")
-            if "mlflow" in on_postgres
-            else f"sqlite:///{tmp_path / 'mlflow.db'}"
-        )
-        with mlflow_server(store, tmp_path) as url:
+        with mlflow_server(server.create_database("mlflow"), tmp_path) as url:
             env = {
                 **environment(url),
                 "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",  # the study's patience, not MLflow's
@@ -96,9 +95,6 @@ def test_a_study_survives_a_postgres_restart(tmp_path, on_postgres):
                 output = (tmp_path / "driver.log").read_text()
                 assert returncode == 0, output[-3000:]
                 assert "2 of 2 trials complete" in output
-                if on_postgres == "optuna":
-                    assert "unreachable (OperationalError): waiting up to" in output
-                    assert "reachable again" in output
                 _, children = study_runs(url, "pg-restart")
                 assert len(children) == 2
                 assert_complete_without_restart(client, children, epochs)
@@ -107,3 +103,63 @@ def test_a_study_survives_a_postgres_restart(tmp_path, on_postgres):
         trials = optuna.load_study(study_name="pg-restart", storage=optuna_url).trials
         assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
         assert {t.user_attrs[MLFLOW_RUN_ID] for t in trials} == {c.info.run_id for c in children}
+
+
+def test_trials_due_while_the_optuna_storage_is_down_wait_and_complete(tmp_path):
+    """The Optuna storage (PostgreSQL) down while trials are due to start: one trial at
+    a time, four trials, MLflow elsewhere. The database stops during trial 1's first
+    epoch and comes back only once trial 1 has ended and the driver has said that it
+    waits for the storage (telling trial 1's result and sampling trial 2 both need it).
+    No trial can start without its sampled config, so trial 2 starts after the database
+    is back; nothing fails, all four complete, each epoch is in MLflow once, Optuna and
+    MLflow agree."""
+    epochs, name = 2, "pg-due"
+    args = [*FOUR, "--set", f"train.epochs={epochs}", "--name", name]
+    driver = None
+    log = tmp_path / "driver.log"
+    with private_postgres(tmp_path / "pg") as server:
+        optuna_url = psycopg_url(server.create_database("optuna"))
+        with mlflow_server(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path) as url:
+            env = {**environment(url), "STUDY_OPTUNA_STORAGE": optuna_url}
+            client = mlflow.MlflowClient(url)
+
+            def first_trial_ended_and_the_driver_waits() -> bool:
+                if "unreachable (OperationalError): waiting up to" not in log.read_text():
+                    return False
+                return any(c.info.status == "FINISHED" for c in study_runs_or_none(url, name))
+
+            try:
+                driver = start_driver(args, tmp_path, env)
+                wait_until(lambda: runs_with_an_epoch(client, name) >= 1, 300,
+                           "trial 1's first epoch", driver, tmp_path)  # fmt: skip
+                server.stop()
+                down = time.time()
+                wait_until(first_trial_ended_and_the_driver_waits, 300,
+                           "trial 1 ended and the driver waiting", driver, tmp_path)  # fmt: skip
+                up = time.time()
+                server.start()
+                returncode = driver.wait(timeout=600)
+                output = log.read_text()
+                assert returncode == 0, output[-3000:]
+                assert "4 of 4 trials complete" in output and "reachable again" in output
+                parent, children = study_runs(url, name)
+                assert parent.info.status == "FINISHED" and len(children) == 4
+                assert all(c.info.status == "FINISHED" for c in children)
+                assert_each_epoch_once(client, children, epochs)
+                ends = sorted(c.info.end_time / 1000 for c in children)
+                starts = sorted(float(c.data.tags["study.started_at"]) for c in children)
+                assert down < ends[0] < up, (down, ends[0], up)  # trial 1 ended in the outage
+                assert starts[1] > up, (up, starts)  # trial 2 waited for the storage
+            finally:
+                stop_driver(driver)
+        trials = optuna.load_study(study_name=name, storage=optuna_url).trials
+        assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+        assert {t.user_attrs[MLFLOW_RUN_ID] for t in trials} == {c.info.run_id for c in children}
+
+
+def study_runs_or_none(url: str, name: str) -> list:
+    """The child runs of study ``name`` so far (none before its parent exists)."""
+    try:
+        return study_runs(url, name)[1]
+    except AssertionError:
+        return []

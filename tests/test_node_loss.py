@@ -93,7 +93,7 @@ def test_a_lost_worker_node_costs_a_retry_not_a_trial(tmp_path):
             if experiment is None:
                 return False
             runs = client.search_runs([experiment.experiment_id])
-            return sum("train_loss" in r.data.metrics for r in runs) >= 2
+            return sum("train/loss" in r.data.metrics for r in runs) >= 2
 
         try:
             wait_for(both_trials_trained_an_epoch, 300, "an epoch of each trial, one a node")

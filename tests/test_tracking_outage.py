@@ -113,7 +113,7 @@ def test_a_refused_request_is_left_out_and_the_rest_goes_on(tmp_path, capsys):
         logger.tags({"x" * 1000: "a tag key longer than MLflow allows"})
         logger.epoch({"epoch": 1, "train_loss": 1.0})
         assert not logger.pending()
-        assert client.get_run(run.info.run_id).data.metrics["train_loss"] == 1.0
+        assert client.get_run(run.info.run_id).data.metrics["train/loss"] == 1.0
     assert "MLflow refused tags" in capsys.readouterr().out
 
 
@@ -167,7 +167,7 @@ def runs_with_an_epoch(client: mlflow.MlflowClient, name: str) -> int:
     if experiment is None:
         return 0
     runs = client.search_runs([experiment.experiment_id])
-    return sum("train_loss" in run.data.metrics for run in runs)
+    return sum("train/loss" in run.data.metrics for run in runs)
 
 
 def assert_complete_without_restart(client: mlflow.MlflowClient, children, epochs: int) -> None:
