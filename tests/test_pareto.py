@@ -286,6 +286,8 @@ def _make_study(
             "val_consistency": round(cons - 0.01 * (i % 2), 4),
             "train_loss": 0.5,
         }
+        # written in the layout before metrics were grouped (``final.<name>``): every
+        # reader here must keep reading it (tests/test_metric_layout.py: both layouts)
         metrics = [Metric(f"final.{k}", v, now + i, 0) for k, v in final.items()]
         metrics += [Metric("test_acc", acc - 0.01 * (2 - e), now + i, e) for e in range(2)]
         client.log_batch(
