@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def write_study(uri: str, folder: Path, name: str, trials: int) -> None:
     """A finished study of ``trials`` complete trials, as the service lays it out."""
     import mlflow
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Param
 
     from study.service import tracking
 
@@ -40,18 +40,14 @@ def write_study(uri: str, folder: Path, name: str, trials: int) -> None:
     parent = tracking.start_parent(uri, name, name, params, space, {"study": {}})
     client = mlflow.MlflowClient(uri)
     filters = ("delta", "binomial-3", "binomial-5", "rect-2", "triangle-3")
-    now = int(time.time() * 1000)
     for i in range(trials):
         run = tracking.open_child_run(client, parent, f"trial_{i:05d}", f"{name}-{i:05d}")
         acc, consistency = 0.8 + 0.1 * ((i * 37) % 101) / 100, 0.9 + 0.09 * ((i * 53) % 97) / 96
         client.log_batch(
-            run,
-            params=[Param("model.filter", filters[i % 5]), Param("augment.kind", "flip")],
-            metrics=[
-                Metric("final.test_acc", acc, now, 0),
-                Metric("final.test_consistency", consistency, now, 0),
-            ],
+            run, params=[Param("model.filter", filters[i % 5]), Param("augment.kind", "flip")]
         )
+        final = {"test_acc": acc, "test_consistency": consistency}
+        tracking.log_metrics(client, run, final, final=True)
         client.set_terminated(run, "FINISHED")
     client.set_terminated(parent, "FINISHED")
 
