@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import scipy.signal
 
 from study.filters.errors import FilterSpecError
 from study.filters.families import FAMILIES, MAX_TAPS
@@ -36,28 +35,40 @@ __all__ = [
 
 Spec = str | Mapping[str, Any] | FilterSpec
 
-TABLE1: dict[str, FilterSpec] = {
-    "Delta (baseline)": parse("delta"),
-    **{f"Rectangle {n}": parse(f"rect-{n}") for n in range(2, 8)},
-    **{f"Triangle {n}": parse(f"triangle-{n}") for n in (3, 5, 7)},
-    **{f"Binomial {n}": parse(f"binomial-{n}") for n in range(4, 8)},
-    **{
-        f"Window {n}": parse({"family": "firwin", "taps": n, "cutoff": 0.5, "window": "boxcar"})
-        for n in (3, 6, 7)
-    },
-    **{
-        f"Least Squares {n}": parse(
-            {"family": "firls", "taps": n, "bands": [0, 0.4, 0.6, 1], "desired": [1, 1, 0, 0]}
-        )
-        for n in (3, 7)
-    },
-}
-"""The paper's 19 filters (Table 1), row label -> spec.
 
-The paper prints the Window and Least Squares weights rounded to two decimals and does
-not give their design parameters; ``firwin(cutoff=0.5, window=boxcar)`` and
-``firls(bands=[0, 0.4, 0.6, 1])`` reproduce every printed weight (tests/test_filters.py).
-"""
+def _table1() -> dict[str, FilterSpec]:
+    """The paper's 19 filters (Table 1), row label -> spec: ``TABLE1``.
+
+    The paper prints the Window and Least Squares weights rounded to two decimals and
+    does not give their design parameters; ``firwin(cutoff=0.5, window=boxcar)`` and
+    ``firls(bands=[0, 0.4, 0.6, 1])`` reproduce every printed weight
+    (tests/test_filters.py)."""
+    return {
+        "Delta (baseline)": parse("delta"),
+        **{f"Rectangle {n}": parse(f"rect-{n}") for n in range(2, 8)},
+        **{f"Triangle {n}": parse(f"triangle-{n}") for n in (3, 5, 7)},
+        **{f"Binomial {n}": parse(f"binomial-{n}") for n in range(4, 8)},
+        **{
+            f"Window {n}": parse({"family": "firwin", "taps": n, "cutoff": 0.5, "window": "boxcar"})
+            for n in (3, 6, 7)
+        },
+        **{
+            f"Least Squares {n}": parse(
+                {"family": "firls", "taps": n, "bands": [0, 0.4, 0.6, 1], "desired": [1, 1, 0, 0]}
+            )
+            for n in (3, 7)
+        },
+    }
+
+
+def __getattr__(name: str) -> Any:
+    """``TABLE1``, made on first use: its Window rows validate a scipy window, and
+    importing scipy.signal (about 1.4 s) is what `study pareto` and `study status` skip
+    when no trial needs it."""
+    if name == "TABLE1":
+        table = globals()["TABLE1"] = _table1()
+        return table
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def design(spec: Spec) -> np.ndarray:
@@ -88,6 +99,8 @@ def response(spec: Spec, n: int = 512) -> tuple[np.ndarray, np.ndarray]:
     >>> frequency, abs(h).round(4)
     (array([0. , 0.5, 1. ]), array([1.    , 0.7071, 0.    ]))
     """
+    import scipy.signal
+
     angular, h = scipy.signal.freqz(design(spec), worN=n, include_nyquist=True)
     return angular / np.pi, h
 

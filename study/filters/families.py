@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import scipy.signal
 
 from study.filters.errors import FilterSpecError
 
@@ -74,6 +73,8 @@ def _window(value: Any, path: str) -> str | tuple[Any, ...]:
             path, f"expected a scipy window name or [name, parameter...], got {value!r}"
         )
     try:
+        import scipy.signal  # on first use: 1.4 s of import that `study pareto` may skip
+
         scipy.signal.get_window(window, 3, fftbins=False)
     except (ValueError, TypeError) as error:
         raise FilterSpecError(
@@ -143,11 +144,15 @@ def _binomial(n: int) -> np.ndarray:
 
 
 def _firwin(params: Mapping[str, Any]) -> np.ndarray:
+    import scipy.signal
+
     return scipy.signal.firwin(params["taps"], params["cutoff"], window=params["window"])
 
 
 def _firls(params: Mapping[str, Any]) -> np.ndarray:
     weight = params.get("weight")
+    import scipy.signal
+
     return scipy.signal.firls(params["taps"], params["bands"], params["desired"], weight=weight)
 
 
