@@ -4,7 +4,14 @@ Optuna or Ray that moves them fails here, loudly, instead of in a study:
 * ``study.service.repair`` marks a failed grid point with GridSampler's ``grid_id``
   system attribute (``-1``) so that the grid offers the point again;
 * ``study.service.scheduler.restored_callbacks`` reads ``Tuner._local_tuner`` (pinned in
-  ``tests/test_scheduler.py::test_restored_callbacks_share_the_scheduler_with_the_restored_tuner``).
+  ``tests/test_scheduler.py::test_restored_callbacks_share_the_scheduler_with_the_restored_tuner``);
+* ``study.service.runner._starts_an_instance`` asks Ray's own address lookup
+  (``ray._private.services.canonicalize_bootstrap_address``) whether ``ray.init`` would
+  start a local instance (it falls back to "no" if the lookup moves: this test says so);
+* ``study.layers.modules`` and ``study.metrics.polyphase`` pad as ``nn.Conv2d`` does,
+  through its ``_reversed_padding_repeated_twice``;
+* ``study.service.quiet`` silences named loggers of Ray, Tune and Optuna: a module that
+  moves would let its warning through again.
 """
 
 from __future__ import annotations
@@ -41,3 +48,29 @@ def test_a_failed_grid_point_marked_minus_one_is_offered_again():
 
     study.optimize(objective, n_trials=2)
     assert lost in offered and set(offered) == set(grid["filter"])
+
+
+def test_rays_address_lookup_is_where_the_runner_asks_it():
+    import inspect
+
+    from ray._private.services import canonicalize_bootstrap_address
+
+    assert next(iter(inspect.signature(canonicalize_bootstrap_address).parameters)) == "addr"
+    # an address given is the address (loopback resolved to the node's own IP)
+    assert canonicalize_bootstrap_address("127.0.0.1:6390").endswith(":6390")
+
+
+def test_conv2d_keeps_its_padding_in_functional_pad_order():
+    from torch import nn
+
+    conv = nn.Conv2d(1, 1, (3, 5), padding=(1, 2), padding_mode="circular")
+    assert list(conv._reversed_padding_repeated_twice) == [2, 2, 1, 1]
+
+
+def test_the_loggers_the_service_quiets_are_still_there():
+    import importlib.util
+
+    from study.service.quiet import IRRELEVANT
+
+    for logger, *_ in IRRELEVANT:
+        assert importlib.util.find_spec(logger) is not None, f"{logger} moved"
