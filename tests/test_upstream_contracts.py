@@ -74,3 +74,20 @@ def test_the_loggers_the_service_quiets_are_still_there():
 
     for logger, *_ in IRRELEVANT:
         assert importlib.util.find_spec(logger) is not None, f"{logger} moved"
+
+
+def test_optunas_storage_cache_keeps_what_the_snapshot_cache_trims(tmp_path):
+    """``study.service.storage.SnapshotCache`` subclasses Optuna's private
+    ``_CachedStorage`` and trims its per-study records when pickled; the private
+    methods of ``RDBStorage`` it waits on are looked up at import (an AttributeError
+    there names the one that moved)."""
+    from optuna.storages._cached_storage import _CachedStorage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cache = _CachedStorage(optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}"))
+    study = optuna.create_study(storage=cache, study_name="contract")
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    with cache._lock:
+        info = cache._studies[study._study_id]
+    assert len(info.trials) == 2 and isinstance(info.unfinished_trial_ids, set)
+    assert isinstance(info.last_finished_trial_id, int)
