@@ -106,7 +106,14 @@ class PrivatePostgres:
         return None
 
     def _run(self, *args: str) -> None:
-        subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=120)
+        """Run a PostgreSQL command; a failure says what it printed and the server's log."""
+        done = subprocess.run([*self.as_user, *args], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            log = self.log.read_text()[-2000:] if self.log.is_file() else "(no log)"
+            raise RuntimeError(
+                f"{' '.join(args[:1])} {' '.join(args[-2:])} exited {done.returncode}: "
+                f"{(done.stdout + done.stderr).strip()[-2000:]}\nserver log:\n{log}"
+            )
 
     def initdb(self) -> None:
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust")
