@@ -76,6 +76,21 @@ def _postgres_bin() -> Path | None:
     return found[-1].parent if found else None
 
 
+class PostgresCommandFailed(subprocess.CalledProcessError):
+    """A PostgreSQL command that failed, shown with its output and the server's log."""
+
+    def __init__(self, code: int, args: tuple[str, ...], output: str, log: str) -> None:
+        super().__init__(code, list(args), output)
+        self.log = log
+
+    def __str__(self) -> str:
+        command = f"{Path(self.cmd[0]).name} {' '.join(self.cmd[-2:])}"
+        return (
+            f"{command} exited {self.returncode}: {self.output.strip()[-2000:]}\n"
+            f"server log:\n{self.log}"
+        )
+
+
 class PrivatePostgres:
     """A PostgreSQL server of the test's own (``initdb`` into ``folder``, trust auth,
     loopback ``port``), so that a test may stop and start it mid-study without touching
@@ -110,10 +125,7 @@ class PrivatePostgres:
         done = subprocess.run([*self.as_user, *args], capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             log = self.log.read_text()[-2000:] if self.log.is_file() else "(no log)"
-            raise RuntimeError(
-                f"{' '.join(args[:1])} {' '.join(args[-2:])} exited {done.returncode}: "
-                f"{(done.stdout + done.stderr).strip()[-2000:]}\nserver log:\n{log}"
-            )
+            raise PostgresCommandFailed(done.returncode, args, done.stdout + done.stderr, log)
 
     def initdb(self) -> None:
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust")
