@@ -245,8 +245,9 @@ def _run(client, state: dict[str, Any], payload: Mapping[str, Any]) -> None:
 
 def _attach(client, state: dict[str, Any], payload: Mapping[str, Any]) -> None:
     """An existing run, given by id; the epochs it holds are learned."""
+    logged = logged_epochs(client, payload["run_id"])  # first: it may find no server
     state["run_id"] = payload["run_id"]
-    state["logged"] = logged_epochs(client, payload["run_id"]) | set(state.get("logged", ()))
+    state["logged"] = logged | set(state.get("logged", ()))
 
 
 def _params(client, state, payload) -> None:
