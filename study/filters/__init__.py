@@ -29,6 +29,7 @@ __all__ = [
     "describe",
     "design",
     "family_names",
+    "identify",
     "parse",
     "response",
 ]
@@ -105,6 +106,25 @@ def response(spec: Spec, n: int = 512) -> tuple[np.ndarray, np.ndarray]:
     return angular / np.pi, h
 
 
+def identify(spec: Spec) -> dict[str, Any]:
+    """What a filter is, without its frequency response (so without importing
+    scipy.signal for the fixed families): canonical string, family, number of taps, the
+    normalised weights, whether they are learnable.
+
+    >>> identify("binomial-3")["weights"]
+    [0.25, 0.5, 0.25]
+    """
+    spec = parse(spec)
+    taps = design(spec)
+    return {
+        "filter": str(spec),
+        "family": spec.family,
+        "taps": len(taps),
+        "weights": [float(t) for t in taps],
+        "learnable": spec.learnable,
+    }
+
+
 def describe(spec: Spec) -> dict[str, Any]:
     """A filter's key numbers, flat and named for logging.
 
@@ -117,16 +137,11 @@ def describe(spec: Spec) -> dict[str, Any]:
     ([0.25, 0.5, 0.25], 0.0, 0.364)
     """
     spec = parse(spec)
-    taps = design(spec)
     frequency, h = response(spec, n=2049)
     gain = np.abs(h)
     below = np.flatnonzero(gain < 1 / np.sqrt(2))
     return {
-        "filter": str(spec),
-        "family": spec.family,
-        "taps": len(taps),
-        "weights": [float(t) for t in taps],
-        "learnable": spec.learnable,
+        **identify(spec),
         "dc_gain": float(gain[0]),
         "nyquist_gain": float(gain[-1]),
         "cutoff_3db": float(frequency[below[0]]) if below.size else 1.0,

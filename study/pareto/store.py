@@ -50,18 +50,15 @@ class FrontSummary:
 
 @functools.lru_cache(maxsize=256)
 def _describe(spec: str) -> dict[str, Any] | None:
-    """The canonical string, family, taps and weights of ``spec``; not its frequency
-    response (:func:`study.filters.describe`), whose scipy.signal import (about 1.4 s)
-    a front of fixed FIR families does not need."""
+    """:func:`study.filters.identify` of ``spec``: not its frequency response
+    (:func:`study.filters.describe`), whose scipy.signal import (about 1.4 s) a front of
+    fixed FIR families does not need."""
     from study import filters
 
     try:
-        parsed = filters.parse(spec)
-        taps = filters.design(parsed)
+        return filters.identify(spec)
     except Exception:  # an unparseable or unknown spec: keep what the params say
         return None
-    weights = [float(t) for t in taps]
-    return {"filter": str(parsed), "family": parsed.family, "taps": len(taps), "weights": weights}
 
 
 def connect(uri: str) -> Any:
