@@ -80,8 +80,8 @@ class Study:
         to ``pareto.csv``."""
         import pandas as pd
 
-        from study.pareto.export import front_rows
         from study.pareto.store import load_study
+        from study.pareto.tables import front_rows
 
         return pd.DataFrame(front_rows([load_study(self.tracking_uri, self.name, objectives)]))
 

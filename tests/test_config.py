@@ -7,14 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from study.trial.config import (
-    ConfigError,
-    TrialConfig,
-    apply_override,
-    from_mapping,
-    load_config,
-    read_yaml,
-)
+from study.trial.config import ConfigError, TrialConfig, from_mapping
+from study.trial.documents import apply_override, load_config, read_yaml
 
 QUICK = Path(__file__).parents[1] / "search_spaces" / "quick.yaml"
 

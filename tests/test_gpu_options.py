@@ -27,7 +27,7 @@ from test_trial import TINY as TRIAL_TINY
 
 from study import models
 from study.trial.checkpoint import METRICS_FILE
-from study.trial.config import load_config
+from study.trial.documents import load_config
 from study.trial.run import CHECKPOINT, run_trial
 
 QUICK = Path(__file__).parents[1] / "search_spaces" / "quick.yaml"

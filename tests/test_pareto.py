@@ -26,7 +26,7 @@ from study.mlflow_layout import (
     STUDY_TAG,
     TRIAL_TAG,
 )
-from study.pareto import command, export
+from study.pareto import command, encoding, export, plots, tables
 from study.pareto import front as fr
 
 # --- (a) properties against brute force -------------------------------------------------
@@ -667,7 +667,7 @@ def test_table_without_weights_or_metrics():
         params={},
     )
     trials = StudyTrials("s", "0", "p", dict(OBJECTIVES), [record])
-    table = export.table_markdown([trials])
+    table = tables.table_markdown([trials])
     assert "| `mystery(taps=3)` | 3 | - | 50.00 | - | 70.00 |" in table
 
 
@@ -813,7 +813,7 @@ def test_plot_encodes_augmentation_filled_or_hollow(store):
     from study.pareto.store import load_study
 
     studies = [load_study(store["uri"], name) for name in ("alpha", "beta")]
-    fig = export.figure(studies)
+    fig = plots.figure(studies)
     (ax,) = fig.axes
     hollow = filled = 0
     for trials in studies:
@@ -824,13 +824,13 @@ def test_plot_encodes_augmentation_filled_or_hollow(store):
             if record.augment == "none":
                 filled += 1
                 assert len(faces) == 1 and np.allclose(
-                    faces[0], to_rgba(export.family_color(record.family), faces[0][3])
+                    faces[0], to_rgba(encoding.family_color(record.family), faces[0][3])
                 )
             else:
                 hollow += 1
                 assert len(faces) == 0, (record.filter, record.augment)  # facecolors 'none'
                 edge = collection.get_edgecolors()[0]
-                assert np.allclose(edge[:3], to_rgba(export.family_color(record.family))[:3])
+                assert np.allclose(edge[:3], to_rgba(encoding.family_color(record.family))[:3])
     assert filled == 6 and hollow == 8
     # The two delta trials of alpha: same marker, told apart by the fill only.
     none, augmented = (
@@ -861,7 +861,7 @@ def test_html_encodes_augmentation_with_open_symbols(store, tmp_path):
     from study.pareto.store import load_study
 
     trials = load_study(store["uri"], "alpha")
-    html = export.write_html([trials], tmp_path / "pareto.html").read_text()
+    html = plots.write_html([trials], tmp_path / "pareto.html").read_text()
     symbols = set(__import__("re").findall(r'"symbol":"([a-z-]+)"', html))
     # delta: star (none) and star-open (flip+crop); binomial-5 is only augmented
     assert {"star", "star-open", "pentagon-open", "pentagon"} <= symbols

@@ -27,16 +27,18 @@ from ray.tune import register_trainable
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from study.service.scheduler import (
-    LiveFIFOScheduler,
-    MultiObjectiveASHA,
+from study.service.rungs import (
     RungDecision,
-    SchedulerState,
     binomial_margins,
     crowding_distances,
     nondominated_fronts,
-    restored_callbacks,
     rung_decision,
+)
+from study.service.scheduler import (
+    LiveFIFOScheduler,
+    MultiObjectiveASHA,
+    SchedulerState,
+    restored_callbacks,
 )
 from study.trial.config import ConfigError
 

@@ -18,7 +18,8 @@ from study.data.dataset import load_dataset
 from study.filters import design
 from study.layers import blur_layers, filter_parameters
 from study.trial.checkpoint import METRICS_FILE, load_checkpoint
-from study.trial.config import ConfigError, load_config
+from study.trial.config import ConfigError
+from study.trial.documents import load_config
 from study.trial.run import CHECKPOINT, TrialFailed, run_trial
 
 QUICK = Path(__file__).parents[1] / "search_spaces" / "quick.yaml"

@@ -5,7 +5,7 @@ Optuna or Ray that moves them fails here, loudly, instead of in a study:
   system attribute (``-1``) so that the grid offers the point again;
 * ``study.service.scheduler.restored_callbacks`` reads ``Tuner._local_tuner`` (pinned in
   ``tests/test_scheduler.py::test_restored_callbacks_share_the_scheduler_with_the_restored_tuner``);
-* ``study.service.runner._starts_an_instance`` asks Ray's own address lookup
+* ``study.service.cluster._starts_an_instance`` asks Ray's own address lookup
   (``ray._private.services.canonicalize_bootstrap_address``) whether ``ray.init`` would
   start a local instance (it falls back to "no" if the lookup moves: this test says so);
 * ``study.layers.modules`` and ``study.metrics.polyphase`` pad as ``nn.Conv2d`` does,

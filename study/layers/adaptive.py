@@ -48,7 +48,8 @@ import torch  # noqa: F401 (the doctests use it)
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from study.layers.functional import Padding, Rounding, _pair, _round, pad2d
+from study.layers.functional import Padding, _round, pad2d
+from study.layers.geometry import Rounding, pair
 from study.layers.modules import (
     BlurAvgPool2d,
     BlurConv2d,
@@ -112,7 +113,7 @@ def adaptive_blur_pool2d(
     tensor([[[[ 0.,  2.],
               [ 8., 10.]]]])
     """
-    (s_h, s_w), (height, width) = _pair(stride), x.shape[-2:]
+    (s_h, s_w), (height, width) = pair(stride), x.shape[-2:]
     batch, channels = x.shape[:2]
     groups, area = kernels.shape[1:3]
     size = round(area**0.5)
@@ -144,7 +145,7 @@ class KernelPredictor(nn.Module):
     ) -> None:
         super().__init__()
         self.taps, self.groups = check_kernel_taps(taps), check_groups(groups, channels)
-        self.stride = _pair(stride)
+        self.stride = pair(stride)
         outputs = groups * taps * taps
         if channels is None:
             self.conv: nn.Module = _LazyKaimingConv2d(outputs, taps, self.stride, bias=False)

@@ -69,12 +69,12 @@ from study.layers.functional import (
     Order,
     Padding,
     Rounding,
-    _pair,
     avg_blur_pool2d,
     blur_pool2d,
     max_blur_pool2d,
     pad2d,
 )
+from study.layers.geometry import output_size, pair
 from study.layers.modules import (
     BlurAvgPool2d,
     BlurConv2d,
@@ -114,8 +114,8 @@ def polyphase_components(
 ) -> Tensor:
     """``(N, C, H, W) -> (N, s_h * s_w, C, h, w)``: component ``i * s_w + j`` is
     ``x[..., i::s_h, j::s_w]`` (rows wrap around when ``s_h`` does not divide ``H``)."""
-    (s_h, s_w), (height, width) = _pair(stride), x.shape[-2:]
-    out_h, out_w = _out_size(height, s_h, rounding), _out_size(width, s_w, rounding)
+    (s_h, s_w), (height, width) = pair(stride), x.shape[-2:]
+    out_h, out_w = output_size(height, s_h, rounding), output_size(width, s_w, rounding)
     rows = _phase_indices(height, s_h, out_h, x.device)
     cols = _phase_indices(width, s_w, out_w, x.device)
     parts = x[:, :, rows][..., cols]  # (N, C, s_h, h, s_w, w)
@@ -241,7 +241,7 @@ def aps_conv2d(
 ) -> Tensor:
     """A strided convolution made adaptive: convolve at stride 1 (padding the input in
     ``padding_mode``), blur (``blur_padding``, default ``padding_mode``), then APS."""
-    dense = _dense_conv(x, weight, bias, _pair(padding), dilation, groups, padding_mode)
+    dense = _dense_conv(x, weight, bias, pair(padding), dilation, groups, padding_mode)
     with fastpath.suspended():  # bit-exact shift-equivariance (see there)
         blurred = blur_pool2d(dense, taps, 1, blur_padding or padding_mode)
     return aps_downsample(blurred, stride, norm)
@@ -410,11 +410,6 @@ class APSConv2d(BlurConv2d):
 
 APS_TYPES = (APSPool2d, MaxAPSPool2d, AvgAPSPool2d)
 """The APS layers (an :class:`APSConv2d` holds an :class:`APSPool2d` as ``blur``)."""
-
-
-def _out_size(n: int, stride: int, rounding: Rounding) -> int:
-    check_choice("rounding", rounding, ("ceil", "floor"))
-    return -(-n // stride) if rounding == "ceil" else max(1, n // stride)
 
 
 def _phase_indices(n: int, stride: int, count: int, device: torch.device) -> Tensor:

@@ -49,7 +49,8 @@ from study.layers.aps import (
     AvgAPSPool2d,
     MaxAPSPool2d,
 )
-from study.layers.functional import Padding, Rounding
+from study.layers.functional import Padding
+from study.layers.geometry import Rounding
 from study.layers.ideal import (
     AvgIdealPool2d,
     IdealConv2d,

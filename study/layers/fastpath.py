@@ -41,6 +41,8 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from study.layers.geometry import output_size
+
 MAX_SIZE = 64  # largest H or W taken by the matrix path
 KRON_MAX_PIXELS = 100  # H * W up to which one Kronecker GEMM beats two GEMMs
 ENABLED = os.environ.get("STUDY_LAYERS_FASTPATH", "1") != "0"
@@ -112,10 +114,6 @@ def _scatter(n: int, size: int, stride: int, mode: str, n_out: int) -> tuple[Ten
         return torch.tensor(rows), torch.tensor(cols), torch.tensor(taps, dtype=torch.long)
 
 
-def _out_size(n: int, stride: int, rounding: str) -> int:
-    return max(1, n // stride) if rounding == "floor" else -(-n // stride)
-
-
 def blur_matrix(
     n: int, taps: Tensor, stride: int, mode: str, rounding: str = "ceil", box: int = 1
 ) -> Tensor:
@@ -125,7 +123,7 @@ def blur_matrix(
     (``box - 1`` padded: ``(box-1)//2`` before, ``box//2`` after), as
     ``avg_blur_pool2d`` does. Differentiable in ``taps``.
     """
-    n_out = _out_size(n, stride, rounding)
+    n_out = output_size(n, stride, rounding)
     rows, cols, which = _scatter(n, taps.numel(), stride, mode, n_out)
     matrix = taps.new_zeros(n_out, n)
     matrix = matrix.index_put((rows, cols), taps[which], accumulate=True)

@@ -25,12 +25,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from study.layers import fastpath
+from study.layers.geometry import Rounding, check_rounding, pair
 
 Padding = Literal["circular", "reflect", "replicate", "zeros"]
-Rounding = Literal["ceil", "floor"]
 Order = Literal["pool-blur", "blur-pool"]
 PADDING_MODES: tuple[str, ...] = ("circular", "reflect", "replicate", "zeros")
-ROUNDINGS: tuple[str, ...] = ("ceil", "floor")
 ORDERS: tuple[str, ...] = ("pool-blur", "blur-pool")
 
 
@@ -91,11 +90,11 @@ def blur_pool2d(
     >>> blur_pool2d(dense, torch.tensor([0.25, 0.5, 0.25]), stride=(1, 2))
     tensor([[[[0.5000, 1.0000, 0.5000, 1.0000]]]])
     """
-    stride_h, stride_w = _pair(stride)
+    stride_h, stride_w = pair(stride)
     in_size = x.shape[-2:]
     size = taps.numel()
     if fastpath.applies(x):  # CPU: blur and subsample as matrix products (fastpath.py)
-        _check_rounding(rounding)
+        check_rounding(rounding)
         return fastpath.blur_pool2d(x, taps, (stride_h, stride_w), padding, rounding)
     if size == 1:
         out = x[..., ::stride_h, ::stride_w]
@@ -160,17 +159,17 @@ def avg_blur_pool2d(
 
 
 def _pool_blur_pool(x, taps, pool, kernel_size, stride, padding, order, rounding) -> Tensor:
-    kernel = _pair(kernel_size)
+    kernel = pair(kernel_size)
     if order == "pool-blur" and pool is F.avg_pool2d and fastpath.applies(x):
-        _check_rounding(rounding)  # the dense box is folded into the blur's matrices
-        return fastpath.blur_pool2d(x, taps, _pair(stride), padding, rounding, box=kernel)
+        check_rounding(rounding)  # the dense box is folded into the blur's matrices
+        return fastpath.blur_pool2d(x, taps, pair(stride), padding, rounding, box=kernel)
     if order == "pool-blur":
         dense = _padded_pool(x, pool, kernel, (1, 1), padding)
         return blur_pool2d(dense, taps, stride, padding, rounding)
     if order == "blur-pool":
         blurred = blur_pool2d(x, taps, 1, padding)
-        pooled = _padded_pool(blurred, pool, kernel, _pair(stride), padding)
-        return _round(pooled, x.shape[-2:], _pair(stride), rounding)
+        pooled = _padded_pool(blurred, pool, kernel, pair(stride), padding)
+        return _round(pooled, x.shape[-2:], pair(stride), rounding)
     raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
 
 
@@ -204,17 +203,7 @@ def _padded_pool(x, pool, kernel, stride, padding) -> Tensor:
 
 def _round(out: Tensor, in_size, stride: tuple[int, int], rounding: Rounding) -> Tensor:
     """Crop a ``ceil(H / stride)`` output to ``floor(H / stride)`` (at least 1) if asked."""
-    if _check_rounding(rounding) == "ceil":
+    if check_rounding(rounding) == "ceil":
         return out
     height, width = in_size
     return out[..., : max(1, height // stride[0]), : max(1, width // stride[1])]
-
-
-def _check_rounding(rounding: str) -> str:
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
-    return rounding
-
-
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))

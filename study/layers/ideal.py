@@ -52,7 +52,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from study.layers.functional import Padding, Rounding, blur_pool2d
+from study.layers.functional import Padding, blur_pool2d
+from study.layers.geometry import Rounding
 from study.layers.modules import (
     BlurAvgPool2d,
     BlurConv2d,

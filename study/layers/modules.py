@@ -14,15 +14,14 @@ from study.layers import fastpath
 from study.layers.functional import (
     ORDERS,
     PADDING_MODES,
-    ROUNDINGS,
     Order,
     Padding,
-    Rounding,
     avg_blur_pool2d,
     blur_pool2d,
     max_blur_pool2d,
     pad2d,
 )
+from study.layers.geometry import ROUNDINGS, Rounding
 from study.layers.taps import make_taps
 
 FilterLike = str | dict[str, Any] | FilterSpec

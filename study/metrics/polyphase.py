@@ -42,6 +42,7 @@ from study.layers import (
     max_blur_pool2d,
     pad2d,
 )
+from study.layers.geometry import pair
 from study.layers.modules import CircularAvgPool2d, CircularMaxPool2d
 from study.metrics.shifts import check_images, evaluating, model_device, shift
 
@@ -81,17 +82,13 @@ def input_dependent_layers(model: nn.Module) -> list[str]:
     ]
 
 
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
 def is_subsampler(module: nn.Module) -> bool:
     """Does this module subsample (stride > 1) by itself? A :class:`BlurConv2d`'s
     convolution runs at stride 1; its ``blur`` child is the subsampler."""
     if isinstance(module, BlurConv2d):
         return False
     if isinstance(module, (*BLUR_TYPES, nn.Conv2d, *POOLS)):
-        return _pair(module.stride) != (1, 1)
+        return pair(module.stride) != (1, 1)
     return False
 
 
@@ -118,7 +115,7 @@ def dense_forward(module: nn.Module, x: Tensor) -> Tensor:
             padding = 0
         return F.conv2d(x, module.weight, module.bias, 1, padding, module.dilation, module.groups)
     if isinstance(module, POOLS):
-        (k_h, k_w), (p_h, p_w) = _pair(module.kernel_size), _pair(module.padding)
+        (k_h, k_w), (p_h, p_w) = pair(module.kernel_size), pair(module.padding)
         x = pad2d(x, (p_w, k_w - 1 - p_w, p_h, k_h - 1 - p_h), "circular")
         if isinstance(module, nn.MaxPool2d):
             return F.max_pool2d(x, (k_h, k_w), 1, 0, module.dilation)
@@ -143,11 +140,11 @@ def structural_blockers(model: nn.Module) -> list[str]:
                 "and phase expansion treats only fixed filters"
             )
         elif isinstance(module, IDEAL_TYPES):  # the FFT is circular whatever the padding
-            kernel = _pair(getattr(module, "kernel_size", 1))
+            kernel = pair(getattr(module, "kernel_size", 1))
             if module.padding != "circular" and kernel != (1, 1):
                 reasons.append(f"{label}: dense pool pads with {module.padding}, not circular")
         elif isinstance(module, nn.Conv2d):
-            (k_h, k_w), (d_h, d_w) = _pair(module.kernel_size), _pair(module.dilation)
+            (k_h, k_w), (d_h, d_w) = pair(module.kernel_size), pair(module.dilation)
             if isinstance(module.padding, str):
                 pad = (
                     (d_h * (k_h - 1) // 2, d_w * (k_w - 1) // 2)
@@ -155,7 +152,7 @@ def structural_blockers(model: nn.Module) -> list[str]:
                     else (0, 0)
                 )
             else:
-                pad = _pair(module.padding)
+                pad = pair(module.padding)
             if (2 * pad[0], 2 * pad[1]) != (d_h * (k_h - 1), d_w * (k_w - 1)):
                 reasons.append(f"{label}: convolution does not keep the map size (padding {pad})")
             elif pad != (0, 0) and module.padding_mode != "circular":
@@ -166,14 +163,14 @@ def structural_blockers(model: nn.Module) -> list[str]:
             if module.padding != "circular" and module.lowpass().numel() > 1:
                 reasons.append(f"{label}: blur pads with {module.padding}, not circular")
         elif isinstance(module, POOLS):
-            (k_h, k_w), stride = _pair(module.kernel_size), _pair(module.stride)
+            (k_h, k_w), stride = pair(module.kernel_size), pair(module.stride)
             circular = isinstance(module, CircularMaxPool2d | CircularAvgPool2d)
             if not circular and (
-                _pair(module.padding) != (0, 0) or k_h > stride[0] or k_w > stride[1]
+                pair(module.padding) != (0, 0) or k_h > stride[0] or k_w > stride[1]
             ):
                 reasons.append(f"{label}: pooling pads or overlaps without wrapping around")
         elif isinstance(module, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d) and (
-            _pair(module.output_size) != (1, 1)
+            pair(module.output_size) != (1, 1)
         ):
             reasons.append(f"{label}: adaptive pooling to {module.output_size} is not global")
     return reasons
@@ -204,7 +201,7 @@ def _levels(
             raise PolyphaseError(
                 f"{names[module]}: runs at two resolutions ({seen[module][0]}, {size})"
             )
-        stride = _pair(module.stride)
+        stride = pair(module.stride)
         if size[0] % stride[0] or size[1] % stride[1]:
             raise PolyphaseError(
                 f"{names[module]}: stride {stride} does not divide its input {size}"

@@ -204,7 +204,7 @@ def _summary(trials: Any, reference: list[float] | str | None) -> list[str]:
         f"at reference ({', '.join(f'{v:g}' for v in ref)})"
         + (" = delta / none" if isinstance(reference, str) else "")
     ]
-    from study.pareto.export import REPORTED_TEST
+    from study.pareto.tables import REPORTED_TEST
 
     for record in sorted(front, key=lambda r: [-r.objectives[n] for n in trials.objectives]):
         values = "  ".join(f"{k}={v:.4f}" for k, v in record.objectives.items())

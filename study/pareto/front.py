@@ -110,26 +110,36 @@ def check_direction(
     return str(direction)
 
 
-def _directions(directions: Sequence[str], n: int) -> np.ndarray:
-    if not n:
+def check_directions(directions: Sequence[str], n: int | None = None) -> list[str]:
+    """``directions`` as a list when each is ``max`` or ``min`` (and there are ``n`` of
+    them, if given); else a one-line ``ValueError`` naming ``directions``."""
+    directions = list(directions)
+    if not directions:
         raise ValueError("directions: none given; one max or min per objective")
-    if len(directions) != n:
+    if n is not None and len(directions) != n:
         raise ValueError(f"directions: {len(directions)} given for {n} objectives")
-    for direction in directions:
-        check_direction("directions", direction)
-    return np.array([-1.0 if d == "max" else 1.0 for d in directions])
+    return [check_direction("directions", direction) for direction in directions]
 
 
-def _values(values: np.ndarray | Sequence[Sequence[float]], width: int | None = None) -> np.ndarray:
-    """``values`` as a float64 ``(n_trials, n_objectives)`` array; an empty input is
-    ``(0, width)``."""
+def _signs(directions: Sequence[str], n: int) -> np.ndarray:
+    """-1 for each maximised objective, +1 for each minimised one."""
+    return np.array([-1.0 if d == "max" else 1.0 for d in check_directions(directions, n)])
+
+
+def as_matrix(
+    values: np.ndarray | Sequence[Sequence[float]], width: int | None = None
+) -> np.ndarray:
+    """``values`` as a finite float64 ``(n_trials, n_objectives)`` array (``width``
+    objectives, if given); an empty input is ``(0, width)``; else a one-line
+    ``ValueError`` naming ``values``."""
     array = np.asarray(values, dtype=np.float64)
     if array.size == 0 and width is not None:
         array = array.reshape(0, width)
-    if array.ndim != 2:
-        raise ValueError(f"values: shape {array.shape}; expected (n_trials, n_objectives)")
+    if array.ndim != 2 or (width is not None and array.shape[1] != width):
+        expected = "n_objectives" if width is None else width
+        raise ValueError(f"values: shape {array.shape}; expected (n_trials, {expected})")
     if array.size and not np.all(np.isfinite(array)):
-        raise ValueError("values: not finite (NaN or inf); drop such trials first")
+        raise ValueError("values: not finite (NaN or inf)")
     return array
 
 
@@ -141,8 +151,8 @@ def to_loss(
     >>> to_loss([[0.9, 0.2]], ["max", "min"]).tolist()
     [[-0.9, 0.2]]
     """
-    array = _values(values, len(directions))
-    return array * _directions(directions, array.shape[1])
+    array = as_matrix(values, len(directions))
+    return array * _signs(directions, array.shape[1])
 
 
 def nondominated_ranks(
@@ -209,8 +219,8 @@ def default_reference(
     >>> default_reference([[0.9, 0.5], [0.8, 2.0]], ["max", "min"])
     array([0.8, 2. ])
     """
-    array = _values(values)
-    signs = _directions(directions, array.shape[1])
+    array = as_matrix(values)
+    signs = _signs(directions, array.shape[1])
     names = list(names) if names is not None else [""] * array.shape[1]
     reference = np.empty(array.shape[1])
     for j, (name, sign) in enumerate(zip(names, signs, strict=True)):
@@ -250,7 +260,7 @@ def hypervolume(
     ref = np.asarray(reference, dtype=np.float64)
     if ref.shape != (loss.shape[1],):
         raise ValueError(f"reference: {ref.size} values for {loss.shape[1]} objectives")
-    ref = ref * _directions(directions, loss.shape[1])
+    ref = ref * _signs(directions, loss.shape[1])
     if not np.all(np.isfinite(ref)):
         raise ValueError("reference: not finite")
     inside = loss[np.all(loss < ref, axis=1)]
@@ -278,4 +288,4 @@ def staircase(front_values: np.ndarray, directions: Sequence[str]) -> np.ndarray
     for previous, point in itertools.pairwise(loss):
         points.append(np.array([point[0], previous[1]]))
         points.append(point)
-    return np.array(points) * _directions(directions, 2)
+    return np.array(points) * _signs(directions, 2)

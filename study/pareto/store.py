@@ -253,7 +253,7 @@ def update_parent_front(
     """
     import mlflow
 
-    from study.pareto import export
+    from study.pareto import plots, tables
 
     try:
         objectives = fr.parse_objectives(objectives)
@@ -272,12 +272,12 @@ def update_parent_front(
     client.log_metric(parent_run_id, "front_size", float(len(front)), step=step)
     with tempfile.TemporaryDirectory(prefix="pareto-") as folder:
         out = Path(folder)
-        export.write_csv([trials], out, trials_csv=False)
-        export.write_json([trials], out / "pareto.json", ref)
-        export.write_image([trials], out / "pareto.png", ref)
-        export.write_table([trials], out / "table.md")
+        tables.write_csv([trials], out, trials_csv=False)
+        tables.write_json([trials], out / "pareto.json", ref)
+        plots.write_image([trials], out / "pareto.png", ref)
+        tables.write_table([trials], out / "table.md")
         client.log_artifacts(parent_run_id, str(out), "pareto")
-    note = export.front_note(trials, hv, ref)
+    note = tables.front_note(trials, hv, ref)
     client.set_tag(parent_run_id, mlflow_layout.NOTE_TAG, _with_front(parent, note))
     _add_datasets(client, parent, trials.records[-1].run_id)
     return FrontSummary(

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from study.secrets import redact
-from study.service.outbox import RELAYED_CALLS, SPOOL, Outbox
+from study.service.delivery import RELAYED_CALLS
+from study.service.outbox import SPOOL, Outbox
 
 DELIVERED = "delivered"
 

@@ -20,17 +20,16 @@ SchedulerState]`` (Tune matches restored callback states by position).
 
 from __future__ import annotations
 
-import logging
 import os
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from study.inputs import environment, flag_setting, seconds_setting
+from study.inputs import environment
 from study.mlflow_layout import SIMULATED_TAG, error_gist, fail_fast, parent_run
 from study.paths import leave_ray_working_dir
 from study.secrets import has_secret, redact
+from study.service.cluster import connect, warn_if_tracking_is_local
 from study.service.plan import (
     SNAPSHOT_PERIOD,
     StudyPlan,
@@ -39,51 +38,17 @@ from study.service.plan import (
     runs_locally,
     snapshot_period,
 )
-from study.service.progress import SHOWN_METRICS
 from study.service.repair import (
     fail_requeued_trials,
-    known_optuna_trials,
-    repair_orphaned_trials,
 )
-from study.service.samplers import optuna_storage, sampler
+from study.service.samplers import optuna_storage
 from study.service.space import SearchSpace, StudySettings
-from study.service.stopping import PER_EPOCH, build_scheduler
 from study.service.tracking import set_parent_status, start_parent
-from study.service.trainable import DefineByRun, trainable
-from study.service.warmstart import prepare
+from study.service.tuner import fresh_tuner, restored_tuner
 from study.trial.config import ConfigError
 
 if TYPE_CHECKING:
     from study.service.scheduler import MultiObjectiveASHA
-
-
-def _warn_if_tracking_is_local(uri: str) -> None:
-    """Trials log from whichever machine runs them: a tracking store in a local file
-    is only shared by nodes on this machine."""
-    import ray
-
-    machines = {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
-    local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
-    if len(machines) > 1 and local:
-        warnings.warn(
-            f"the cluster spans {len(machines)} machines but the tracking URI {redact(uri)} is "
-            "local to this one: trials elsewhere will log to their own copy. Use an "
-            "MLflow server (MLFLOW_TRACKING_URI=http://...), see docs/deploy.md",
-            stacklevel=2,
-        )
-
-
-def _trial_name(trial) -> str:
-    """A trial named by what it is, ``binomial-5 / shift (3c827242)``: Tune's progress
-    and the MLflow child run show it (Tune's default is ``trainable_3c827242``)."""
-    from study.service.progress import describe_trial
-
-    return f"{describe_trial(trial.config)} ({trial.trial_id})"
-
-
-def _trial_dirname(trial) -> str:
-    """Trial folders named by trial id (Tune's default spells out the whole config)."""
-    return f"trial_{trial.trial_id}"
 
 
 @dataclass(frozen=True)
@@ -117,30 +82,64 @@ def run_study(
     state). ``warm_from``: an earlier study whose complete trials the sampler starts
     from (:mod:`study.service.warmstart`). ``dashboard``: give a new local Ray
     instance its dashboard (a cluster has its own)."""
-    import mlflow
-    from ray import tune
-
     from study.service.progress import StudyProgress
 
     settings: StudySettings = space.settings
-    # Epoch reports carry per-epoch metrics only; the objectives arrive with the final
-    # report, which is the one Optuna reads.
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    # Tune's own per-trial result files only when asked for (_result_loggers): MLflow has
-    # every metric. Tune adds each default logger that is missing unless told not to.
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    # Checkpoints at every epoch (STUDY_CHECKPOINT_INTERVAL_S=0) force a snapshot of the
-    # experiment each time; that is asked for, so don't warn about it.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    with environment(**_tune_environment(study_plan, address)):
+        _check_new_or_resumable(study_plan, resume)
+        leave_ray_working_dir()  # every path is absolute by now
+        connect(ray_address(address), dashboard)
+        check_resources(settings.cpus, settings.gpus)
+        warn_if_tracking_is_local(study_plan.tracking_uri)
+        parent, experiment_id = _start_parent(space, study_plan)
+        progress = StudyProgress(
+            study_plan.trials, dict(settings.objectives), study_plan.tracking_uri, parent
+        )
+        if resume:
+            tuner, scheduler = restored_tuner(space, study_plan, parent, progress)
+        else:
+            tuner, scheduler = fresh_tuner(space, study_plan, parent, progress, warm_from)
+        results = _fit(tuner, study_plan, parent)
+        outcome = _outcome(results, study_plan.trials, _stopped(results, scheduler))
+        if resume and not outcome.unfinished:  # interrupted: the queue waits for next resume
+            fail_requeued_trials(study_plan)
+        held = _close_tracking(progress, study_plan, parent, results, outcome, scheduler)
+    return replace(outcome, untracked=held, experiment_id=experiment_id)
+
+
+def _tune_environment(study_plan: StudyPlan, address: str | None) -> dict[str, str]:
+    """The environment Tune and the workers read while the study runs (set by
+    :func:`run_study` for its duration, then put back)."""
+    values = {
+        # Epoch reports carry per-epoch metrics only; the objectives arrive with the
+        # final report, which is the one Optuna reads.
+        "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+        # Tune's own per-trial result files only when asked for (_result_loggers):
+        # MLflow has every metric. Tune adds each default logger that is missing unless
+        # told not to.
+        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+        # Checkpoints at every epoch (STUDY_CHECKPOINT_INTERVAL_S=0) force a snapshot of
+        # the experiment each time; that is asked for, so don't warn about it.
+        "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": os.environ.get(
+            "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"
+        ),
+        SNAPSHOT_PERIOD: snapshot_period(study_plan.trials),
+    }
     if has_secret(study_plan.optuna_storage):  # pickled storages reveal it from here
-        os.environ["STUDY_OPTUNA_STORAGE"] = study_plan.optuna_storage
-    _check_new_or_resumable(study_plan, resume)
-    leave_ray_working_dir()  # every path is absolute by now
-    _connect(ray_address(address), study_plan.tracking_uri, dashboard)
-    check_resources(settings.cpus, settings.gpus)
-    _warn_if_tracking_is_local(study_plan.tracking_uri)
+        values["STUDY_OPTUNA_STORAGE"] = study_plan.optuna_storage
+    if runs_locally(address) and has_secret(study_plan.tracking_uri):
+        # the local workers inherit it, and reveal it there
+        values["MLFLOW_TRACKING_URI"] = study_plan.tracking_uri
+    return values
+
+
+def _start_parent(space: SearchSpace, study_plan: StudyPlan) -> tuple[str, str]:
+    """The study's parent MLflow run (created, or found on resume) and its experiment
+    id; the space is recorded with credentials redacted (study.secrets)."""
+    import mlflow
+
     document = space.document()
-    document["study"].update(  # written down: credentials redacted (study.secrets)
+    document["study"].update(
         storage_path=study_plan.storage_path,
         optuna_storage=redact(study_plan.optuna_storage),
         tracking_uri=redact(study_plan.tracking_uri),
@@ -156,40 +155,34 @@ def run_study(
         tags={SIMULATED_TAG: "true"} if space.simulated() else None,
     )
     experiment_id = mlflow.MlflowClient(study_plan.tracking_uri).get_run(parent).info.experiment_id
-    progress = StudyProgress(
-        study_plan.trials, dict(settings.objectives), study_plan.tracking_uri, parent
-    )
-    resourced = tune.with_resources(trainable, {"cpu": settings.cpus, "gpu": settings.gpus})
-    if resume:
-        set_parent_status(study_plan.tracking_uri, parent, "RUNNING", {})
-        tuner = tune.Tuner.restore(study_plan.experiment_path, resourced, resume_errored=True)
-        scheduler = _use_progress(tuner, progress)
-        known = known_optuna_trials(study_plan.experiment_path)
-        repair_orphaned_trials(study_plan, known, requeue=settings.sampler == "grid")
-    else:
-        scheduler = (
-            build_scheduler(settings.scheduler, space.budget(), space.validation_images())
-            if settings.scheduler
-            else None
-        )
-        progress.scheduler = scheduler
-        prepared = prepare(space, study_plan, warm_from)
-        _log_prepared(study_plan, parent, prepared, warm_from)
-        tuner = _new_tuner(space, study_plan, resourced, parent, progress, scheduler)
+    return parent, experiment_id
+
+
+def _fit(tuner, study_plan: StudyPlan, parent: str):
+    """``tuner.fit()``; the parent run marked FAILED if it raises."""
     try:
-        with environment(**{SNAPSHOT_PERIOD: snapshot_period(study_plan.trials)}):
-            results = tuner.fit()
+        return tuner.fit()
     except BaseException:
         _mark_parent_failed(study_plan.tracking_uri, parent)
         raise
-    stopped = {_trial_id(r) for r in results if scheduler and scheduler.stopped(_trial_id(r))}
-    outcome = _outcome(results, study_plan.trials, stopped)
-    if resume and not outcome.unfinished:  # interrupted: the queue waits for the next resume
-        fail_requeued_trials(study_plan)
+
+
+def _close_tracking(
+    progress,
+    study_plan: StudyPlan,
+    parent: str,
+    results,
+    outcome: StudyOutcome,
+    scheduler: MultiObjectiveASHA | None,
+) -> int:
+    """Close the runs of unfinished trials and set the parent's status, through the
+    driver's relay (which waits out a tracking outage up to the patience). Returns the
+    records MLflow has not taken (kept with the checkpoints for ``study resume``)."""
     status = "FINISHED" if outcome.done else "KILLED" if outcome.unfinished else "FAILED"
     counts = {"complete": outcome.complete, "failed": outcome.failed}
     if scheduler is not None:
         counts["stopped"] = outcome.stopped
+    stopped = _stopped(results, scheduler)
     relay = progress.writes()
     relay.call(
         "close_unfinished",
@@ -213,8 +206,7 @@ def run_study(
             "writes them once the server is back",
             flush=True,
         )
-        outcome = replace(outcome, untracked=held)
-    return replace(outcome, experiment_id=experiment_id)
+    return held
 
 
 def _mark_parent_failed(uri: str, parent: str) -> None:
@@ -229,141 +221,6 @@ def _mark_parent_failed(uri: str, parent: str) -> None:
             f"study: could not mark the parent run {parent} FAILED ({error_gist(error)})",
             flush=True,
         )
-
-
-def _log_prepared(study_plan: StudyPlan, parent: str, prepared, warm_from: str | None) -> None:
-    """Say on the parent run (and the console) what the Optuna study started with."""
-    import mlflow
-
-    client = mlflow.MlflowClient(study_plan.tracking_uri)
-    if prepared.enqueued:
-        client.log_param(parent, "study.enqueued", prepared.enqueued)
-    if warm_from is not None:
-        client.log_param(parent, "study.warm_start_from", warm_from)
-        client.log_param(parent, "study.warm_start_trials", prepared.copied)
-        skipped = ", ".join(f"{n} {why}" for why, n in prepared.skipped.items())
-        print(
-            f"warm start: {prepared.copied} complete trials of {warm_from} copied into "
-            f"{study_plan.name}" + (f" (left out: {skipped})" if skipped else ""),
-            flush=True,
-        )
-
-
-def _use_progress(tuner, progress) -> MultiObjectiveASHA | None:
-    """Give a restored tuner this driver's progress callback, in place of the old
-    driver's (``Tuner.restore`` takes no callbacks), keeping every callback where it was:
-    the restored ``SchedulerState`` (if any) gets its state back by position and now
-    prints through ``progress``. Returns the restored scheduler (the one Tune will use)."""
-    from study.service.progress import StudyProgress
-    from study.service.scheduler import SchedulerState, restored_callbacks
-
-    callbacks = restored_callbacks(tuner)
-    old = [i for i, c in enumerate(callbacks) if isinstance(c, StudyProgress)]
-    if old:
-        callbacks[old[0]] = progress
-    else:
-        callbacks.insert(0, progress)
-    kinds = {type(c) for c in callbacks}
-    callbacks += [c for c in _result_loggers() if type(c) not in kinds]  # at the end
-    state = next((c for c in callbacks if isinstance(c, SchedulerState)), None)
-    if state is None:
-        return None
-    state.report = progress.line
-    progress.scheduler = state.scheduler
-    return state.scheduler
-
-
-def _result_loggers() -> list:
-    """Tune's per-trial ``result.json`` and ``progress.csv`` writers, with
-    ``STUDY_TUNE_RESULT_FILES=1``; none by default (MLflow has every metric).
-
-    Tune writes them on the driver, in the folder it uploads to the storage path whole
-    at every experiment snapshot, so each snapshot copied files of every trial: at
-    1,000 trials that took 50 of the driver's 183 s of CPU (docs/SCALE.md). TensorBoard's
-    writer is never added (7.6 of 54 s at 300 trials)."""
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-
-    if not flag_setting("STUDY_TUNE_RESULT_FILES"):
-        return []
-    return [CSVLoggerCallback(), JsonLoggerCallback()]
-
-
-def _new_tuner(
-    space: SearchSpace,
-    study_plan: StudyPlan,
-    trainable,
-    parent: str,
-    progress,
-    scheduler: MultiObjectiveASHA | None = None,
-):
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-
-    from study.service.pruning import PruningSearcher
-    from study.service.scheduler import LiveFIFOScheduler
-    from study.service.storage import cached
-
-    settings = space.settings
-    # Trial configs are saved by Tune and shown by Ray: the URI goes redacted, a worker
-    # takes the real one from its environment (secrets.reveal).
-    constants = {
-        "tracking": {"uri": redact(study_plan.tracking_uri), "parent": parent},
-        # When trials hand Tune a checkpoint (trainable.CheckpointPolicy): decided here,
-        # where the environment was checked, for every worker alike.
-        "checkpoints": {
-            "every_s": seconds_setting("STUDY_CHECKPOINT_INTERVAL_S"),
-            "rungs": [settings.scheduler.grace, settings.scheduler.eta]
-            if settings.scheduler
-            else None,
-        },
-        # What Tune hears of each result (trainable.tune_metrics): Tune keeps statistics
-        # of every number it is told, per trial, in each experiment snapshot.
-        "tune_metrics": sorted(
-            {*study_plan.metrics, *PER_EPOCH, *SHOWN_METRICS, "epoch", "complete"}
-        ),
-    }
-    search = OptunaSearch(
-        space=DefineByRun(space, constants),
-        metric=study_plan.metrics,
-        mode=study_plan.modes,
-        sampler=sampler(space),
-        study_name=study_plan.name,
-        storage=cached(optuna_storage(study_plan.optuna_storage)),
-    )
-    callbacks = [progress]
-    # Stopped trials reach Optuna as PRUNED, not COMPLETE with half-trained values; every
-    # Optuna trial learns its MLflow run id.
-    search = PruningSearcher(search, scheduler, redact(study_plan.optuna_storage), study_plan.name)
-    if scheduler is not None:
-        from study.service.scheduler import SchedulerState
-
-        callbacks.append(SchedulerState(scheduler, report=progress.line))
-    return tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(search, max_concurrent=settings.concurrent),
-            scheduler=scheduler or LiveFIFOScheduler(),
-            num_samples=study_plan.trials,
-            trial_dirname_creator=_trial_dirname,
-            trial_name_creator=_trial_name,
-            # A finished trial's worker runs the next one: no new process, no second
-            # import of torch, and the dataset it loaded is still in memory.
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=study_plan.name,
-            storage_path=study_plan.storage_path,
-            failure_config=tune.FailureConfig(max_failures=settings.retries),
-            # Two, not one: the experiment snapshot on disk may still name the previous
-            # checkpoint when a newer one is registered; a driver killed right then
-            # must find it on resume.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            # order fixed: restored states are matched by position
-            callbacks=[*callbacks, *_result_loggers()],
-            verbose=0,
-        ),
-    )
 
 
 def _check_new_or_resumable(study_plan: StudyPlan, resume: bool) -> None:
@@ -405,53 +262,11 @@ def _optuna_study_exists(study_plan: StudyPlan) -> bool:
     return study_plan.name in names
 
 
-def _starts_an_instance(address: str | None) -> bool:
-    """Whether ``ray.init(address)`` starts a new local instance rather than joining a
-    cluster (``local``, or no address and no ``ray start`` cluster on this machine)."""
-    if address == "local":
-        return True
-    if address is not None:
-        return False
-    try:
-        from ray._private.services import canonicalize_bootstrap_address
-
-        return canonicalize_bootstrap_address(None) is None
-    except Exception:  # Ray's lookup changed or failed: let ray.init decide, as before
-        return False
-
-
-def _connect(address: str | None, tracking_uri: str, dashboard: bool = False) -> None:
-    import ray
-
-    if runs_locally(address):  # on this machine: first end what a killed study left
-        from study.service.cleanup import reap_orphaned_ray_processes
-
-        for leftover in reap_orphaned_ray_processes():
-            print(f"study: ended {leftover}, left by a killed Ray instance", flush=True)
-        if has_secret(tracking_uri):  # the local workers inherit it, and reveal it there
-            os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    # A private instance lives as long as the study: its dashboard (a process that
-    # starts in seconds and polls on, taking CPU from the trials) only when asked.
-    dashboard = {"include_dashboard": dashboard} if _starts_an_instance(address) else {}
-    try:
-        ray.init(
-            address=address,
-            ignore_reinit_error=True,
-            log_to_driver=False,
-            # Ray resets its logger's level to this: keep what study.service.quiet set
-            logging_level=logging.getLogger("ray").getEffectiveLevel(),
-            **dashboard,
-        )
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        if address is None:  # Ray found a `ray start` cluster on this machine, and failed
-            raise ConfigError(
-                "ray",
-                f"cannot join the Ray cluster running on this machine ({error_gist(error)});"
-                " `ray stop` it, or pass --address local for a private instance",
-            ) from None
-        raise ConfigError(
-            "--address", f"cannot connect to Ray at {address}: {error_gist(error)}"
-        ) from None
+def _stopped(results, scheduler: MultiObjectiveASHA | None) -> set[str]:
+    """The trials the scheduler stopped early at a rung."""
+    if scheduler is None:
+        return set()
+    return {_trial_id(r) for r in results if scheduler.stopped(_trial_id(r))}
 
 
 def _trial_id(result) -> str:

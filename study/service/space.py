@@ -41,6 +41,17 @@ from typing import Any
 
 from study.metrics.names import FAMILIES, FINAL_METRICS, TEST_METRICS, VAL_METRICS
 from study.pareto.front import check_direction
+from study.service.dimensions import (  # Dimension: pickled spaces name it here too
+    Corner,
+    Dimension,
+    Fixed,
+    allowed,
+    allows,
+    choice_label,
+    find_dimensions,
+    is_dimension,
+    sample_value,
+)
 from study.service.samplers import ADAPTIVE, SAMPLERS
 from study.service.stopping import (
     SchedulerSettings,
@@ -48,18 +59,15 @@ from study.service.stopping import (
     parse_scheduler,
     signal_warnings,
 )
-from study.trial.config import (
-    SEARCH_KEYS,
-    ConfigError,
-    TrialConfig,
-    apply_override,
-    from_mapping,
-    read_yaml,
-)
+from study.trial.config import ConfigError, TrialConfig, from_mapping
+from study.trial.documents import apply_override, read_yaml
 
 FAMILY_SUFFIXES = tuple(f"_{family}" for family in FAMILIES)
 
+
 MAX_GRID = 100_000
+
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -111,22 +119,13 @@ class StudySettings:
     storage_path: str | None = None
 
 
-@dataclass(frozen=True)
-class Dimension:
-    """One search dimension found in a space: its parameter name and its spec."""
-
-    name: str
-    kind: str
-    args: Any
-
-
 class SearchSpace:
     """A parsed, validated search-space file."""
 
     def __init__(self, raw: Mapping[str, Any], settings: StudySettings) -> None:
         self.raw = dict(raw)
         self.settings = settings
-        self.dimensions = list(_dimensions(self.raw, ""))
+        self.dimensions: list[Dimension] = list(find_dimensions(self.raw, ""))
         self._check()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -184,7 +183,7 @@ class SearchSpace:
 
     def sample(self, trial) -> dict[str, Any]:
         """Define-by-run: the trial config (a plain mapping) for one Optuna ``trial``."""
-        return _sample(copy.deepcopy(self.raw), "", trial)
+        return sample_value(copy.deepcopy(self.raw), "", trial)
 
     def distributions(self) -> dict[str, Any]:
         """Every dimension as the Optuna distribution define-by-run sampling gives it
@@ -199,7 +198,7 @@ class SearchSpace:
         for dimension in self.dimensions:
             args = dimension.args
             if dimension.kind == "choice":
-                labels = [_label(v, i) for i, v in enumerate(args)]
+                labels = [choice_label(v, i) for i, v in enumerate(args)]
                 out[dimension.name] = CategoricalDistribution(labels)
             elif dimension.kind == "int":
                 low, high, step = (*args, 1)[:3]
@@ -221,12 +220,12 @@ class SearchSpace:
             if name not in distributions:
                 known = ", ".join(sorted(distributions)) or "none (the space has no dimensions)"
                 raise ConfigError(f"{at}.{name}", f"not a parameter of this space; known: {known}")
-            if not _allows(distributions[name], value):
+            if not allows(distributions[name], value):
                 raise ConfigError(
-                    f"{at}.{name}", f"{value!r} is not allowed; {_allowed(distributions[name])}"
+                    f"{at}.{name}", f"{value!r} is not allowed; {allowed(distributions[name])}"
                 )
         try:
-            from_mapping(self.sample(_Fixed(dict(point))))
+            from_mapping(self.sample(Fixed(dict(point))))
         except ConfigError as error:
             raise ConfigError(error.field, f"{_problem(error)} (in {at})") from None
         return dict(point)
@@ -247,7 +246,7 @@ class SearchSpace:
                     "use random, tpe, nsga2 or gp",
                 )
             if dimension.kind == "choice":
-                grid[dimension.name] = [_label(v, i) for i, v in enumerate(dimension.args)]
+                grid[dimension.name] = [choice_label(v, i) for i, v in enumerate(dimension.args)]
             elif dimension.kind == "int":
                 low, high, step = (*dimension.args, 1)[:3]
                 grid[dimension.name] = list(range(low, high + 1, step))
@@ -393,7 +392,7 @@ def _absolute_data_paths(raw: dict[str, Any]) -> None:
         return value if path.is_absolute() else str((default_root() / path).resolve())
 
     source = data.get("source")
-    if _is_dimension(source) and next(iter(source)) == "choice":
+    if is_dimension(source) and next(iter(source)) == "choice":
         choices = source["choice"]
         if isinstance(choices, list):
             source["choice"] = [absolute(v) for v in choices]
@@ -463,143 +462,9 @@ def _whole(at: str, value: Any, low: int, high: int) -> None:
         raise ConfigError(at, f"{value!r} must be a whole number in [{low}, {high}]")
 
 
-def _is_dimension(value: Any) -> bool:
-    return isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in SEARCH_KEYS
-
-
-def _dimensions(value: Any, at: str):
-    """Every dimension in ``value``, validated, with its parameter name."""
-    if _is_dimension(value):
-        kind, args = next(iter(value.items()))
-        _check_dimension(kind, args, at)
-        yield Dimension(at, kind, args)
-        if kind == "choice":
-            for index, alternative in enumerate(args):
-                yield from _dimensions(alternative, f"{at}[{_label(alternative, index)}]")
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            yield from _dimensions(item, f"{at}.{key}" if at else str(key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _dimensions(item, f"{at}.{index}")
-
-
-def _check_dimension(kind: str, args: Any, at: str) -> None:
-    if kind == "choice":
-        if not isinstance(args, list) or not args:
-            raise ConfigError(at, "choice needs a non-empty list of alternatives")
-        labels = [_label(v, i) for i, v in enumerate(args)]
-        if len(set(labels)) != len(labels):
-            raise ConfigError(at, f"choice has repeated alternatives: {labels}")
-        return
-    numbers = isinstance(args, list) and all(
-        isinstance(a, int | float) and not isinstance(a, bool) for a in args
-    )
-    if kind == "int":
-        whole = numbers and all(isinstance(a, int) for a in args) and len(args) in (2, 3)
-        if not whole or args[0] > args[1] or (len(args) == 3 and args[2] < 1):
-            raise ConfigError(
-                at, f"int needs [low, high] or [low, high, step] with low <= high, got {args!r}"
-            )
-        return
-    if not numbers or len(args) != 2 or args[0] >= args[1]:
-        raise ConfigError(at, f"{kind} needs [low, high] with low < high, got {args!r}")
-    if kind == "loguniform" and args[0] <= 0:
-        raise ConfigError(at, f"loguniform needs low > 0, got {args[0]}")
-
-
-def _label(alternative: Any, index: int) -> Any:
-    """The categorical value Optuna stores for an alternative: plain values as they
-    are, a mapping by its ``family`` (filters) or its position."""
-    if isinstance(alternative, str | int | float | bool) or alternative is None:
-        return alternative
-    if isinstance(alternative, Mapping) and isinstance(alternative.get("family"), str):
-        return alternative["family"]
-    return f"option-{index}"
-
-
-def _sample(value: Any, at: str, trial) -> Any:
-    if _is_dimension(value):
-        kind, args = next(iter(value.items()))
-        if kind == "choice":
-            labels = [_label(v, i) for i, v in enumerate(args)]
-            picked = trial.suggest_categorical(at, labels)
-            return _sample(args[labels.index(picked)], f"{at}[{picked}]", trial)
-        if kind == "int":
-            low, high, step = (*args, 1)[:3]
-            return trial.suggest_int(at, low, high, step=step)
-        return trial.suggest_float(at, args[0], args[1], log=kind == "loguniform")
-    if isinstance(value, Mapping):
-        return {k: _sample(v, f"{at}.{k}" if at else str(k), trial) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_sample(item, f"{at}.{index}", trial) for index, item in enumerate(value)]
-    return value
-
-
-class _Corner:
-    """A stand-in Optuna trial that picks a fixed alternative per choice and the low
-    end of every range: enough to validate each alternative once."""
-
-    def __init__(self, pick: int) -> None:
-        self.pick = pick
-
-    def suggest_categorical(self, name, choices):
-        return choices[min(self.pick, len(choices) - 1)]
-
-    def suggest_int(self, name, low, high, step=1):
-        return low if self.pick % 2 == 0 else high - (high - low) % step
-
-    def suggest_float(self, name, low, high, log=False):
-        return low if self.pick % 2 == 0 else high
-
-
-def _allows(distribution: Any, value: Any) -> bool:
-    """Whether an Optuna distribution holds ``value`` (through its public fields)."""
-    from optuna.distributions import CategoricalDistribution, IntDistribution
-
-    if isinstance(distribution, CategoricalDistribution):
-        return any(value == c and type(value) is type(c) for c in distribution.choices)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    if not distribution.low <= value <= distribution.high:
-        return False
-    if isinstance(distribution, IntDistribution):
-        return isinstance(value, int) and (value - distribution.low) % distribution.step == 0
-    return True
-
-
-def _allowed(distribution: Any) -> str:
-    from optuna.distributions import CategoricalDistribution, IntDistribution
-
-    if isinstance(distribution, CategoricalDistribution):
-        return "allowed: " + ", ".join(map(str, distribution.choices))
-    if isinstance(distribution, IntDistribution):
-        step = f", step {distribution.step}" if distribution.step != 1 else ""
-        return f"a whole number in [{distribution.low}, {distribution.high}{step}]"
-    return f"a number in [{distribution.low}, {distribution.high}]"
-
-
-class _Fixed(_Corner):
-    """A stand-in Optuna trial with some parameters fixed (an enqueued point), the
-    others at their low corner."""
-
-    def __init__(self, fixed: dict[str, Any]) -> None:
-        super().__init__(0)
-        self.fixed = fixed
-
-    def suggest_categorical(self, name, choices):
-        return self.fixed.get(name, super().suggest_categorical(name, choices))
-
-    def suggest_int(self, name, low, high, step=1):
-        return self.fixed.get(name, super().suggest_int(name, low, high, step))
-
-    def suggest_float(self, name, low, high, log=False):
-        return self.fixed.get(name, super().suggest_float(name, low, high, log))
-
-
 def _corners(space: SearchSpace):
     widest = max([len(d.args) for d in space.dimensions if d.kind == "choice"] + [2], default=2)
-    return [_Corner(pick) for pick in range(widest)]
+    return [Corner(pick) for pick in range(widest)]
 
 
 def _problem(error: ConfigError) -> str:

@@ -20,8 +20,8 @@ def print_status(uri: str, name: str, stream: TextIO | None = None) -> dict[str,
     by the scheduler (:func:`~study.mlflow_layout.trial_state` ``PRUNED``) is counted
     apart and never enters the front. The front is ``study pareto``'s: the same trials
     (:func:`study.pareto.store.load_children`), the same computation."""
-    from study.pareto.export import REPORTED_TEST
     from study.pareto.store import connect, find_parent, load_children, study_objectives
+    from study.pareto.tables import REPORTED_TEST
 
     stream = stream or sys.stdout
     client = connect(uri)  # one-line errors: unreachable, unknown name

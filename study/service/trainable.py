@@ -18,12 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from study.inputs import environment
 from study.metrics.names import describe_family
 from study.mlflow_layout import SIMULATED_TAG
 from study.secrets import reveal
 from study.service.outbox import PENDING, SPOOL, TrialLogger
 from study.service.pruning import MLFLOW_RUN_ID
 from study.service.space import SearchSpace
+
+_RESTORED_SPOOL = "tracking-restored"  # in the trial folder: records an earlier attempt held
 
 
 class DefineByRun:
@@ -94,60 +97,116 @@ def trainable(params: dict[str, Any]) -> None:
     """One Ray Tune trial: resume from Tune's checkpoint if there is one, train, report
     every epoch (with a checkpoint when :class:`CheckpointPolicy` says so), log each
     epoch to the trial's MLflow child run once."""
-    import socket
-
-    import ray
     from ray import tune
 
     from study.trial.config import from_mapping
-    from study.trial.run import CHECKPOINT, TrialFailed, pin_threads, run_trial
+    from study.trial.run import TrialFailed, run_trial
 
-    host = socket.gethostname()
     started_at = time.time()
-    # A request to a tracking server that is away fails at once rather than after
-    # MLflow's own retries: the trial's outbox holds it and training goes on.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    quiet_urllib3()
     context = tune.get_context()
-    trial_id = context.get_trial_id()
-    # Exactly the CPUs Tune reserved, whatever OMP_NUM_THREADS says (Ray sets it only
-    # where the user has not; two trials of 2 threads each on 2 cores thrash).
+    threads = _pin_reserved_threads(context)
+    work = Path(context.get_trial_dir()) / "trial"
+    from_tune = _restore_checkpoint(work)
+    config = from_mapping(params["trial"])
+    quiet_urllib3()
+    with environment(**_fail_fast_tracking()):
+        logger = _open_logger(params["tracking"], context, work)
+        _record_trial(logger, params, config, threads, started_at)
+        resuming = _backfill(logger, work, replay=not from_tune)
+        report = EpochReporter(
+            logger,
+            work,
+            CheckpointPolicy.from_params(config.train.epochs, params.get("checkpoints")),
+            resuming=resuming,
+            final_metrics=params.get("tune_metrics"),
+        )
+        try:
+            if not resuming and not config.simulate.enabled:
+                logger.filter_figure(config.model.filter)
+            keep_model = logger.model if config.eval.log_model else None
+            run_trial(
+                config, work, report=report, progress=False, threads=threads, keep_model=keep_model
+            )
+        except TrialFailed as error:
+            logger.tags({"study.last_error": error.reason[:500]})  # Tune may retry it
+            raise
+
+
+def _fail_fast_tracking() -> dict[str, str]:
+    """MLflow's request settings for a trial, where the user set none: a request to a
+    tracking server that is away fails at once rather than after MLflow's own retries
+    (the trial's outbox holds it and training goes on)."""
+    defaults = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+    return {name: os.environ.get(name, value) for name, value in defaults.items()}
+
+
+def _pin_reserved_threads(context) -> int:
+    """Exactly the CPUs Tune reserved, whatever OMP_NUM_THREADS says (Ray sets it only
+    where the user has not; two trials of 2 threads each on 2 cores thrash)."""
+    from study.trial.run import pin_threads
+
     reserved = context.get_trial_resources().required_resources.get("CPU", 1)
     threads = pin_threads(int(reserved))
     print(
-        f"trial {trial_id}: {threads} torch thread(s) for the {reserved:g} CPU(s) Ray "
-        f"reserved (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} ignored)",
+        f"trial {context.get_trial_id()}: {threads} torch thread(s) for the {reserved:g} "
+        f"CPU(s) Ray reserved (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} "
+        "ignored)",
         flush=True,
     )
-    work = Path(context.get_trial_dir()) / "trial"
+    return threads
+
+
+def _restore_checkpoint(work: Path) -> bool:
+    """Copy Tune's checkpoint of this trial, if it holds one, into ``work`` (created
+    here), with the records an earlier attempt could not send to MLflow (into
+    ``work/tracking-restored``). Returns whether Tune held one."""
+    from ray import tune
+
+    from study.trial.run import CHECKPOINT
+
     work.mkdir(parents=True, exist_ok=True)
-    restored = tune.get_checkpoint()
-    spooled = work / "tracking-restored"
+    spooled = work / _RESTORED_SPOOL
     shutil.rmtree(spooled, ignore_errors=True)
-    if restored is not None:
-        with restored.as_directory() as folder:
-            shutil.copy(Path(folder) / CHECKPOINT, work / CHECKPOINT)
-            if (Path(folder) / SPOOL).is_dir():  # records an earlier attempt could not send
-                shutil.copytree(Path(folder) / SPOOL, spooled)
-    config = from_mapping(params["trial"])
-    tracking = params["tracking"]
+    restored = tune.get_checkpoint()
+    if restored is None:
+        return False
+    with restored.as_directory() as folder:
+        shutil.copy(Path(folder) / CHECKPOINT, work / CHECKPOINT)
+        if (Path(folder) / SPOOL).is_dir():
+            shutil.copytree(Path(folder) / SPOOL, spooled)
+    return True
+
+
+def _open_logger(tracking: Mapping[str, str], context, work: Path) -> TrialLogger:
+    """The trial's MLflow child run (through its outbox), holding what an earlier
+    attempt left unsent."""
     uri = reveal(tracking["uri"], "study.tracking_uri")  # recorded redacted, if it had a secret
     logger = TrialLogger(
         uri,
         parent=tracking["parent"],
-        trial_id=trial_id,
+        trial_id=context.get_trial_id(),
         name=context.get_trial_name(),
         work=work,
     )
-    if spooled.is_dir():
-        logger.load(spooled)
-    # Which node ran it (the latest attempt, if it was retried elsewhere), and when it
-    # started by this node's clock.
+    if (work / _RESTORED_SPOOL).is_dir():
+        logger.load(work / _RESTORED_SPOOL)
+    return logger
+
+
+def _record_trial(
+    logger: TrialLogger, params: Mapping[str, Any], config, threads: int, started_at: float
+) -> None:
+    """What the child run says of the trial before it trains: which node ran it (the
+    latest attempt, if it was retried elsewhere) and when it started by this node's
+    clock, its shifts, dataset, config and the values Optuna sampled."""
+    import socket
+
+    import ray
+
     logger.tags(
         {
             "study.node_id": ray.get_runtime_context().get_node_id(),
-            "study.host": host,
+            "study.host": socket.gethostname(),
             "study.threads": str(threads),
             "study.optuna_trial": str(params.get("optuna_trial", "")),
             "study.started_at": f"{started_at:.3f}",
@@ -163,71 +222,87 @@ def trainable(params: dict[str, Any]) -> None:
     logger.dataset(dataclasses.asdict(config.data))
     searched = {f"optuna.{_param_key(k)}": v for k, v in params.get("searched", {}).items()}
     logger.params({**config.flat(), **_filter_params(config.model.filter), **searched})
-    # A checkpoint from Tune, or one a stopped attempt left in this folder: run_trial
-    # resumes from it, so log the epochs it holds that an attempt never logged (the
-    # run's own epochs are never logged twice: the outbox skips what it holds).
-    resuming = (work / CHECKPOINT).is_file()
-    if resuming:
-        from study.trial.checkpoint import checkpoint_history
 
-        history = checkpoint_history(work / CHECKPOINT)
-        logger.backfill(history)
-        if restored is None and history:
-            # Newer than anything Tune holds (a driver killed before Tune's snapshot took
-            # this trial's checkpoint): report its epochs, so that an early-stopping
-            # scheduler judges every rung once, as in an uninterrupted run. It may stop
-            # the trial right here.
-            _replay(history, work)
 
-    resumed: list = []
-    policy = CheckpointPolicy.from_params(config.train.epochs, params.get("checkpoints"))
+def _backfill(logger: TrialLogger, work: Path, replay: bool) -> bool:
+    """With a checkpoint in ``work`` (from Tune, or one a stopped attempt left in this
+    folder), log the epochs it holds that no attempt logged (the outbox skips what it
+    holds, so no epoch is logged twice); with ``replay`` (the checkpoint is newer than
+    anything Tune holds: a driver killed before Tune's snapshot took it) also report
+    them to Tune, so that an early-stopping scheduler judges every rung once, as in an
+    uninterrupted run (it may stop the trial right here). Returns whether ``run_trial``
+    will resume."""
+    from study.trial.checkpoint import checkpoint_history
+    from study.trial.run import CHECKPOINT
 
-    def report(row: dict[str, Any]) -> None:
-        from ray.tune import Checkpoint
+    if not (work / CHECKPOINT).is_file():
+        return False
+    history = checkpoint_history(work / CHECKPOINT)
+    logger.backfill(history)
+    if replay and history:
+        _replay(history, work)
+    return True
 
+
+class EpochReporter:
+    """``run_trial``'s ``report``: each epoch to Tune (with a checkpoint when the policy
+    says so, or when MLflow has held records for too long) and to the MLflow child run,
+    in the order that keeps every epoch logged once even when the scheduler stops the
+    trial at this report."""
+
+    def __init__(
+        self,
+        logger: TrialLogger,
+        work: Path,
+        policy: CheckpointPolicy,
+        resuming: bool,
+        final_metrics: list[str] | None,
+    ) -> None:
+        self.logger, self.work, self.policy = logger, work, policy
+        self.resuming, self.final_metrics = resuming, final_metrics
+        self.resumed_at: int | None = None  # the first epoch this attempt trained
+
+    def __call__(self, row: dict[str, Any]) -> None:
         complete = row.pop("done")  # Tune reads a reported "done" as "stop this trial now"
         epoch = row.get("epoch")
-        if resuming and not resumed and epoch is not None:
-            resumed.append(epoch)  # the first epoch this attempt trained
-            logger.tags({"study.resumed_at_epoch": str(resumed[0])})
+        if self.resuming and self.resumed_at is None and epoch is not None:
+            self.resumed_at = epoch
+            self.logger.tags({"study.resumed_at_epoch": str(epoch)})
         if complete:
-            logger.final(row, work)  # before Tune hears of the end, which may stop us
-        # Epoch rows go to Tune whole: a trial the scheduler stops at a rung never gets
-        # past this report, and the driver logs that epoch from Tune's copy
-        # (tracking.mark_pruned). The final row, the one with most values, is trimmed.
-        metrics = tune_metrics(row, params.get("tune_metrics") if complete else None)
-        if logger.run_id is not None:  # for the Optuna trial (study.service.pruning)
-            metrics[MLFLOW_RUN_ID] = logger.run_id
-        metrics["complete"] = complete
-        overdue = logger.overdue()
-        if complete or overdue or policy.due(epoch):
-            with tempfile.TemporaryDirectory(dir=work.parent) as folder:
-                _link_or_copy(work / CHECKPOINT, Path(folder) / CHECKPOINT)
-                # What MLflow has not taken yet travels with the checkpoint: a retry
-                # sends it first, and the driver sends a finished trial's.
-                metrics[PENDING] = logger.spool(Path(folder) / SPOOL)
-                tune.report(metrics, checkpoint=Checkpoint.from_directory(folder))
-            policy.saved()
-        else:
-            tune.report(metrics)
+            self.logger.final(row, self.work)  # before Tune hears of the end, which may stop us
+        overdue = self.logger.overdue()
+        checkpoint = complete or overdue or self.policy.due(epoch)
+        self._tell_tune(row, complete, with_checkpoint=checkpoint)
         if not complete:
             # After Tune has the report: a trial stopped right there (at a rung) has the
-            # epoch logged by the driver from Tune's copy.
-            logger.epoch(row)
+            # epoch logged by the driver from Tune's copy (tracking.mark_pruned).
+            self.logger.epoch(row)
         if overdue and not complete:  # its records are in the checkpoint just reported
-            raise logger.outbox.timeout()
+            raise self.logger.outbox.timeout()
         # A trial that completed ends as completed: the driver's relay sends its spool.
 
-    try:
-        if not resuming and not config.simulate.enabled:
-            logger.filter_figure(config.model.filter)
-        keep_model = logger.model if config.eval.log_model else None
-        run_trial(
-            config, work, report=report, progress=False, threads=threads, keep_model=keep_model
-        )
-    except TrialFailed as error:
-        logger.tags({"study.last_error": error.reason[:500]})  # Tune may retry it
-        raise
+    def _tell_tune(self, row: Mapping[str, Any], complete: bool, with_checkpoint: bool) -> None:
+        """Epoch rows go to Tune whole (the driver logs a stopped trial's last epoch from
+        Tune's copy); the final row, the one with most values, is trimmed."""
+        from ray import tune
+        from ray.tune import Checkpoint
+
+        from study.trial.run import CHECKPOINT
+
+        metrics = tune_metrics(row, self.final_metrics if complete else None)
+        if self.logger.run_id is not None:  # for the Optuna trial (study.service.pruning)
+            metrics[MLFLOW_RUN_ID] = self.logger.run_id
+        metrics["complete"] = complete
+        if not with_checkpoint:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(dir=self.work.parent) as folder:
+            _link_or_copy(self.work / CHECKPOINT, Path(folder) / CHECKPOINT)
+            # What MLflow has not taken yet travels with the checkpoint: a retry sends
+            # it first, and the driver sends a finished trial's.
+            metrics[PENDING] = self.logger.spool(Path(folder) / SPOOL)
+            tune.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+        self.policy.saved()
 
 
 def quiet_urllib3() -> None:

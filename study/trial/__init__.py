@@ -5,7 +5,8 @@
 inside a study.
 """
 
-from study.trial.config import ConfigError, TrialConfig, load_config
+from study.trial.config import ConfigError, TrialConfig
+from study.trial.documents import load_config
 from study.trial.run import CHECKPOINT, FINAL_METRICS, TrialFailed, resolve_device, run_trial
 
 __all__ = [
