@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+from runs import SMOKE, TINY, environment, start_driver
 from servers import ray_cluster, study, wait_for
-from test_service import SMOKE, TINY, environment, start_driver
 
 from study.service.cleanup import orphaned_ray_processes
 

@@ -39,8 +39,8 @@ from typing import Any
 
 import pytest
 from finished_study import check_finished_study
+from runs import SMOKE, TINY
 from servers import BIN, free_port, study
-from test_service import SMOKE, TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "study-compose-test"

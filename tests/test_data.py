@@ -3,7 +3,6 @@ tarballs (decoded once into a cache), and the real CIFAR-10 JPEG copy where pres
 
 from __future__ import annotations
 
-import io
 import pickle
 import tarfile
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from image_files import png_bytes, write_folder
 from shared_data import require_cifar10_jpeg
 
 from study.data import DataSourceError, describe_source, load_split, to_float
@@ -49,23 +48,6 @@ def write_cifar100(root: Path) -> None:
             pickle.dump({"data": data, "fine_labels": list(range(count))}, handle)
     with (folder / "meta").open("wb") as handle:
         pickle.dump({"fine_label_names": [f"class{i}" for i in range(100)]}, handle)
-
-
-def png_bytes(value: int, size: int = 8) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.full((size, size, 3), value, dtype=np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def write_folder(root: Path) -> Path:
-    """``root/{train,test}/{cat,dog}/*.png``: uniform images whose value encodes them."""
-    for split, count in (("train", 3), ("test", 2)):
-        for label, name in enumerate(("cat", "dog")):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for index in range(count):
-                (folder / f"{index:04d}.png").write_bytes(png_bytes(100 * label + index))
-    return root
 
 
 def test_cifar10_pickles_read_in_order(tmp_path):

@@ -13,15 +13,19 @@ import mlflow
 import optuna
 import pytest
 from finished_study import study_runs
-from servers import PrivatePostgres, mlflow_server, private_postgres, psycopg_url
-from test_service import TINY, environment, start_driver, stop_driver
-from test_tracking_outage import (
+from runs import (
     FOUR,
+    TINY,
     assert_complete_without_restart,
     assert_each_epoch_once,
+    driver_output,
+    environment,
     runs_with_an_epoch,
+    start_driver,
+    stop_driver,
     wait_until,
 )
+from servers import PrivatePostgres, mlflow_server, private_postgres, psycopg_url
 
 from study.service.pruning import MLFLOW_RUN_ID
 from study.service.storage import RedactingRDBStorage
@@ -63,10 +67,11 @@ def test_the_optuna_storage_gives_up_after_its_patience(tmp_path):
 
 def test_a_study_survives_a_postgres_restart(tmp_path):
     """The whole service with the Optuna storage, and MLflow's store too, on one
-    PostgreSQL: it goes down once both trials have logged an epoch, stays down while
-    they train on, and comes back; both trials complete without a restart, every epoch
-    is in MLflow once, Optuna (read from PostgreSQL) and MLflow agree. The Optuna
-    storage alone down while trials end and start: the test below."""
+    PostgreSQL: it goes down once both trials have logged an epoch, stays down until the
+    driver says it is waiting for the Optuna storage, and comes back; both trials
+    complete without a restart, every epoch is in MLflow once, Optuna (read from
+    PostgreSQL) and MLflow agree. The Optuna storage alone down while trials end and
+    start: the test below."""
     epochs = 6
     args = [*TINY, "--set", f"train.epochs={epochs}", "--name", "pg-restart"]
     driver = None
@@ -88,7 +93,18 @@ def test_a_study_survives_a_postgres_restart(tmp_path):
                     time.sleep(0.5)
                 server.stop()
                 away = time.monotonic()
-                time.sleep(20)  # longer than the trials' remaining epochs take
+                # The driver met the outage: an Optuna call (a finished trial told, the
+                # next asked) found the database gone and waits for it.
+                wait_until(
+                    lambda: (
+                        "Optuna storage" in (text := driver_output(tmp_path))
+                        and "unreachable" in text
+                    ),
+                    600,
+                    "the driver waiting for the Optuna storage",
+                    driver,
+                    tmp_path,
+                )
                 server.start()
                 print(f"\nPostgreSQL away for {time.monotonic() - away:.0f} s")
                 returncode = driver.wait(timeout=600)

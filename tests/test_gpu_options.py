@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from test_trial import TINY as TRIAL_TINY
+from runs import TRIAL_TINY
 
 from study import models
 from study.trial.checkpoint import METRICS_FILE

@@ -29,8 +29,8 @@ import pytest
 import yaml
 from finished_study import study_runs
 from mlflow.exceptions import MlflowException
+from runs import SMOKE, TINY
 from servers import basic_auth_env, mlflow_server, postgres_database, postgres_reason, study
-from test_service import SMOKE, TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"

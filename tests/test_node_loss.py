@@ -16,8 +16,8 @@ import mlflow
 import optuna
 from finished_study import study_runs
 from optuna.storages.journal import JournalFileBackend
+from runs import TINY, environment, finish_driver, start_driver
 from servers import mlflow_server, ray_cluster, wait_for
-from test_service import TINY, environment, finish_driver, start_driver
 
 from study.service.pruning import MLFLOW_RUN_ID
 

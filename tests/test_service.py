@@ -19,6 +19,7 @@ import mlflow
 import optuna
 import pytest
 from finished_study import check_finished_study, study_runs
+from runs import SMOKE, TINY, environment, finish_driver, start_driver
 from servers import (
     mlflow_server,
     postgres_database,
@@ -29,27 +30,6 @@ from servers import (
 )
 
 from study.mlflow_layout import PRUNED_TAG, ROLE_TAG, STOPPED_TAG, TRIAL_TAG
-
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "search_spaces" / "smoke.yaml"
-TINY = [
-    "--set",
-    "data.train_images=256",
-    "--set",
-    "data.test_images=64",
-    "--set",
-    "data.validation=64",
-    "--set",
-    "train.epochs=2",
-    "--set",
-    "eval.images=32",
-    "--set",
-    "model.filter={choice: [delta, binomial-3]}",
-    "--set",
-    "augment.kind=none",
-    "--set",
-    "eval.log_model=false",  # seconds a trial; the smoke test turns it on and loads one
-]
 
 
 @pytest.fixture(scope="module")
@@ -74,36 +54,6 @@ def cluster():
         yield info
 
 
-def start_driver(args: list[str], folder: Path, env: dict) -> subprocess.Popen:
-    """``study run SMOKE ARGS`` in the background; its output goes to
-    ``folder/driver.log`` (a file, not a pipe nobody reads while we wait)."""
-    with open(folder / "driver.log", "w") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "study", "run", str(SMOKE), *args],
-            cwd=folder,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def stop_driver(driver: subprocess.Popen | None) -> None:
-    """Ctrl-C a background driver still running (then kill it): a failed test leaves no
-    study running."""
-    if driver is not None and driver.poll() is None:
-        driver.send_signal(signal.SIGINT)
-        try:
-            driver.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            driver.kill()
-
-
-def finish_driver(driver: subprocess.Popen, folder: Path, timeout: float = 600) -> str:
-    """Wait for a background driver; its output."""
-    driver.wait(timeout)
-    return (folder / "driver.log").read_text()
-
-
 def trial_runs(client, name: str, filter_string: str = "") -> list:
     """The child runs of study ``name`` so far (none before its experiment exists)."""
     experiment = client.get_experiment_by_name(name)
@@ -123,15 +73,6 @@ def trial_worker_pids() -> list[int]:
         except OSError:
             continue
     return pids
-
-
-def environment(tracking_uri: str, cluster: dict | None = None) -> dict[str, str]:
-    env = {**(cluster["env"] if cluster else os.environ), "MLFLOW_TRACKING_URI": tracking_uri}
-    env["PYTHONPATH"] = str(ROOT)
-    env.pop("RAY_ADDRESS", None)
-    if cluster is None:  # a private instance, even while this module's cluster runs
-        env["RAY_ADDRESS"] = "local"
-    return env
 
 
 def assert_complete_study(uri: str, name: str, trials: int, epochs: int = 2):

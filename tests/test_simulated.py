@@ -10,8 +10,8 @@ import mlflow
 import pytest
 import yaml
 from finished_study import study_runs
+from runs import SMOKE, environment
 from servers import mlflow_server, study
-from test_service import SMOKE, environment
 
 from study.mlflow_layout import SIMULATED_TAG
 from study.trial.checkpoint import METRICS_FILE

@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_data import write_folder
+from image_files import write_folder
 
 from study.data import circular_offsets, random_circular_shifts
 from study.data.dataset import holdout, load_dataset

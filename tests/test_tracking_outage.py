@@ -16,8 +16,18 @@ import mlflow
 import optuna
 from finished_study import study_runs
 from optuna.storages.journal import JournalFileBackend
+from runs import (
+    FOUR,
+    TINY,
+    assert_complete_without_restart,
+    assert_each_epoch_once,
+    driver_output,
+    launch,
+    runs_with_an_epoch,
+    stop_driver,
+    wait_until,
+)
 from servers import free_port, mlflow_server
-from test_service import TINY, environment, start_driver, stop_driver
 
 from study.mlflow_layout import MODEL_TAG, ROLE_TAG
 from study.service.outbox import TrialLogger
@@ -118,10 +128,10 @@ def test_a_refused_request_is_left_out_and_the_rest_goes_on(tmp_path, capsys):
 
 
 def test_a_study_survives_a_tracking_outage(tmp_path):
-    """The whole service: the server stops once the first epoch is in, stays away while
-    the tiny trials train their remaining epochs and end (their records travel with
-    their last checkpoints), and comes back: both trials complete without a restart,
-    every epoch is in MLflow exactly once, Optuna and MLflow agree."""
+    """The whole service: the server stops once the first epoch is in, stays away until
+    the driver has said that both tiny trials are done (their remaining epochs trained
+    and their records travelling with their last checkpoints), and comes back: both trials complete
+    without a restart, every epoch is in MLflow exactly once, Optuna and MLflow agree."""
     store, port = f"sqlite:///{tmp_path / 'mlflow.db'}", free_port()
     epochs = 6
     args = [*TINY, "--set", f"train.epochs={epochs}", "--name", "outage"]
@@ -135,7 +145,10 @@ def test_a_study_survives_a_tracking_outage(tmp_path):
                 assert time.monotonic() < deadline, "no epoch of both trials in MLflow in 300 s"
                 time.sleep(0.5)
         away = time.monotonic()
-        time.sleep(20)  # longer than the trials' remaining epochs take
+        # Both trials end while the server is away: their last epochs and final
+        # metrics are held (the outage met them), then written once it is back.
+        wait_until(lambda: driver_output(tmp_path).count(" done: ") >= 2, 600,
+                   "both trials done while MLflow is away", driver, tmp_path)  # fmt: skip
         with mlflow_server(store, tmp_path, port=port):
             print(f"\nMLflow server away for {time.monotonic() - away:.0f} s")
             returncode = driver.wait(timeout=600)
@@ -154,66 +167,12 @@ def test_a_study_survives_a_tracking_outage(tmp_path):
     assert {t.user_attrs[MLFLOW_RUN_ID] for t in trials} == {c.info.run_id for c in children}
 
 
-def launch(args: list[str], folder, url: str, **settings: str):
-    """``study run`` against the server at ``url``, MLflow's own request retries off
-    (so that a short outage exercises what a long one would: the study's holding back,
-    not MLflow's backoff): (driver, client, environment)."""
-    env = {**environment(url), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", **settings}
-    return start_driver(args, folder, env), mlflow.MlflowClient(url), env
-
-
-def runs_with_an_epoch(client: mlflow.MlflowClient, name: str) -> int:
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        return 0
-    runs = client.search_runs([experiment.experiment_id])
-    return sum("train/loss" in run.data.metrics for run in runs)
-
-
-def assert_complete_without_restart(client: mlflow.MlflowClient, children, epochs: int) -> None:
-    """Every child run FINISHED with its final metrics, every epoch logged exactly once,
-    none restarted: what a study that survived an outage shows."""
-    for child in children:
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
-        assert sorted(steps) == list(range(1, epochs + 1)), steps  # once each, none lost
-        assert child.info.status == "FINISHED" and "test/acc" in child.data.metrics
-        assert "study.resumed_at_epoch" not in child.data.tags  # never restarted
-
-
 # --- outages at every moment of a trial's life ------------------------------------------
-
-FOUR = [
-    *TINY,
-    "--set",
-    "model.filter={choice: [delta, binomial-3, binomial-5, binomial-7]}",
-    "--set",
-    "study.concurrent=1",
-]
-
-
-def wait_until(condition, seconds: float, what: str, driver=None, folder=None) -> None:
-    """Poll ``condition`` (an event: a run in MLflow, a line in the driver's output)
-    until it holds; fail naming ``what`` after ``seconds`` or when the driver exits."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if driver is not None and driver.poll() is not None:
-            log = (folder / "driver.log").read_text()[-3000:] if folder else ""
-            raise AssertionError(f"the driver exited before {what}:\n{log}")
-        assert time.monotonic() < deadline, f"no {what} in {seconds:.0f} s"
-        time.sleep(0.3)
 
 
 def started_trials(folder, name: str) -> int:
     """Trials Tune has started (each gets its folder as it starts)."""
     return len(list((folder / "ray_results" / name).glob("trial_*")))
-
-
-def assert_each_epoch_once(client, children, epochs: int) -> None:
-    for child in children:
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
-        assert sorted(steps) == list(range(1, epochs + 1)), steps
-        finals = client.get_metric_history(child.info.run_id, "test/acc")
-        assert len(finals) == 1, finals  # the final metrics once, not once per delivery
 
 
 def test_trials_that_start_while_mlflow_is_down_wait_and_complete(tmp_path):

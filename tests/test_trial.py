@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from runs import TRIAL_TINY
 
 from study.data.dataset import load_dataset
 from study.filters import design
@@ -23,22 +24,10 @@ from study.trial.documents import load_config
 from study.trial.run import CHECKPOINT, TrialFailed, run_trial
 
 QUICK = Path(__file__).parents[1] / "search_spaces" / "quick.yaml"
-TINY = [
-    "model.width=0.125",
-    "data.train_images=768",
-    "data.test_images=128",
-    "data.validation=96",
-    "train.epochs=3",
-    "train.lr=0.05",
-    "eval.images=64",
-    "eval.feature_images=2",
-    "eval.feature_shifts=2",
-    "device=cpu",
-]
 
 
 def tiny(*overrides: str):
-    return load_config(QUICK, [*TINY, *overrides])[0]
+    return load_config(QUICK, [*TRIAL_TINY, *overrides])[0]
 
 
 def study(*args: str) -> subprocess.CompletedProcess[str]:
@@ -79,7 +68,7 @@ def test_trial_trains_reports_and_writes_everything(tmp_path):
 def test_resume_after_the_process_is_killed_ends_identically(tmp_path):
     """Kill -9 a running `study trial` after its first checkpoint, run it again on the
     same folder, and compare with an uninterrupted run (equal to 1e-6 on the CPU)."""
-    args = [*TINY, "train.epochs=4", "data.train_images=1536"]
+    args = [*TRIAL_TINY, "train.epochs=4", "data.train_images=1536"]
     sets = [item for pair in (("--set", a) for a in args) for item in pair]
     killed = tmp_path / "killed"
     process = subprocess.Popen(

@@ -16,8 +16,8 @@ import optuna
 from finished_study import study_runs
 from optuna.storages.journal import JournalFileBackend
 from PIL import Image
+from runs import SMOKE, TINY, environment
 from servers import mlflow_server, study
-from test_service import SMOKE, TINY, environment
 
 CLASSES, TRAIN, TEST = ("circle", "square"), 80, 24
 

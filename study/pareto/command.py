@@ -1,10 +1,7 @@
 """``study pareto NAME [NAME ...]``: export studies' Pareto fronts from MLflow.
 
-Wiring (in ``study/cli.py``)::
-
-    from study.pareto import command as pareto_command
-    sub = command("pareto", "export studies' Pareto fronts from MLflow", pareto_command.main)
-    pareto_command.configure(sub)
+Wired into ``study`` as a row of :data:`study.cli.COMMANDS`: :func:`configure` adds the
+arguments, :func:`main` runs it.
 
 Every flag is checked before anything is read or written; a bad one prints one line,
 ``study pareto: error: <field>: <problem>``, and returns 2. Only ``argparse`` and the
