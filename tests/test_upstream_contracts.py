@@ -11,7 +11,14 @@ Optuna or Ray that moves them fails here, loudly, instead of in a study:
 * ``study.layers.modules`` and ``study.metrics.polyphase`` pad as ``nn.Conv2d`` does,
   through its ``_reversed_padding_repeated_twice``;
 * ``study.service.quiet`` silences named loggers of Ray, Tune and Optuna: a module that
-  moves would let its warning through again.
+  moves would let its warning through again;
+* ``study.service.storage.SnapshotCache`` subclasses Optuna's ``_CachedStorage`` and trims
+  its per-study records when pickled;
+* ``study.service.pruning.PruningSearcher`` drops a told trial from
+  ``OptunaSearch._ot_trials`` (else every experiment snapshot pickles the whole table);
+* ``study.convert.placement`` builds a ``GraphModule`` around a container's children by
+  copying ``nn.Module``'s registries (``_modules``, ``_parameters``, ``_buffers``,
+  ``_non_persistent_buffers_set``).
 """
 
 from __future__ import annotations
@@ -91,3 +98,31 @@ def test_optunas_storage_cache_keeps_what_the_snapshot_cache_trims(tmp_path):
         info = cache._studies[study._study_id]
     assert len(info.trials) == 2 and isinstance(info.unfinished_trial_ids, set)
     assert isinstance(info.last_finished_trial_id, int)
+
+
+def test_optuna_search_keeps_its_trials_in_a_dict_by_tune_trial_id():
+    """``PruningSearcher.on_trial_complete`` pops the told trial from this table."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = OptunaSearch(
+        space=lambda trial: {"x": trial.suggest_float("x", 0, 1)}, metric="y", mode="max"
+    )
+    search.suggest("t0")
+    assert isinstance(search._ot_trials, dict) and list(search._ot_trials) == ["t0"]
+    search.on_trial_complete("t0", result={"y": 0.5})
+    assert "t0" in search._ot_trials  # kept by Tune: what the service drops
+
+
+def test_modules_keep_their_children_parameters_and_buffers_in_registries():
+    """What ``study.convert.placement`` copies into the ``GraphModule`` it builds."""
+    import torch
+    from torch import nn
+
+    module = nn.BatchNorm2d(2)
+    module.register_buffer("extra", torch.zeros(1), persistent=False)
+    container = nn.Sequential(module)
+    assert container._modules["0"] is module
+    assert set(module._parameters) == {"weight", "bias"}
+    assert {"running_mean", "running_var", "extra"} <= set(module._buffers)
+    assert module._non_persistent_buffers_set == {"extra"}
