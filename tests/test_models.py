@@ -179,3 +179,11 @@ def test_circular_blurred_resnet_is_invariant_to_shifts_by_total_stride(filter):
             torch.testing.assert_close(shifted, logits, rtol=0, atol=1e-5, msg=str(shift))
         # sanity: a shift that is not a multiple of the stride does change the logits
         assert not torch.allclose(model(x.roll(1, dims=3)), logits, rtol=0, atol=1e-9)
+
+
+def test_the_torch_free_list_of_networks_is_the_registry():
+    """``study.models.names`` lets a config name a network without torch; it must list
+    exactly what ``study.models.networks`` registers."""
+    from study.models.names import BUILTIN_MODELS
+
+    assert sorted(BUILTIN_MODELS) == available_models()

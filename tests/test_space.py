@@ -253,3 +253,25 @@ def test_relative_dataset_paths_become_absolute(tmp_path, monkeypatch):
     space = SearchSpace.load(SPACES / "smoke.yaml", ["data.source={choice: [shapes, d.tgz]}"])
     assert space.raw["data"]["source"] == {"choice": ["shapes", str(tmp_path / "d.tgz")]}
     assert SearchSpace.load(SPACES / "smoke.yaml").raw["data"]["source"] == "shapes"
+
+
+@pytest.mark.parametrize("name", ["smoke", "quick", "cifar10-cpu", "paper-table1"])
+def test_a_space_is_read_and_validated_without_torch(name):
+    """Parsing and validating a space (every alternative once) imports no torch, Ray or
+    MLflow: a typo is reported in well under the seconds those take to import. (A space
+    with content-aware downsampling builds its networks on the meta device to check
+    that its groups divide every layer's channels: that one needs torch.)"""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from study.service.space import SearchSpace\n"
+        f"SearchSpace.load({str(SPACES / f'{name}.yaml')!r})\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'torch', 'torchvision', 'ray', 'mlflow'}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -64,13 +64,12 @@ def configure_report(report: argparse.ArgumentParser) -> None:
 
 def trial(args: argparse.Namespace) -> int:
     from study.data import describe_source
-    from study.data.dataset import BUILTIN
-    from study.data.sources import DOWNLOADABLE
+    from study.data.names import NAMED_SOURCES
     from study.trial.documents import load_config
     from study.trial.run import TrialFailed, resolve_device, run_trial
 
     config, _ = load_config(args.config, args.overrides)  # ConfigError: one line, exit 2
-    if config.data.source not in (BUILTIN, *DOWNLOADABLE):
+    if config.data.source not in NAMED_SOURCES:
         try:
             describe_source(Path(config.data.source).expanduser())
         except ValueError as error:
@@ -105,7 +104,7 @@ def trial(args: argparse.Namespace) -> int:
 
 def report(args: argparse.Namespace) -> int:
     from study.data import describe_source
-    from study.data.sources import DOWNLOADABLE
+    from study.data.names import DOWNLOADABLE
     from study.metrics import METHODS
     from study.trial.checkpoint import CheckpointError, load_checkpoint
     from study.trial.report import NOISE, ReportConfig, run_report

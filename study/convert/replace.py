@@ -22,8 +22,8 @@ from study.layers import (
     Padding,
     check_choice,
 )
+from study.layers.choices import FilterLike
 from study.layers.geometry import pair
-from study.layers.modules import FilterLike
 
 AvgPoolMode = Literal["replace", "dense"]
 StridedConv = Literal["after-activation", "after-conv"]

@@ -1,64 +1,40 @@
 """Datasets as uint8 tensors: CIFAR in torchvision's format and image-folder trees
-(:mod:`study.data.sources`), normalised for a network by :func:`to_float`."""
+(:mod:`study.data.sources`), normalised for a network by :func:`to_float`. The names
+of datasets a config may give are in :mod:`study.data.names` (no torch); the package
+imports its other members on first use."""
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import Any
 
-from study.data.augment import (
-    AUGMENTATIONS,
-    augment,
-    circular_offsets,
-    crop_at,
-    random_circular_shifts,
-    random_crop,
-    random_flip,
-    random_shift,
-    shift_at,
-)
-from study.data.sources import DataSourceError, cache_dir, describe_source, load_split
-from study.data.synthetic import pink_noise, shapes
+_EXPORTS = {
+    "AUGMENTATIONS": "study.data.names",
+    "CIFAR_MEAN": "study.data.normalize",
+    "CIFAR_STD": "study.data.normalize",
+    "DataSourceError": "study.data.sources",
+    "augment": "study.data.augment",
+    "cache_dir": "study.data.sources",
+    "circular_offsets": "study.data.augment",
+    "crop_at": "study.data.augment",
+    "describe_source": "study.data.sources",
+    "load_split": "study.data.sources",
+    "pink_noise": "study.data.synthetic",
+    "random_circular_shifts": "study.data.augment",
+    "random_crop": "study.data.augment",
+    "random_flip": "study.data.augment",
+    "random_shift": "study.data.augment",
+    "shapes": "study.data.synthetic",
+    "shift_at": "study.data.augment",
+    "to_float": "study.data.normalize",
+}
 
-# Per-channel statistics of the CIFAR-10 training set (0-1 pixel scale).
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
-
-
-def to_float(
-    images: Tensor, mean: tuple[float, ...] = CIFAR_MEAN, std: tuple[float, ...] = CIFAR_STD
-) -> Tensor:
-    """``(N, C, H, W)`` uint8 -> float32, scaled to [0, 1] and standardised per channel.
-
-    >>> to_float(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8), (0.5,) * 3, (0.5,) * 3)
-    tensor([[[[1.]],
-    <BLANKLINE>
-             [[1.]],
-    <BLANKLINE>
-             [[1.]]]])
-    """
-    scale = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
-    shift = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
-    return (images.float() / 255 - shift) / scale
+__all__ = sorted(_EXPORTS)
 
 
-__all__ = [
-    "AUGMENTATIONS",
-    "CIFAR_MEAN",
-    "CIFAR_STD",
-    "DataSourceError",
-    "augment",
-    "cache_dir",
-    "circular_offsets",
-    "crop_at",
-    "describe_source",
-    "load_split",
-    "pink_noise",
-    "random_circular_shifts",
-    "random_crop",
-    "random_flip",
-    "random_shift",
-    "shapes",
-    "shift_at",
-    "to_float",
-]
+def __getattr__(name: str) -> Any:
+    """The names above, imported from their module on first use."""
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'study.data' has no attribute {name!r}")

@@ -26,7 +26,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-AUGMENTATIONS = ("none", "flip", "crop", "shift", "flip+crop", "flip+shift")
+from study.data.names import AUGMENTATIONS
+
 CROP_MODES = ("zeros", "circular")
 
 

@@ -23,10 +23,9 @@ import torch
 from torch import Tensor
 
 from study.data import synthetic
+from study.data.names import BUILTIN
 from study.data.sources import cache_dir, load_split
 from study.data.synthetic import shapes
-
-BUILTIN = "shapes"
 
 
 @dataclass(frozen=True)

@@ -36,11 +36,12 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from study.data.names import DOWNLOADABLE
+
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _CIFAR_FOLDERS = {"cifar-10-batches-py": "cifar10", "cifar-100-python": "cifar100"}
-DOWNLOADABLE = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 
 
 class DataSourceError(ValueError):

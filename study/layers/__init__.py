@@ -1,180 +1,79 @@
 """Anti-aliased downsampling layers: functional forms, modules and a factory.
 
-Layer kinds are registered by name in :data:`LAYERS`; models ask :func:`create_aa` for
-one (timm's ``create_aa`` pattern), so a network can switch its downsampling by name.
+Layer kinds are registered by name in :data:`LAYERS`; :func:`create_aa` makes one by
+name (timm's pattern). What the layers' arguments may be is torch-free
+(:mod:`~study.layers.choices`, :mod:`~study.layers.geometry`,
+:class:`~study.layers.downsampling.Downsampling`); the package imports each member on
+first use, so validating a config imports no torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from typing import Any
 
-from torch import nn
-
-from study.layers.adaptive import (
-    CONTENT_AWARE_TYPES,
-    AdaptiveBlurConv2d,
-    AdaptiveBlurPool2d,
-    AvgAdaptiveBlurPool2d,
-    MaxAdaptiveBlurPool2d,
-    adaptive_blur_pool2d,
-)
-from study.layers.aps import (
-    APS_NORMS,
-    APS_TYPES,
-    APSConv2d,
-    APSPool2d,
-    AvgAPSPool2d,
-    MaxAPSPool2d,
-    aps_conv2d,
-    aps_downsample,
-    aps_pool2d,
-    avg_aps_pool2d,
-    max_aps_pool2d,
-)
-from study.layers.downsampling import (
-    DOWNSAMPLERS,
-    OWN_LOWPASS,
-    Downsampling,
-    describe_downsampling,
-    downsampling_label,
-)
-from study.layers.functional import (
-    PADDING_MODES,
-    Padding,
-    avg_blur_pool2d,
-    blur_pool2d,
-    max_blur_pool2d,
-    pad2d,
-)
-from study.layers.ideal import (
-    IDEAL_TYPES,
-    AvgIdealPool2d,
-    IdealConv2d,
-    IdealPool2d,
-    MaxIdealPool2d,
-    ideal_lowpass2d,
-    ideal_pool2d,
-)
-from study.layers.modules import (
-    BlurAvgPool2d,
-    BlurConv2d,
-    BlurPool2d,
-    CircularAvgPool2d,
-    CircularMaxPool2d,
-    FilterLike,
-    MaxBlurPool2d,
-    check_choice,
-)
-from study.layers.taps import FixedTaps, LearnableCutoff, LearnableTaps, make_taps
-
-__all__ = [
-    "APS_NORMS",
-    "APS_TYPES",
-    "BLUR_TYPES",
-    "CONTENT_AWARE_TYPES",
-    "DOWNSAMPLERS",
-    "IDEAL_TYPES",
-    "INPUT_DEPENDENT_TYPES",
-    "LAYERS",
-    "OWN_LOWPASS",
-    "PADDING_MODES",
-    "APSConv2d",
-    "APSPool2d",
-    "AdaptiveBlurConv2d",
-    "AdaptiveBlurPool2d",
-    "AvgAPSPool2d",
-    "AvgAdaptiveBlurPool2d",
-    "AvgIdealPool2d",
-    "BlurAvgPool2d",
-    "BlurConv2d",
-    "BlurPool2d",
-    "CircularAvgPool2d",
-    "CircularMaxPool2d",
-    "Downsampling",
-    "FixedTaps",
-    "IdealConv2d",
-    "IdealPool2d",
-    "LearnableCutoff",
-    "LearnableTaps",
-    "MaxAPSPool2d",
-    "MaxAdaptiveBlurPool2d",
-    "MaxBlurPool2d",
-    "MaxIdealPool2d",
-    "adaptive_blur_pool2d",
-    "aps_conv2d",
-    "aps_downsample",
-    "aps_pool2d",
-    "avg_aps_pool2d",
-    "avg_blur_pool2d",
-    "blur_layers",
-    "blur_pool2d",
-    "check_choice",
-    "create_aa",
-    "describe_downsampling",
-    "downsampling_label",
-    "filter_parameters",
-    "ideal_lowpass2d",
-    "ideal_pool2d",
-    "make_taps",
-    "max_aps_pool2d",
-    "max_blur_pool2d",
-    "pad2d",
-]
-
-LAYERS: dict[str, Callable[..., nn.Module]] = {
-    "blurpool": BlurPool2d,
-    "maxblurpool": MaxBlurPool2d,
-    "avgblurpool": BlurAvgPool2d,
-    "apspool": APSPool2d,
-    "maxapspool": MaxAPSPool2d,
-    "avgapspool": AvgAPSPool2d,
+_EXPORTS = {
+    "APSConv2d": "study.layers.aps",
+    "APSPool2d": "study.layers.aps",
+    "APS_NORMS": "study.layers.choices",
+    "APS_TYPES": "study.layers.aps",
+    "AdaptiveBlurConv2d": "study.layers.adaptive",
+    "AdaptiveBlurPool2d": "study.layers.adaptive",
+    "AvgAPSPool2d": "study.layers.aps",
+    "AvgAdaptiveBlurPool2d": "study.layers.adaptive",
+    "AvgIdealPool2d": "study.layers.ideal",
+    "BLUR_TYPES": "study.layers.registry",
+    "BlurAvgPool2d": "study.layers.modules",
+    "BlurConv2d": "study.layers.modules",
+    "BlurPool2d": "study.layers.modules",
+    "CONTENT_AWARE_TYPES": "study.layers.adaptive",
+    "CircularAvgPool2d": "study.layers.modules",
+    "CircularMaxPool2d": "study.layers.modules",
+    "DOWNSAMPLERS": "study.layers.choices",
+    "Downsampling": "study.layers.downsampling",
+    "FilterLike": "study.layers.choices",
+    "FixedTaps": "study.layers.taps",
+    "IDEAL_TYPES": "study.layers.ideal",
+    "INPUT_DEPENDENT_TYPES": "study.layers.registry",
+    "IdealConv2d": "study.layers.ideal",
+    "IdealPool2d": "study.layers.ideal",
+    "LAYERS": "study.layers.registry",
+    "LearnableCutoff": "study.layers.taps",
+    "LearnableTaps": "study.layers.taps",
+    "MaxAPSPool2d": "study.layers.aps",
+    "MaxAdaptiveBlurPool2d": "study.layers.adaptive",
+    "MaxBlurPool2d": "study.layers.modules",
+    "MaxIdealPool2d": "study.layers.ideal",
+    "OWN_LOWPASS": "study.layers.choices",
+    "PADDING_MODES": "study.layers.choices",
+    "Padding": "study.layers.choices",
+    "adaptive_blur_pool2d": "study.layers.adaptive",
+    "aps_conv2d": "study.layers.aps",
+    "aps_downsample": "study.layers.aps",
+    "aps_pool2d": "study.layers.aps",
+    "avg_aps_pool2d": "study.layers.aps",
+    "avg_blur_pool2d": "study.layers.functional",
+    "blur_layers": "study.layers.registry",
+    "blur_pool2d": "study.layers.functional",
+    "check_choice": "study.layers.choices",
+    "create_aa": "study.layers.registry",
+    "describe_downsampling": "study.layers.downsampling",
+    "downsampling_label": "study.layers.downsampling",
+    "filter_parameters": "study.layers.registry",
+    "ideal_lowpass2d": "study.layers.ideal",
+    "ideal_pool2d": "study.layers.ideal",
+    "make_taps": "study.layers.taps",
+    "max_aps_pool2d": "study.layers.aps",
+    "max_blur_pool2d": "study.layers.functional",
+    "pad2d": "study.layers.functional",
 }
-"""Blur layer kinds by name; each takes ``(channels, filter, stride=..., padding=...)``
-(the ``aps`` kinds also ``norm=...``, see :mod:`study.layers.aps`). The ideal and
-content-aware layers take their own arguments instead of a filter: make them with
-:class:`Downsampling`."""
 
-BLUR_TYPES = (BlurPool2d, MaxBlurPool2d, BlurAvgPool2d)
-"""The blur layers; the APS, ideal and content-aware layers subclass them, so they count
-too."""
-
-INPUT_DEPENDENT_TYPES = (*APS_TYPES, *CONTENT_AWARE_TYPES)
-"""Layers whose subsampling depends on the input (the phase, the kernels): shifts do
-not commute with them as with a fixed filter and a fixed phase."""
+__all__ = sorted(_EXPORTS)
 
 
-def create_aa(
-    kind: str,
-    channels: int,
-    filter: FilterLike = "binomial-5",
-    stride: int = 2,
-    padding: Padding = "circular",
-    **kwargs,
-) -> nn.Module:
-    """A blur layer of a registered ``kind`` (see :data:`LAYERS`).
+def __getattr__(name: str) -> Any:
+    """The names above, imported from their module on first use."""
+    if name in _EXPORTS:
+        import importlib
 
-    >>> create_aa("maxblurpool", 64, "binomial-3")
-    MaxBlurPool2d(
-      64, filter=binomial-3, stride=2, padding=circular, kernel_size=2, order=pool-blur
-      (lowpass): FixedTaps(binomial-3)
-    )
-    """
-    check_choice("layer kind", kind, tuple(LAYERS))
-    return LAYERS[kind](channels, filter, stride=stride, padding=padding, **kwargs)
-
-
-def blur_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """``(name, module)`` of every blur in ``model``: the blur layers and the blurs
-    inside :class:`BlurConv2d`."""
-    for name, module in model.named_modules():
-        if isinstance(module, BLUR_TYPES):
-            yield name, module
-
-
-def filter_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
-    """The trainable filter parameters (learnable taps and cutoffs), to give them their
-    own optimiser group (learning rate, no weight decay)."""
-    for name, module in model.named_modules():
-        if isinstance(module, LearnableTaps | LearnableCutoff):
-            for parameter_name, parameter in module.named_parameters():
-                yield f"{name}.{parameter_name}" if name else parameter_name, parameter
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'study.layers' has no attribute {name!r}")

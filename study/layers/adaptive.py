@@ -48,7 +48,8 @@ import torch  # noqa: F401 (the doctests use it)
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from study.layers.functional import Padding, _round, pad2d
+from study.layers.choices import Padding, check_groups, check_kernel_taps
+from study.layers.functional import _round, pad2d
 from study.layers.geometry import Rounding, pair
 from study.layers.modules import (
     BlurAvgPool2d,
@@ -69,28 +70,6 @@ __all__ = [
     "check_groups",
     "check_kernel_taps",
 ]
-
-MAX_TAPS = 9
-
-
-def check_kernel_taps(taps: Any, name: str = "taps") -> int:
-    """``taps`` if it is an odd whole number in ``[3, 9]``, else a one-line ``ValueError``."""
-    whole = isinstance(taps, int) and not isinstance(taps, bool)
-    if not whole or not 3 <= taps <= MAX_TAPS or taps % 2 == 0:
-        raise ValueError(f"{name}: expected an odd whole number in [3, {MAX_TAPS}], got {taps!r}")
-    return taps
-
-
-def check_groups(groups: Any, channels: int | None = None, name: str = "groups") -> int:
-    """``groups`` if it is a whole number >= 1 that divides ``channels`` (when known)."""
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"{name}: expected a whole number >= 1, got {groups!r}")
-    if channels is not None and channels % groups:
-        raise ValueError(
-            f"{name}: {groups} does not divide the {channels} channels of the layer; "
-            "use a divisor of every downsampled layer's channel count"
-        )
-    return groups
 
 
 def adaptive_blur_pool2d(

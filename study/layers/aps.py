@@ -58,35 +58,17 @@ tensor([[[[2., 1., 3.]]]])
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from study.layers import fastpath
-from study.layers.functional import (
-    Order,
-    Padding,
-    Rounding,
-    avg_blur_pool2d,
-    blur_pool2d,
-    max_blur_pool2d,
-    pad2d,
-)
+from study.layers.choices import APS_NORMS, FilterLike, Norm, Order, Padding, check_choice
+from study.layers.functional import Rounding, avg_blur_pool2d, blur_pool2d, max_blur_pool2d, pad2d
 from study.layers.geometry import output_size, pair
-from study.layers.modules import (
-    BlurAvgPool2d,
-    BlurConv2d,
-    BlurPool2d,
-    DensePoolThen,
-    FilterLike,
-    MaxBlurPool2d,
-    check_choice,
-)
-
-Norm = Literal["l2", "l1", "linf"]
-APS_NORMS: tuple[str, ...] = ("l2", "l1", "linf")
+from study.layers.modules import BlurAvgPool2d, BlurConv2d, BlurPool2d, DensePoolThen, MaxBlurPool2d
 
 __all__ = [
     "APS_NORMS",

@@ -12,7 +12,8 @@ The operators (``kind``), each a search dimension of a study:
   bin on the cutoff weighted by ``edge`` (:mod:`study.layers.ideal`).
 
 ``adaptive`` and ``ideal`` bring their own low-pass, so their ``filter`` must be
-``delta``. Each operator has a canonical string, as the filters do:
+``delta``. Each operator has a canonical string, as the filters do. This module imports no torch
+until a layer is made (validating a config does not need it):
 
 >>> str(Downsampling("aps", "binomial-3")), str(Downsampling("ideal", cutoff=0.5))
 ('aps(norm=l2, filter=binomial-3)', 'ideal(cutoff=0.5)')
@@ -28,48 +29,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from study.filters import FilterSpec, parse
 from study.labels import downsampling_label, ideal_label
-from study.layers.adaptive import (
-    AdaptiveBlurConv2d,
-    AdaptiveBlurPool2d,
-    AvgAdaptiveBlurPool2d,
-    MaxAdaptiveBlurPool2d,
+from study.layers.choices import (
+    APS_NORMS,
+    DOWNSAMPLERS,
+    OWN_LOWPASS,
+    FilterLike,
+    Padding,
+    check_choice,
+    check_cutoff,
+    check_edge,
     check_groups,
     check_kernel_taps,
 )
-from study.layers.aps import (
-    APS_NORMS,
-    APSConv2d,
-    APSPool2d,
-    AvgAPSPool2d,
-    MaxAPSPool2d,
-)
-from study.layers.functional import Padding
 from study.layers.geometry import Rounding
-from study.layers.ideal import (
-    AvgIdealPool2d,
-    IdealConv2d,
-    IdealPool2d,
-    MaxIdealPool2d,
-    check_cutoff,
-    check_edge,
-)
-from study.layers.modules import (
-    BlurAvgPool2d,
-    BlurConv2d,
-    BlurPool2d,
-    FilterLike,
-    MaxBlurPool2d,
-    check_choice,
-)
 
-DOWNSAMPLERS: tuple[str, ...] = ("blur", "aps", "adaptive", "ideal")
-OWN_LOWPASS: tuple[str, ...] = ("adaptive", "ideal")
+if TYPE_CHECKING:
+    from torch import nn
+
+    from study.layers.modules import BlurConv2d
+
 #: The name of each :class:`Downsampling` field where models and configs take it as a
 #: keyword (:func:`study.models.build`, :func:`study.convert.antialias`, ``model.*``).
 FIELD_NAMES: dict[str, str] = {
@@ -178,6 +160,11 @@ class Downsampling:
         rounding: Rounding = "ceil",
     ) -> nn.Module:
         """Low-pass and subsample (a blur-pool, or what replaces it)."""
+        from study.layers.adaptive import AdaptiveBlurPool2d
+        from study.layers.aps import APSPool2d
+        from study.layers.ideal import IdealPool2d
+        from study.layers.modules import BlurPool2d
+
         if self.kind == "aps":
             return APSPool2d(channels, self.spec, stride, padding, rounding, norm=self.norm)
         if self.kind == "adaptive":
@@ -197,6 +184,11 @@ class Downsampling:
     ) -> nn.Module:
         """A ``max`` or ``avg`` pool evaluated densely, then this operator (eq. 3's
         MaxBlurPool and its kin)."""
+        from study.layers.adaptive import AvgAdaptiveBlurPool2d, MaxAdaptiveBlurPool2d
+        from study.layers.aps import AvgAPSPool2d, MaxAPSPool2d
+        from study.layers.ideal import AvgIdealPool2d, MaxIdealPool2d
+        from study.layers.modules import BlurAvgPool2d, MaxBlurPool2d
+
         check_choice("pool", kind, ("max", "avg"))
         geometry = (kernel_size, stride, padding)
         if self.kind == "aps":
@@ -214,6 +206,11 @@ class Downsampling:
     def conv(self, conv: nn.Conv2d, padding: Padding | None = None) -> BlurConv2d:
         """``conv`` (strided) as a convolution at stride 1 followed by this operator,
         sharing its parameter tensors."""
+        from study.layers.adaptive import AdaptiveBlurConv2d
+        from study.layers.aps import APSConv2d
+        from study.layers.ideal import IdealConv2d
+        from study.layers.modules import BlurConv2d
+
         if self.kind == "aps":
             return APSConv2d.from_conv(conv, self.spec, padding, self.norm)
         if self.kind == "adaptive":

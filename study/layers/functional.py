@@ -18,19 +18,13 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from study.layers import fastpath
+from study.layers.choices import ORDERS, Order, Padding
 from study.layers.geometry import Rounding, check_rounding, pair
-
-Padding = Literal["circular", "reflect", "replicate", "zeros"]
-Order = Literal["pool-blur", "blur-pool"]
-PADDING_MODES: tuple[str, ...] = ("circular", "reflect", "replicate", "zeros")
-ORDERS: tuple[str, ...] = ("pool-blur", "blur-pool")
 
 
 def pad2d(x: Tensor, pad: tuple[int, int, int, int], mode: Padding, value: float = 0.0) -> Tensor:

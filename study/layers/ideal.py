@@ -46,13 +46,13 @@ tensor([ 0.5000,  0.0000, -0.5000,  0.0000,  0.5000,  0.0000, -0.5000,  0.0000])
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from study.layers.functional import Padding, blur_pool2d
+from study.layers.choices import EDGES, Padding, check_cutoff, check_edge
+from study.layers.functional import blur_pool2d
 from study.layers.geometry import Rounding
 from study.layers.modules import (
     BlurAvgPool2d,
@@ -77,27 +77,9 @@ __all__ = [
     "stride_cutoffs",
 ]
 
-EDGES: tuple[str, ...] = ("zero", "half")
-"""The weight of a frequency bin exactly on the cutoff: 0 (the reference's) or 1/2."""
 Cutoff = float | tuple[float, float]
 
 _DELTA = torch.ones(1)
-
-
-def check_cutoff(cutoff: Any, name: str = "cutoff") -> float:
-    """``cutoff`` as a float in ``(0, 1]``, else a one-line ``ValueError``."""
-    if isinstance(cutoff, bool) or not isinstance(cutoff, int | float):
-        raise ValueError(f"{name}: expected a number in (0, 1], got {cutoff!r}")
-    if not (math.isfinite(cutoff) and 0 < cutoff <= 1):
-        raise ValueError(f"{name}: expected a number in (0, 1], got {cutoff!r}")
-    return float(cutoff)
-
-
-def check_edge(edge: Any, name: str = "edge") -> str:
-    """``edge`` if it is one of :data:`EDGES`, else a one-line ``ValueError``."""
-    if edge not in EDGES:
-        raise ValueError(f"{name}: expected one of {', '.join(EDGES)}, got {edge!r}")
-    return edge
 
 
 def _pair_of(cutoff: Cutoff, name: str = "cutoff") -> tuple[float, float]:

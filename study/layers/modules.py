@@ -9,29 +9,12 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from study.filters import FilterSpec, parse
+from study.filters import parse
 from study.layers import fastpath
-from study.layers.functional import (
-    ORDERS,
-    PADDING_MODES,
-    Order,
-    Padding,
-    avg_blur_pool2d,
-    blur_pool2d,
-    max_blur_pool2d,
-    pad2d,
-)
+from study.layers.choices import ORDERS, PADDING_MODES, FilterLike, Order, Padding, check_choice
+from study.layers.functional import avg_blur_pool2d, blur_pool2d, max_blur_pool2d, pad2d
 from study.layers.geometry import ROUNDINGS, Rounding
 from study.layers.taps import make_taps
-
-FilterLike = str | dict[str, Any] | FilterSpec
-
-
-def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
-    """``value`` if it is one of ``allowed``, else a one-line ``ValueError``."""
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
 
 
 class _Blur(nn.Module):

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 _EXPORTS = {
-    "METHODS": "study.metrics.probabilities",
+    "METHODS": "study.metrics.names",
     "PolyphaseError": "study.metrics.polyphase",
     "accuracy": "study.metrics.scores",
     "accuracy_by_shift": "study.metrics.scores",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+METHODS: tuple[str, ...] = ("auto", "naive", "polyphase")
+"""How all-shift probabilities are computed (:func:`study.metrics.shift_probabilities`)."""
 FAMILIES: tuple[str, ...] = ("circular", "crop", "subpixel")
 """The shift families, in the order metrics and tables list them."""
 SCORES: tuple[str, ...] = ("consistency", "acc_worst", "acc_mean")

@@ -7,12 +7,11 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from study.metrics.names import METHODS
 from study.metrics.polyphase import PolyphaseError, polyphase_shift_probabilities
 from study.metrics.shifts import naive_shift_probabilities
 
 logger = logging.getLogger(__name__)
-
-METHODS = ("auto", "naive", "polyphase")
 
 
 def shift_probabilities(

@@ -182,11 +182,11 @@ def check_local_data(space: SearchSpace) -> None:
     """Every dataset path the space names exists here and is a dataset (trials on a
     local Ray instance read it from this machine; a cluster's nodes may have their own
     copy, so this is checked only without one)."""
-    from study.data.dataset import BUILTIN
-    from study.data.sources import DOWNLOADABLE, describe_source
+    from study.data.names import NAMED_SOURCES
+    from study.data.sources import describe_source
 
     for source in sorted(space.data_sources()):
-        if source in (BUILTIN, *DOWNLOADABLE):
+        if source in NAMED_SOURCES:
             continue
         try:
             describe_source(Path(source).expanduser())

@@ -377,8 +377,7 @@ def _absolute_data_paths(raw: dict[str, Any]) -> None:
     """A relative dataset path in ``data.source`` (or in its choices) made absolute
     against the folder ``study`` runs in: trials run in folders of their own, often on
     other machines, where a relative path would name nothing."""
-    from study.data.dataset import BUILTIN
-    from study.data.sources import DOWNLOADABLE
+    from study.data.names import NAMED_SOURCES
     from study.paths import default_root
 
     data = raw.get("data")
@@ -386,7 +385,7 @@ def _absolute_data_paths(raw: dict[str, Any]) -> None:
         return
 
     def absolute(value: Any) -> Any:
-        if not isinstance(value, str) or value in (BUILTIN, *DOWNLOADABLE):
+        if not isinstance(value, str) or value in NAMED_SOURCES:
             return value
         path = Path(value).expanduser()
         return value if path.is_absolute() else str((default_root() / path).resolve())

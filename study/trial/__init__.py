@@ -5,17 +5,29 @@
 inside a study.
 """
 
-from study.trial.config import ConfigError, TrialConfig
-from study.trial.documents import load_config
-from study.trial.run import CHECKPOINT, FINAL_METRICS, TrialFailed, resolve_device, run_trial
+from __future__ import annotations
 
-__all__ = [
-    "CHECKPOINT",
-    "FINAL_METRICS",
-    "ConfigError",
-    "TrialConfig",
-    "TrialFailed",
-    "load_config",
-    "resolve_device",
-    "run_trial",
-]
+from typing import Any
+
+_EXPORTS = {
+    "CHECKPOINT": "study.trial.run",
+    "FINAL_METRICS": "study.trial.run",
+    "ConfigError": "study.trial.config",
+    "TrialConfig": "study.trial.config",
+    "TrialFailed": "study.trial.run",
+    "load_config": "study.trial.documents",
+    "resolve_device": "study.trial.run",
+    "run_trial": "study.trial.run",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """The names above, imported on first use: a config is read and validated
+    (:mod:`~study.trial.config`) without importing torch."""
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'study.trial' has no attribute {name!r}")

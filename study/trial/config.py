@@ -37,47 +37,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
+from study.data.names import AUGMENTATIONS, IMAGE_SIZES
 from study.filters import FilterSpecError, parse
-from study.layers import APS_NORMS, DOWNSAMPLERS, PADDING_MODES, Downsampling
-from study.layers.downsampling import FIELD_NAMES
-from study.metrics.names import DEFAULT_MARGIN, DEFAULT_STEPS, FAMILIES
-from study.models import MODELS, available_models, build
+from study.layers.choices import APS_NORMS, DOWNSAMPLERS, PADDING_MODES
+from study.layers.downsampling import FIELD_NAMES, Downsampling
+from study.metrics.names import DEFAULT_MARGIN, DEFAULT_STEPS, FAMILIES, METHODS
+from study.models.names import BUILTIN_MODELS
 
 #: Receives each epoch's metrics row, then the final one (``done`` True): Tune's report.
 Report = Callable[[dict[str, Any]], None]
 
 
 SEARCH_KEYS = ("choice", "uniform", "loguniform", "int")
-
-
-AUGMENTATIONS = ("none", "flip", "crop", "shift", "flip+crop", "flip+shift")
-
-
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
-
-
-METHODS = ("auto", "naive", "polyphase")
-
-
 VAL_METHODS = ("sampled", "exact")
-
-
 FIGURES = ("all", "essential", "none")
-
-
-BUILTIN_SOURCES = ("shapes",)
-
-
-#: Image sizes known before any data is read (a dataset path's are checked when a trial
-#: reads it).
-KNOWN_IMAGE_SIZES = {"shapes": 32, "cifar10": 32, "cifar100": 32}
-
-
 MAX_CROP_MARGIN = 512
-
-
 MAX_SUBPIXEL_STEPS = 64
 
 
@@ -125,8 +100,11 @@ class ModelConfig:
     ideal_edge: str = "zero"
 
     def check(self, at: str) -> None:
-        if self.name not in MODELS:
-            _fail(f"{at}.name", repr(self.name), available_models())
+        if self.name not in BUILTIN_MODELS:  # a network a user registered, or none
+            from study.models import MODELS, available_models
+
+            if self.name not in MODELS:
+                _fail(f"{at}.name", repr(self.name), available_models())
         _range(f"{at}.width", self.width, 0, 16, low_open=True)
         if self.padding not in PADDING_MODES:
             _fail(f"{at}.padding", repr(self.padding), PADDING_MODES)
@@ -137,6 +115,10 @@ class ModelConfig:
         try:
             self.operator()
             if self.downsample == "adaptive":  # do the groups divide every layer's channels?
+                import torch
+
+                from study.models import build
+
                 with torch.device("meta"):
                     build(**self.build_args(10))
         except ValueError as error:
@@ -342,7 +324,7 @@ class TrialConfig:
 
     def check(self, at: str = "") -> None:
         _range("seed", self.seed, 0, 2**63 - 1)
-        size = KNOWN_IMAGE_SIZES.get(self.data.source)
+        size = IMAGE_SIZES.get(self.data.source)
         if size is not None:
             check_crop_margin(self.eval.crop_margin, (size, size))
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):

@@ -47,7 +47,7 @@ from study.layers import (
     Padding,
     check_choice,
 )
-from study.layers.modules import FilterLike
+from study.layers.choices import FilterLike
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
