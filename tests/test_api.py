@@ -7,17 +7,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import optuna
 import pytest
+from runs import SMOKE
 from servers import study
 
 from study.service.space import SearchSpace
 from study.trial.config import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "search_spaces" / "smoke.yaml"
 TINY = [
     "data.train_images=128",
     "data.test_images=32",

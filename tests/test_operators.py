@@ -384,3 +384,20 @@ def test_ideal_pools_padding_other_than_circular_are_not_evaluated_by_phases():
     model = nn.Sequential(MaxIdealPool2d(2, padding="zeros"), nn.Flatten())
     assert structural_blockers(model) == ["0: dense pool pads with zeros, not circular"]
     assert not structural_blockers(nn.Sequential(MaxIdealPool2d(2), nn.Flatten()))
+
+
+def test_antialias_takes_a_whole_downsampling_as_the_flat_arguments_make_it():
+    """One ``Downsampling`` value, passed whole, converts a model as its fields given one
+    by one do; given both ways at once, it is refused in one line."""
+    import pytest
+    import torchvision
+
+    from study.layers import Downsampling
+
+    whole = antialias(torchvision.models.resnet18(), Downsampling("aps", "binomial-3"), log=False)
+    flat = antialias(torchvision.models.resnet18(), "binomial-3", downsample="aps", log=False)
+    kinds = [(n, type(m).__name__) for n, m in whole.named_modules()]
+    assert kinds == [(n, type(m).__name__) for n, m in flat.named_modules()]
+    assert any(kind == "APSPool2d" for _, kind in kinds)
+    with pytest.raises(ValueError, match=r"^downsample: given beside a whole Downsampling"):
+        antialias(torchvision.models.resnet18(), Downsampling("aps"), downsample="ideal")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 from torch import nn
 
@@ -32,7 +32,26 @@ STRIDED_CONV: tuple[str, ...] = ("after-activation", "after-conv")
 
 def antialias(
     model: nn.Module,
-    filter: FilterLike = "binomial-5",
+    filter: FilterLike | Downsampling = "binomial-5",
+    padding: Padding | None = None,
+    *,
+    log: bool = True,
+    **options: Any,
+) -> nn.Module:
+    """Blur every downsampling layer of ``model`` in place, and return it.
+
+    ``filter``, ``padding`` and ``options`` are :func:`convert_downsampling`'s; ``log``:
+    log the report of what changed at INFO level. A :class:`NothingConvertedWarning` is
+    raised as a warning when nothing was replaced.
+    """
+    report = convert_downsampling(model, filter, padding, **options)
+    announce(report, "antialias", log)
+    return model
+
+
+def convert_downsampling(
+    model: nn.Module,
+    filter: FilterLike | Downsampling = "binomial-5",
     padding: Padding | None = None,
     *,
     strided_conv: StridedConv = "after-activation",
@@ -45,12 +64,14 @@ def antialias(
     adaptive_groups: int = 2,
     ideal_cutoff: float | None = None,
     ideal_edge: str = "zero",
-    log: bool = True,
-) -> nn.Module:
-    """Blur every downsampling layer of ``model`` in place, and return it.
+) -> ConversionReport:
+    """Convert every strided pool and convolution of ``model`` in place (what
+    :func:`antialias` does) and report what changed.
 
     Args:
-        filter: any :mod:`study.filters` spec; learnable specs give each layer its own taps.
+        filter: any :mod:`study.filters` spec (learnable specs give each layer its own
+            taps), or a whole :class:`~study.layers.Downsampling` (then ``downsample``
+            and its parameters are not given).
         padding: the blurs' padding mode; ``None`` picks ``circular`` when every padded
             convolution of the model is circular (the paper's testbed), else ``reflect``
             (antialiased-cnns' default).
@@ -74,51 +95,17 @@ def antialias(
             ``ideal_cutoff`` x Nyquist, default ``1/stride``, the bin on the cutoff
             weighted by ``ideal_edge``: ``"zero"`` or ``"half"``); the last two need
             ``filter="delta"``.
-        log: log the report at INFO level.
-
-    The report of what changed is :func:`convert_downsampling`'s; a
-    :class:`NothingConvertedWarning` is raised as a warning when nothing was replaced.
     """
-    report = convert_downsampling(
-        model,
-        filter,
-        padding,
-        strided_conv=strided_conv,
-        keep_stem=keep_stem,
-        avgpool=avgpool,
-        exclude=exclude,
-        downsample=downsample,
-        aps_norm=aps_norm,
-        adaptive_taps=adaptive_taps,
-        adaptive_groups=adaptive_groups,
-        ideal_cutoff=ideal_cutoff,
-        ideal_edge=ideal_edge,
-    )
-    announce(report, "antialias", log)
-    return model
-
-
-def convert_downsampling(
-    model: nn.Module,
-    filter: FilterLike = "binomial-5",
-    padding: Padding | None = None,
-    *,
-    strided_conv: StridedConv = "after-activation",
-    keep_stem: bool = False,
-    avgpool: AvgPoolMode = "replace",
-    exclude: Iterable[str] = (),
-    downsample: str = "blur",
-    aps_norm: str = "l2",
-    adaptive_taps: int = 3,
-    adaptive_groups: int = 2,
-    ideal_cutoff: float | None = None,
-    ideal_edge: str = "zero",
-) -> ConversionReport:
-    """:func:`antialias`'s work, returning the :class:`ConversionReport`."""
-    check_choice("aps_norm", aps_norm, APS_NORMS)
-    operator = Downsampling(
-        downsample, filter, aps_norm, adaptive_taps, adaptive_groups, ideal_cutoff, ideal_edge
-    )
+    if isinstance(filter, Downsampling):
+        flat = (downsample, aps_norm, adaptive_taps, adaptive_groups, ideal_cutoff, ideal_edge)
+        if flat != ("blur", "l2", 3, 2, None, "zero"):
+            raise ValueError("downsample: given beside a whole Downsampling; pass one or the other")
+        operator = filter
+    else:
+        check_choice("aps_norm", aps_norm, APS_NORMS)
+        operator = Downsampling(
+            downsample, filter, aps_norm, adaptive_taps, adaptive_groups, ideal_cutoff, ideal_edge
+        )
     check_choice("avgpool", avgpool, ("replace", "dense"))
     check_choice("strided_conv", strided_conv, STRIDED_CONV)
     if not isinstance(keep_stem, bool):

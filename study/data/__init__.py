@@ -5,7 +5,7 @@ imports its other members on first use."""
 
 from __future__ import annotations
 
-from typing import Any
+from study.lazy import lazy_members
 
 _EXPORTS = {
     "AUGMENTATIONS": "study.data.names",
@@ -28,13 +28,4 @@ _EXPORTS = {
     "to_float": "study.data.normalize",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    """The names above, imported from their module on first use."""
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'study.data' has no attribute {name!r}")
+__getattr__, __all__ = lazy_members(__name__, _EXPORTS)

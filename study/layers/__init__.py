@@ -9,7 +9,7 @@ first use, so validating a config imports no torch.
 
 from __future__ import annotations
 
-from typing import Any
+from study.lazy import lazy_members
 
 _EXPORTS = {
     "APSConv2d": "study.layers.aps",
@@ -67,13 +67,4 @@ _EXPORTS = {
     "pad2d": "study.layers.functional",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    """The names above, imported from their module on first use."""
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'study.layers' has no attribute {name!r}")
+__getattr__, __all__ = lazy_members(__name__, _EXPORTS)

@@ -14,7 +14,7 @@ Modules, in the order data flows: ``shifts`` (eq. 4, naive all-shift pass) ->
 
 from __future__ import annotations
 
-from typing import Any
+from study.lazy import lazy_members
 
 _EXPORTS = {
     "METHODS": "study.metrics.names",
@@ -43,14 +43,4 @@ _EXPORTS = {
     "variation": "study.metrics.scores",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    """The names above, imported on first use: ``study.metrics.names`` (what metrics are
-    called) stays light for readers that need no torch."""
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'study.metrics' has no attribute {name!r}")
+__getattr__, __all__ = lazy_members(__name__, _EXPORTS)

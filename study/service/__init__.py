@@ -10,7 +10,7 @@ module; the function is ``study.service.plan.plan``.
 
 from __future__ import annotations
 
-from typing import Any
+from study.lazy import lazy_members
 
 _EXPORTS = {
     "SearchSpace": "study.service.space",
@@ -20,12 +20,4 @@ _EXPORTS = {
     "run_study": "study.service.runner",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'study.service' has no attribute {name!r}")
+__getattr__, __all__ = lazy_members(__name__, _EXPORTS)

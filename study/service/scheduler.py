@@ -244,18 +244,7 @@ class MultiObjectiveASHA(LiveFIFOScheduler):
             self._eta,
             margins=self._margins(population, values),
         )
-        decision = RungDecision(
-            trial_id=trial_id,
-            rung=rung,
-            bracket=bracket,
-            values=tuple(float(v) for v in values),
-            rank=outcome.rank,
-            front=outcome.front,
-            population=outcome.population,
-            quota=outcome.quota,
-            kept=outcome.kept,
-            surely_better=outcome.surely_better,
-        )
+        decision = RungDecision(trial_id, rung, bracket, tuple(float(v) for v in values), *outcome)
         self._record(decision)
         logger.info(decision.describe(list(self._metrics)))
         return decision

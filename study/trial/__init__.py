@@ -7,7 +7,7 @@ inside a study.
 
 from __future__ import annotations
 
-from typing import Any
+from study.lazy import lazy_members
 
 _EXPORTS = {
     "CHECKPOINT": "study.trial.run",
@@ -20,14 +20,4 @@ _EXPORTS = {
     "run_trial": "study.trial.run",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    """The names above, imported on first use: a config is read and validated
-    (:mod:`~study.trial.config`) without importing torch."""
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'study.trial' has no attribute {name!r}")
+__getattr__, __all__ = lazy_members(__name__, _EXPORTS)
