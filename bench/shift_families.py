@@ -1,6 +1,6 @@
 """What the shift families add to a trial's test-time evaluation.
 
-A trial's final evaluation (:func:`study.metrics.evaluate`, as ``_Training.finish``
+A trial's final evaluation (:func:`study.metrics.evaluate`, as ``Training.finish``
 calls it) is timed with the circular family only (today's: every circular shift by
 polyphase, Fig. 4's maps on 8 images) and, on the same images in the same run, each
 extra family at several grid sizes (``crop`` margins, ``subpixel`` steps). Printed per

@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,9 @@ from study.trial.checkpoint import (
     save_checkpoint,
 )
 from study.trial.config import ConfigError, Report, TrialConfig, check_crop_margin
+
+if TYPE_CHECKING:
+    from study.trial.simulated import SimulatedTraining
 
 #: Receives the trained network (eval mode) and an input example ``(1, C, H, W)``.
 KeepModel = Callable[[torch.nn.Module, torch.Tensor], None]
@@ -112,52 +115,56 @@ def run_trial(
     service logs the model to MLflow). Raises :class:`TrialFailed` when the loss stops
     being finite.
     """
-    if config.simulate.enabled:
-        from study.trial.simulated import simulate_trial
+    started = time.perf_counter()
+    out = Path(out) if out is not None else None
+    trainer = _trainer(config, dataset, threads, progress)
+    if out is not None and (out / CHECKPOINT).is_file():
+        trainer.resume(out / CHECKPOINT)
+    training = time.perf_counter()
+    trainer.seconds["setup"] = training - started
+    epochs = range(trainer.epoch, config.train.epochs)
+    bar = tqdm(epochs, desc="epochs", unit="epoch", disable=None if progress else True)
+    for epoch in bar:
+        row = trainer.train_epoch(epoch)
+        trainer.history.append(row)
+        if out is not None:
+            saving = time.perf_counter()
+            trainer.save(out / CHECKPOINT)
+            trainer.seconds["checkpoint"] = trainer.seconds.get("checkpoint", 0.0) + (
+                time.perf_counter() - saving
+            )
+        if progress:
+            bar.write(trainer.epoch_line(row))
+        if report is not None:
+            report({**row, "done": False})
+    final = trainer.finish(out)
+    final["seconds_this_run"] = time.perf_counter() - training
+    final["threads"] = trainer.used_threads()  # measured: what training really used
+    if keep_model is not None and (kept := trainer.trained_model()) is not None:
+        keep_model(*kept)
+    if report is not None:
+        report({**final, "done": True})
+    return final
 
-        return simulate_trial(config, out, report, progress)
-    setup_started = time.perf_counter()
+
+def _trainer(
+    config: TrialConfig, dataset: Dataset | None, threads: int | None, progress: bool
+) -> Training | SimulatedTraining:
+    """The trainer ``run_trial``'s loop drives: closed-form metrics for a simulated
+    trial, else the network on its device with its data (threads pinned, the data
+    loaded and checked)."""
+    if config.simulate.enabled:
+        from study.trial.simulated import SimulatedTraining
+
+        return SimulatedTraining(config)
     threads = pin_threads(threads if threads is not None else machine_cpus())
     device = resolve_device(config.device)
-    out = Path(out) if out is not None else None
     data = (dataset or load_dataset(**_data_args(config))).to(device)
     if "crop" in config.eval.families:
         check_crop_margin(config.eval.crop_margin, data.test_images.shape[-2:])
     if progress:
         print(f"{data.description}; {device}, {threads} torch threads", flush=True)
-    run = _Training(config, data, device)
-    if out is not None and (out / CHECKPOINT).is_file():
-        run.resume(out / CHECKPOINT)
-    started = time.perf_counter()
-    run.seconds["setup"] = started - setup_started
-    epochs = range(run.epoch, config.train.epochs)
-    bar = tqdm(epochs, desc="epochs", unit="epoch", disable=None if progress else True)
-    for epoch in bar:
-        row = run.train_epoch(epoch)
-        run.history.append(row)
-        if out is not None:
-            saving = time.perf_counter()
-            run.save(out / CHECKPOINT)
-            run.seconds["checkpoint"] += time.perf_counter() - saving
-        line = f"epoch {epoch + 1}/{config.train.epochs}  loss {row['train_loss']:.4f}  "
-        if "val_acc" in row:
-            line += (
-                f"val acc {row['val_acc']:.4f}  shifted {row['val_acc_shift']:.4f}  "
-                f"consistency {row['val_consistency']:.4f}  "
-            )
-        line += f"{row['images_per_second']:.0f} img/s"
-        if progress:
-            bar.write(line)
-        if report is not None:
-            report({**row, "done": False})
-    final = run.finish(out)
-    final["seconds_this_run"] = time.perf_counter() - started
-    final["threads"] = torch.get_num_threads()  # measured: what training really used
-    if keep_model is not None:
-        keep_model(run.model.eval(), run.test_float[:1].to(device))
-    if report is not None:
-        report({**final, "done": True})
-    return final
+    return Training(config, data, device)
 
 
 def _data_args(config: TrialConfig) -> dict[str, Any]:
@@ -170,8 +177,9 @@ def _data_args(config: TrialConfig) -> dict[str, Any]:
     }
 
 
-class _Training:
-    """The state of one trial between epochs: everything a checkpoint holds."""
+class Training:
+    """The real trainer behind :func:`run_trial`: the state of one trial between epochs,
+    everything a checkpoint holds."""
 
     def __init__(self, config: TrialConfig, data: Dataset, device: torch.device) -> None:
         self.config, self.data, self.device = config, data, device
@@ -278,6 +286,23 @@ class _Training:
         }
 
     # -- checkpoints ------------------------------------------------------------
+    def epoch_line(self, row: dict[str, Any]) -> str:
+        """The progress line of an epoch."""
+        line = f"epoch {row['epoch']}/{self.config.train.epochs}  loss {row['train_loss']:.4f}  "
+        if "val_acc" in row:
+            line += (
+                f"val acc {row['val_acc']:.4f}  shifted {row['val_acc_shift']:.4f}  "
+                f"consistency {row['val_consistency']:.4f}  "
+            )
+        return line + f"{row['images_per_second']:.0f} img/s"
+
+    def used_threads(self) -> int:
+        return torch.get_num_threads()
+
+    def trained_model(self) -> tuple[nn.Module, torch.Tensor]:
+        """The network in eval mode and an input example ``(1, C, H, W)``."""
+        return self.model.eval(), self.test_float[:1].to(self.device)
+
     def save(self, path: Path) -> None:
         save_checkpoint(
             path,

@@ -54,8 +54,8 @@ from typing import Any
 import numpy as np
 
 from study.metrics.names import VAL_METRICS
-from study.trial.checkpoint import CHECKPOINT, HISTORY_FILE, METRICS_FILE
-from study.trial.config import ConfigError, Report, TrialConfig
+from study.trial.checkpoint import HISTORY_FILE, METRICS_FILE
+from study.trial.config import ConfigError, TrialConfig
 
 
 def filter_bands(spec: str) -> tuple[float, float]:
@@ -145,63 +145,73 @@ def epoch_row(config: TrialConfig, epoch: int, final: dict[str, float]) -> dict[
     return row
 
 
-def simulate_trial(
-    config: TrialConfig,
-    out: str | Path | None = None,
-    report: Report | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """:func:`study.trial.run_trial`'s contract, simulated: a report per epoch
-    (``done: False``) and one at the end (``done: True``), a checkpoint every epoch in
-    ``out`` (resumed from when present), ``metrics.json`` and ``history.json``."""
-    import torch
+class SimulatedTraining:
+    """The simulated trainer behind :func:`study.trial.run_trial` (the loop is the same
+    as for real training): an epoch is a row of :func:`epoch_row` after
+    ``simulate.epoch_seconds`` of sleep; the checkpoint holds the config and the
+    history; the end writes ``metrics.json`` and ``history.json``."""
 
-    started = time.perf_counter()
-    out = Path(out) if out is not None else None
-    history: list[dict[str, Any]] = []
-    if out is not None and (out / CHECKPOINT).is_file():
-        payload = torch.load(out / CHECKPOINT, weights_only=True)
-        if payload.get("config") != config.to_dict():
-            raise ConfigError("out", f"{out} holds a trial with another config")
-        history = list(payload["history"])
-    final = final_metrics(config)
-    for epoch in range(len(history) + 1, config.train.epochs + 1):
+    def __init__(self, config: TrialConfig) -> None:
+        self.config = config
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.seconds: dict[str, float] = {}
+        self.final = final_metrics(config)
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
         tick = time.perf_counter()
-        time.sleep(config.simulate.epoch_seconds)
-        row = {**epoch_row(config, epoch, final), "epoch_seconds": time.perf_counter() - tick}
-        history.append(row)
+        time.sleep(self.config.simulate.epoch_seconds)
+        self.epoch = epoch + 1
+        row = epoch_row(self.config, self.epoch, self.final)
+        return {**row, "epoch_seconds": time.perf_counter() - tick}
+
+    def epoch_line(self, row: dict[str, Any]) -> str:
+        return f"epoch {row['epoch']}/{self.config.train.epochs} (simulated)"
+
+    def save(self, path: Path) -> None:
+        import torch
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {"simulated": True, "config": self.config.to_dict(), "history": self.history}
+        torch.save(state, path)
+
+    def resume(self, path: Path) -> None:
+        import torch
+
+        payload = torch.load(path, weights_only=True)
+        if payload.get("config") != self.config.to_dict():
+            raise ConfigError("out", f"{path.parent} holds a trial with another config")
+        self.history = list(payload["history"])
+        self.epoch = len(self.history)
+
+    def finish(self, out: Path | None) -> dict[str, Any]:
+        last = self.history[-1] if self.history else {}
+        result = {
+            **{k: last[k] for k in VAL_METRICS if k in last},
+            **self.final,
+            "train_loss": last.get("train_loss"),
+            "epochs": len(self.history),
+            "train_seconds": sum(row["epoch_seconds"] for row in self.history),
+            "validation_seconds": 0.0,
+            "eval_images": 0,
+            "eval_shifts": 0,
+            "eval_method": "simulated",
+            "eval_seconds": 0.0,
+            "data": "simulated",
+            "device": "cpu",
+        }
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            state = {"simulated": True, "config": config.to_dict(), "history": history}
-            torch.save(state, out / CHECKPOINT)
-        if progress:
-            print(f"epoch {epoch}/{config.train.epochs} (simulated)", flush=True)
-        if report is not None:
-            report({**row, "done": False})
-    last = history[-1] if history else {}
-    result = {
-        **{k: last[k] for k in VAL_METRICS if k in last},
-        **final,
-        "train_loss": last.get("train_loss"),
-        "epochs": len(history),
-        "train_seconds": sum(row["epoch_seconds"] for row in history),
-        "validation_seconds": 0.0,
-        "eval_images": 0,
-        "eval_shifts": 0,
-        "eval_method": "simulated",
-        "eval_seconds": 0.0,
-        "data": "simulated",
-        "device": "cpu",
-        "seconds_this_run": time.perf_counter() - started,
-        "threads": 1,
-    }
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / METRICS_FILE).write_text(json.dumps(result, indent=2))
-        (out / HISTORY_FILE).write_text(json.dumps(history, indent=2))
-    if report is not None:
-        report({**result, "done": True})
-    return result
+            (out / METRICS_FILE).write_text(json.dumps(result, indent=2))
+            (out / HISTORY_FILE).write_text(json.dumps(self.history, indent=2))
+        return result
+
+    def used_threads(self) -> int:
+        return 1
+
+    def trained_model(self) -> None:
+        """Nothing was trained: no model to keep."""
+        return None
 
 
 def _normal(config: TrialConfig, what: str, epoch: int = 0) -> float:
