@@ -25,8 +25,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from study.inputs import environment
 from study.secrets import redact
+from study.settings import environment
 
 DEFAULT_DB = "mlflow.db"
 TRIAL_TAG = "study.trial_id"

@@ -24,7 +24,7 @@ import time
 import warnings
 from collections.abc import Callable
 
-from study.inputs import seconds_setting
+from study.settings import seconds_setting
 
 
 def refresh_interval() -> float:

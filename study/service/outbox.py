@@ -86,7 +86,7 @@ class Outbox:
     ) -> None:
         import mlflow
 
-        from study.inputs import seconds_setting
+        from study.settings import seconds_setting
 
         self.client = mlflow.MlflowClient(uri)
         self.label = label

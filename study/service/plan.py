@@ -13,18 +13,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from study.inputs import (
+from study.mlflow_layout import tracking_uri
+from study.paths import absolute_sqlite, default_root
+from study.secrets import reveal
+from study.service.space import SearchSpace
+from study.service.tracking import check_experiment, check_tracking
+from study.settings import (
     DURATION_SETTINGS,
     FLAG_SETTINGS,
     flag_setting,
     is_seconds,
     seconds_setting,
 )
-from study.mlflow_layout import tracking_uri
-from study.paths import absolute_sqlite, default_root
-from study.secrets import reveal
-from study.service.space import SearchSpace
-from study.service.tracking import check_experiment, check_tracking
 from study.trial.config import ConfigError
 
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az", "file")

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from study.inputs import environment
 from study.mlflow_layout import SIMULATED_TAG, error_gist, fail_fast, parent_run
 from study.paths import leave_ray_working_dir
 from study.secrets import has_secret, redact
@@ -45,6 +44,7 @@ from study.service.samplers import optuna_storage
 from study.service.space import SearchSpace, StudySettings
 from study.service.tracking import set_parent_status, start_parent
 from study.service.tuner import fresh_tuner, restored_tuner
+from study.settings import environment
 from study.trial.config import ConfigError
 
 if TYPE_CHECKING:

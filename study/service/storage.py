@@ -27,8 +27,8 @@ from typing import Any
 import optuna
 from optuna.storages._cached_storage import _CachedStorage  # what create_study wraps RDB in
 
-from study.inputs import seconds_setting
 from study.secrets import redact, reveal
+from study.settings import seconds_setting
 
 #: Storage calls that wait out an outage: every call of Optuna's storage API that
 #: touches the database, and the private ones Optuna's ``_CachedStorage`` makes.

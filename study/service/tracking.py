@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from study.inputs import environment
 from study.mlflow_layout import (
     DECISIONS,
     EXPERIMENT_KIND_TAG,
@@ -38,6 +37,7 @@ from study.mlflow_layout import (
     trial_state,
 )
 from study.secrets import redact, redact_text
+from study.settings import environment
 
 
 def check_tracking(uri: str) -> None:

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from study.inputs import environment
 from study.metrics.names import describe_family
 from study.mlflow_layout import SIMULATED_TAG
 from study.secrets import reveal
 from study.service.outbox import PENDING, SPOOL, TrialLogger
 from study.service.pruning import MLFLOW_RUN_ID
 from study.service.space import SearchSpace
+from study.settings import environment
 
 _RESTORED_SPOOL = "tracking-restored"  # in the trial folder: records an earlier attempt held
 

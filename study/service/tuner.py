@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from study.inputs import flag_setting, seconds_setting
 from study.secrets import redact
 from study.service.plan import (
     StudyPlan,
@@ -22,6 +21,7 @@ from study.service.stopping import PER_EPOCH, build_scheduler
 from study.service.tracking import set_parent_status
 from study.service.trainable import DefineByRun, trainable
 from study.service.warmstart import prepare
+from study.settings import flag_setting, seconds_setting
 
 if TYPE_CHECKING:
     from study.service.scheduler import MultiObjectiveASHA
