@@ -181,7 +181,7 @@ def sampler_costs(samplers: list[str], sizes: list[int]) -> list[dict]:
 
     def objective(trial):
         """The closed-form objectives; a configuration no trial can run (the service
-        resamples those, study.service.pruning) fails, as in a study."""
+        resamples those, study.service.searcher) fails, as in a study."""
         metrics = final_metrics(from_mapping(space.sample(trial)))
         return metrics["test_acc"], metrics["test_consistency"]
 

@@ -31,7 +31,7 @@ from study.mlflow_layout import (
     TRIAL_TAG,
     metric_key,
 )
-from study.service.pruning import MLFLOW_RUN_ID
+from study.service.searcher import MLFLOW_RUN_ID
 from study.trial.checkpoint import HISTORY_FILE, METRICS_FILE
 
 #: Metrics that are shares of images, so in [0, 1] (``test_variation`` is a total

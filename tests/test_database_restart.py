@@ -27,7 +27,7 @@ from runs import (
 )
 from servers import PrivatePostgres, mlflow_server, private_postgres, psycopg_url
 
-from study.service.pruning import MLFLOW_RUN_ID
+from study.service.searcher import MLFLOW_RUN_ID
 from study.service.storage import RedactingRDBStorage
 
 REASON = PrivatePostgres.reason()

@@ -153,7 +153,14 @@ def test_the_walk_finds_cycles_through_function_level_and_relative_imports(tmp_p
 
 #: The order packages read in: each may import its own layer and those before it.
 LAYERS = (
-    ("study.inputs", "study.settings", "study.secrets", "study.paths", "study.labels", "study.lazy"),
+    (
+        "study.inputs",
+        "study.settings",
+        "study.secrets",
+        "study.paths",
+        "study.labels",
+        "study.lazy",
+    ),
     ("study.filters", "study.data"),
     ("study.layers",),
     ("study.models", "study.metrics", "study.convert"),

@@ -19,7 +19,7 @@ from optuna.storages.journal import JournalFileBackend
 from runs import TINY, environment, finish_driver, start_driver
 from servers import mlflow_server, ray_cluster, wait_for
 
-from study.service.pruning import MLFLOW_RUN_ID
+from study.service.searcher import MLFLOW_RUN_ID
 
 HEAD_MARKER = "node:__internal_head__"  # in the head raylet's --static_resource_list
 

@@ -2,7 +2,7 @@
 
 - ``study.scheduler`` in a space file: the syntax, its defaults, one-line errors, test
   metrics and a searched ``train.epochs`` refused, the document round trip;
-- :class:`~study.service.pruning.PruningSearcher` around a real ``OptunaSearch`` on real
+- :class:`~study.service.searcher.PruningSearcher` around a real ``OptunaSearch`` on real
   Optuna storages (journal file and SQLite): a trial the MO-ASHA scheduler stopped ends
   PRUNED with its rung decision as user attributes, a kept one COMPLETE; its state goes
   through Tune's own searcher save/restore;
@@ -28,11 +28,16 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.search_generator import SearchGenerator
 
 from study.mlflow_layout import PRUNED_TAG, STOPPED_TAG
-from study.service.pruning import PruningSearcher, invalid_config
 from study.service.samplers import optuna_storage
 from study.service.scheduler import MultiObjectiveASHA
+from study.service.scheduler_settings import (
+    PER_EPOCH,
+    SchedulerSettings,
+    build_scheduler,
+    default_metrics,
+)
+from study.service.searcher import PruningSearcher, invalid_config
 from study.service.space import SearchSpace
-from study.service.stopping import PER_EPOCH, SchedulerSettings, build_scheduler, default_metrics
 from study.service.storage import SnapshotCache, cached
 from study.service.trainable import DefineByRun
 from study.trial.config import ConfigError

@@ -31,7 +31,7 @@ from servers import free_port, mlflow_server
 
 from study.mlflow_layout import MODEL_TAG, ROLE_TAG
 from study.service.outbox import TrialLogger
-from study.service.pruning import MLFLOW_RUN_ID
+from study.service.searcher import MLFLOW_RUN_ID
 
 
 def _server_answers(url: str) -> bool:

@@ -14,7 +14,7 @@ Optuna or Ray that moves them fails here, loudly, instead of in a study:
   moves would let its warning through again;
 * ``study.service.storage.SnapshotCache`` subclasses Optuna's ``_CachedStorage`` and trims
   its per-study records when pickled;
-* ``study.service.pruning.PruningSearcher`` drops a told trial from
+* ``study.service.searcher.PruningSearcher`` drops a told trial from
   ``OptunaSearch._ot_trials`` (else every experiment snapshot pickles the whole table);
 * ``study.convert.placement`` builds a ``GraphModule`` around a container's children by
   copying ``nn.Module``'s registries (``_modules``, ``_parameters``, ``_buffers``,

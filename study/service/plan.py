@@ -64,7 +64,7 @@ def snapshot_period(trials: int) -> str:
     proportion to the planned size keeps the snapshots' share of the driver's time the
     same at any size. What a longer period costs: a driver killed between two snapshots
     resumes Tune's bookkeeping from up to that long before, and Optuna hears of a trial
-    stopped at a rung at the next snapshot (:mod:`study.service.pruning`).
+    stopped at a rung at the next snapshot (:mod:`study.service.searcher`).
 
     >>> [snapshot_period(n) for n in (10, 1000, 100_000)]  # with the variable unset
     ['10', '50', '300']

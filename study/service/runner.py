@@ -10,7 +10,7 @@ checkpoint, so a retried trial resumes from its last epoch.
 
 With ``study.scheduler`` set, MO-ASHA (:mod:`~study.service.scheduler`) judges trials at
 rungs on per-epoch validation metrics and stops some early. A stopped trial reaches
-Optuna as PRUNED (:class:`~study.service.pruning.PruningSearcher`), its MLflow child run
+Optuna as PRUNED (:class:`~study.service.searcher.PruningSearcher`), its MLflow child run
 ends ``KILLED`` with tag ``study.pruned`` (:func:`~study.service.tracking.mark_pruned`),
 and it never enters a front. The scheduler's state travels with Tune's experiment
 snapshots (:class:`~study.service.scheduler.SchedulerState`), so ``study resume``

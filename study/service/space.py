@@ -53,7 +53,7 @@ from study.service.dimensions import (  # Dimension: pickled spaces name it here
     sample_value,
 )
 from study.service.samplers import ADAPTIVE, SAMPLERS
-from study.service.stopping import (
+from study.service.scheduler_settings import (
     SchedulerSettings,
     check_budget,
     parse_scheduler,
@@ -85,7 +85,7 @@ class StudySettings:
     - ``trials``: how many trials in all; ``concurrent``: at most this many at once.
     - ``cpus``, ``gpus``: resources per trial (fractions allowed).
     - ``retries``: how often a failed trial is retried (it resumes from its checkpoint).
-    - ``scheduler``: early stopping (:mod:`~study.service.stopping`), e.g. ``{kind:
+    - ``scheduler``: early stopping (:mod:`~study.service.scheduler_settings`), e.g. ``{kind:
       mo-asha, grace: 2, eta: 3, metrics: [val_acc, val_consistency]}``; None: every
       trial runs all ``train.epochs``.
     - ``enqueue``: configurations to evaluate first, each a mapping of parameter names
@@ -349,7 +349,7 @@ class SearchSpace:
     def warnings(self, trials: int) -> list[str]:
         """What ``study run`` says before it starts (one line each): the protocol's
         warning, the sampler's cost at ``trials`` trials, and rungs that would rank on
-        noise (:func:`~study.service.stopping.signal_warnings`)."""
+        noise (:func:`~study.service.scheduler_settings.signal_warnings`)."""
         from study.service.samplers import cost_warning
 
         found = [self.protocol_warning(), cost_warning(self.settings.sampler, trials)]

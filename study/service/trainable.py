@@ -22,7 +22,7 @@ from study.metrics.names import describe_family
 from study.mlflow_layout import SIMULATED_TAG
 from study.secrets import reveal
 from study.service.outbox import PENDING, SPOOL, TrialLogger
-from study.service.pruning import MLFLOW_RUN_ID
+from study.service.searcher import MLFLOW_RUN_ID
 from study.service.space import SearchSpace
 from study.settings import environment
 
@@ -290,7 +290,7 @@ class EpochReporter:
         from study.trial.run import CHECKPOINT
 
         metrics = tune_metrics(row, self.final_metrics if complete else None)
-        if self.logger.run_id is not None:  # for the Optuna trial (study.service.pruning)
+        if self.logger.run_id is not None:  # for the Optuna trial (study.service.searcher)
             metrics[MLFLOW_RUN_ID] = self.logger.run_id
         metrics["complete"] = complete
         if not with_checkpoint:

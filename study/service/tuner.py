@@ -16,8 +16,8 @@ from study.service.repair import (
     repair_orphaned_trials,
 )
 from study.service.samplers import optuna_storage, sampler
+from study.service.scheduler_settings import PER_EPOCH, build_scheduler
 from study.service.space import SearchSpace
-from study.service.stopping import PER_EPOCH, build_scheduler
 from study.service.tracking import set_parent_status
 from study.service.trainable import DefineByRun, trainable
 from study.service.warmstart import prepare
@@ -149,8 +149,8 @@ def _new_tuner(
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from study.service.pruning import PruningSearcher
     from study.service.scheduler import LiveFIFOScheduler
+    from study.service.searcher import PruningSearcher
     from study.service.storage import cached
 
     settings = space.settings
