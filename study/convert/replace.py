@@ -87,25 +87,13 @@ def convert_downsampling(
             ``filter`` (its box *is* a rect-k blur, Appendix A: ``rect-2`` gives back the
             original); ``"dense"`` keeps the box, pooled densely, and blurs after it.
         exclude: ``fnmatch`` patterns of module names to leave alone.
-        downsample: the operator (:class:`~study.layers.Downsampling`): ``"blur"`` (blur,
-            then subsample), ``"aps"`` (blur, then adaptive polyphase sampling choosing
-            by ``aps_norm``: ``l2``, ``l1``, ``linf``), ``"adaptive"`` (a predicted
-            ``adaptive_taps``-square low-pass per pixel and per one of
-            ``adaptive_groups`` channel groups) or ``"ideal"`` (the ideal low-pass up to
-            ``ideal_cutoff`` x Nyquist, default ``1/stride``, the bin on the cutoff
-            weighted by ``ideal_edge``: ``"zero"`` or ``"half"``); the last two need
-            ``filter="delta"``.
+        downsample, aps_norm, adaptive_taps, adaptive_groups, ideal_cutoff, ideal_edge:
+            the operator (:class:`~study.layers.Downsampling`, whose fields they are):
+            ``"blur"``, ``"aps"``, ``"adaptive"`` or ``"ideal"`` and their parameters.
     """
-    if isinstance(filter, Downsampling):
-        flat = (downsample, aps_norm, adaptive_taps, adaptive_groups, ideal_cutoff, ideal_edge)
-        if flat != ("blur", "l2", 3, 2, None, "zero"):
-            raise ValueError("downsample: given beside a whole Downsampling; pass one or the other")
-        operator = filter
-    else:
-        check_choice("aps_norm", aps_norm, APS_NORMS)
-        operator = Downsampling(
-            downsample, filter, aps_norm, adaptive_taps, adaptive_groups, ideal_cutoff, ideal_edge
-        )
+    operator = _operator(
+        filter, downsample, aps_norm, adaptive_taps, adaptive_groups, ideal_cutoff, ideal_edge
+    )
     check_choice("avgpool", avgpool, ("replace", "dense"))
     check_choice("strided_conv", strided_conv, STRIDED_CONV)
     if not isinstance(keep_stem, bool):
@@ -123,26 +111,50 @@ def convert_downsampling(
     adaptive: dict[str, nn.Module] = {}  # converted layer name -> its APS layer
     blurs = apply_plans(model, plans, operator, padding, report, adaptive)
     for name, module in layers:
-        if name in blurs:
-            report.replaced.append(blurs[name])
+        change = blurs.get(name) or _replace(model, name, module, operator, padding, avgpool)
+        if isinstance(change, str):
+            report.skipped.append((name, change))
             continue
-        new = _blurred(module, operator, padding, avgpool)
-        if isinstance(new, str):
-            report.skipped.append((name, new))
-            continue
-        set_submodule(model, name, moved(new, module, model))
-        if operator.kind == "aps":
-            adaptive[name] = new.blur if isinstance(new, APSConv2d) else new
-        placement = ""
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, nn.Conv2d) and not change.placement:
             why = fallbacks.get(name)
             placement = f"after-conv (fallback: {why})" if why else "after-conv"
-        report.replaced.append(Change(name, short(module), short(new), placement))
+            change = Change(change.name, change.before, change.after, placement)
+        report.replaced.append(change)
+        if operator.kind == "aps" and name not in blurs:
+            new = model.get_submodule(name)
+            adaptive[name] = new.blur if isinstance(new, APSConv2d) else new
     for name, module in model.named_modules():
         if isinstance(module, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
             report.skipped.append((name, "adaptive pooling has no stride to blur"))
     report.links = _link_branches(adaptive)
     return report
+
+
+def _operator(filter: FilterLike | Downsampling, kind: str, *fields: Any) -> Downsampling:
+    """The operator: ``filter`` when it is a whole :class:`Downsampling` (then the flat
+    fields must be left at their defaults), else one made of the flat fields."""
+    if isinstance(filter, Downsampling):
+        if (kind, *fields) != ("blur", "l2", 3, 2, None, "zero"):
+            raise ValueError("downsample: given beside a whole Downsampling; pass one or the other")
+        return filter
+    check_choice("aps_norm", fields[0], APS_NORMS)
+    return Downsampling(kind, filter, *fields)
+
+
+def _replace(
+    model: nn.Module,
+    name: str,
+    module: nn.Module,
+    operator: Downsampling,
+    padding: Padding,
+    avgpool: AvgPoolMode,
+) -> Change | str:
+    """Swap the layer at ``name`` for the operator's form of it; the change, or why not."""
+    new = _blurred(module, operator, padding, avgpool)
+    if isinstance(new, str):
+        return new
+    set_submodule(model, name, moved(new, module, model))
+    return Change(name, short(module), short(new))
 
 
 def _link_branches(adaptive: dict[str, nn.Module]) -> list[tuple[str, str]]:
