@@ -202,6 +202,65 @@ def basic_auth_env(
     }
 
 
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def s3_reason() -> str | None:
+    """Why an S3 server cannot be started here (moto's, from the dev extra), or None."""
+    if not (BIN / "moto_server").is_file():
+        return "moto_server is not installed (pip install -e '.[dev]')"
+    return None
+
+
+@contextlib.contextmanager
+def s3_server(folder: Path, bucket: str) -> Iterator[dict[str, str]]:
+    """A real S3 API server on a free loopback port (moto's ``moto_server``, its own
+    process) holding ``bucket``; yields the environment that points boto3, pyarrow and
+    Ray at it (``AWS_ENDPOINT_URL`` and test credentials)."""
+    port = free_port()
+    log = open(folder / "s3-server.log", "a")  # noqa: SIM115 (closed below)
+    process = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    env = {**S3_CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    try:
+        import boto3
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"moto_server exited: {(folder / 's3-server.log').read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_for(answers, 60, "the S3 server")
+        client = boto3.client(
+            "s3",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+        )
+        client.create_bucket(Bucket=bucket)
+        yield env
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
 @contextlib.contextmanager
 def mlflow_server(
     backend: str,

@@ -93,15 +93,8 @@ def sampled_consistency(
     With ``max_shift >= H/2`` every one of the ``H x W`` shifts is equally likely and
     this is an unbiased estimate of :func:`consistency`.
     """
-    check_images(images)
-    height, width = images.shape[-2:]
-    limit = max(height, width) // 2
-    if not 0 <= max_shift <= limit:
-        raise ValueError(
-            f"max_shift: {max_shift} must lie in [0, {limit}] for {height}x{width} images"
-        )
+    size = _shift_grid(images, max_shift)
     generator = torch.Generator().manual_seed(seed)
-    size = (height, width)
     offsets = torch.cat(
         [random_circular_shifts(len(images), size, max_shift, generator) for _ in range(2)], 1
     )
@@ -138,15 +131,8 @@ def shifted_scores(
     at ``s1`` and ``s2`` agree: Section 4.2's protocol), each a fraction of the images,
     and ``loss``: the mean cross-entropy of the unshifted predictions (nats).
     """
-    check_images(images)
-    height, width = images.shape[-2:]
-    limit = max(height, width) // 2
-    if not 0 <= max_shift <= limit:
-        raise ValueError(
-            f"max_shift: {max_shift} must lie in [0, {limit}] for {height}x{width} images"
-        )
+    size = _shift_grid(images, max_shift)
     generator = torch.Generator().manual_seed(seed)
-    size = (height, width)
     first, second = (random_circular_shifts(len(images), size, max_shift, generator) for _ in "12")
     device = model_device(model)
     counts = torch.zeros(3, dtype=torch.long)
@@ -227,3 +213,16 @@ def adversarial_accuracy(probs: Tensor, labels: Tensor, max_shift: int | None = 
         survived &= rows & cols
         curve.append(survived.float().mean())
     return torch.stack(curve)
+
+
+def _shift_grid(images: Tensor, max_shift: int) -> tuple[int, int]:
+    """The images' ``(H, W)``, after checking them and that ``max_shift`` lies in
+    ``[0, max(H, W) // 2]`` (a one-line ``ValueError`` otherwise)."""
+    check_images(images)
+    height, width = images.shape[-2:]
+    limit = max(height, width) // 2
+    if not 0 <= max_shift <= limit:
+        raise ValueError(
+            f"max_shift: {max_shift} must lie in [0, {limit}] for {height}x{width} images"
+        )
+    return height, width
