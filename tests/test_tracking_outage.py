@@ -322,3 +322,44 @@ def test_a_study_that_fails_while_mlflow_is_away_shows_its_own_error(tmp_path, c
     _mark_parent_failed(f"http://127.0.0.1:{free_port()}", run.info.run_id)  # away: no raise
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and f"could not mark the parent run {run.info.run_id}" in out
+
+
+def test_the_drivers_own_steps_wait_out_an_outage(tmp_path, capsys):
+    """What the driver cannot go on without (creating the parent run, reading it back,
+    marking it RUNNING on resume) waits for the server with the study's patience: one
+    line when the waiting starts, one when the server is back, the request done once.
+    Past the patience: a one-line error naming the server."""
+    import threading
+
+    import pytest
+
+    from study.service.tracking import PatientClient, TrackingTimeout, patiently
+
+    store, port = f"sqlite:///{tmp_path / 'mlflow.db'}", free_port()
+    with mlflow_server(store, tmp_path, port=port) as url:
+        experiment = mlflow.MlflowClient(url).create_experiment("before")
+    assert not _server_answers(url)
+    attempts: list[float] = []
+
+    def create_run() -> str:
+        attempts.append(time.monotonic())
+        return mlflow.MlflowClient(url).create_run(experiment).info.run_id
+
+    result: dict[str, str] = {}
+    caller = threading.Thread(
+        target=lambda: result.update(run=patiently(url, "create the run", create_run, 300)),
+        daemon=True,
+    )
+    caller.start()
+    wait_until(lambda: len(attempts) >= 2, 180, "a second attempt")  # it waits, and retries
+    assert "run" not in result
+    with mlflow_server(store, tmp_path, port=port):
+        caller.join(120)
+        assert "run" in result
+        runs = mlflow.MlflowClient(url).search_runs([experiment])
+        assert [r.info.run_id for r in runs] == [result["run"]]  # created once
+        output = capsys.readouterr().out
+        assert output.count("unreachable") == 1, output
+        assert output.count("reachable again") == 1 and "create the run done" in output, output
+    with pytest.raises(TrackingTimeout, match=r"^MLflow at http://127\.0\.0\.1:\d+ unreachable"):
+        PatientClient(url, patience=1).create_experiment("never")

@@ -37,6 +37,7 @@ from study.mlflow_layout import describe_dataset
 from study.secrets import redact
 from study.service import tracking
 from study.service.delivery import DELIVER
+from study.service.tracking import TrackingTimeout
 
 SPOOL = "tracking"
 
@@ -67,10 +68,6 @@ WHAT = {
 
 
 Record = tuple[str, dict[str, Any]]
-
-
-class TrackingTimeout(ConnectionError):
-    """MLflow stayed unreachable for longer than the patience: one line naming it."""
 
 
 class Outbox:

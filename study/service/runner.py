@@ -42,7 +42,13 @@ from study.service.repair import (
 )
 from study.service.samplers import optuna_storage
 from study.service.space import SearchSpace, StudySettings
-from study.service.tracking import set_parent_status, start_parent
+from study.service.tracking import (
+    PatientClient,
+    quiet_urllib3,
+    request_settings,
+    set_parent_status,
+    start_parent,
+)
 from study.service.tuner import fresh_tuner, restored_tuner
 from study.settings import environment
 from study.trial.config import ConfigError
@@ -85,6 +91,7 @@ def run_study(
     from study.service.progress import StudyProgress
 
     settings: StudySettings = space.settings
+    quiet_urllib3()
     with environment(**_tune_environment(study_plan, address)):
         _check_new_or_resumable(study_plan, resume)
         leave_ray_working_dir()  # every path is absolute by now
@@ -124,6 +131,8 @@ def _tune_environment(study_plan: StudyPlan, address: str | None) -> dict[str, s
             "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"
         ),
         SNAPSHOT_PERIOD: snapshot_period(study_plan.trials),
+        # MLflow requests fail fast; the relay and the driver's patient steps wait.
+        **request_settings(),
     }
     if has_secret(study_plan.optuna_storage):  # pickled storages reveal it from here
         values["STUDY_OPTUNA_STORAGE"] = study_plan.optuna_storage
@@ -136,7 +145,6 @@ def _tune_environment(study_plan: StudyPlan, address: str | None) -> dict[str, s
 def _start_parent(space: SearchSpace, study_plan: StudyPlan) -> tuple[str, str]:
     """The study's parent MLflow run (created, or found on resume) and its experiment
     id; the space is recorded with credentials redacted (study.secrets)."""
-    import mlflow
 
     document = space.document()
     document["study"].update(
@@ -154,7 +162,7 @@ def _start_parent(space: SearchSpace, study_plan: StudyPlan) -> tuple[str, str]:
         document,
         tags={SIMULATED_TAG: "true"} if space.simulated() else None,
     )
-    experiment_id = mlflow.MlflowClient(study_plan.tracking_uri).get_run(parent).info.experiment_id
+    experiment_id = PatientClient(study_plan.tracking_uri).get_run(parent).info.experiment_id
     return parent, experiment_id
 
 
@@ -225,7 +233,6 @@ def _mark_parent_failed(uri: str, parent: str) -> None:
 
 def _check_new_or_resumable(study_plan: StudyPlan, resume: bool) -> None:
     """``run`` needs a new name (in Tune, MLflow and Optuna); ``resume`` an experiment."""
-    import mlflow
     from ray import tune
 
     try:
@@ -242,7 +249,7 @@ def _check_new_or_resumable(study_plan: StudyPlan, resume: bool) -> None:
         return
     if (
         restorable
-        or parent_run(mlflow.MlflowClient(study_plan.tracking_uri), study_plan.name)
+        or parent_run(PatientClient(study_plan.tracking_uri), study_plan.name)
         or _optuna_study_exists(study_plan)
     ):
         raise ConfigError(

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import platform
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from study.mlflow_layout import (
     DECISIONS,
@@ -39,6 +39,8 @@ from study.mlflow_layout import (
 from study.secrets import redact, redact_text
 from study.settings import environment
 
+T = TypeVar("T")
+
 
 def check_tracking(uri: str) -> None:
     """Fail early (a one-line ``ValueError`` naming ``study.tracking_uri``) when the
@@ -58,10 +60,9 @@ def start_parent(
     """Create (or find again, on resume) the study's parent run; returns its id. It
     holds the space file as given and ``study.yaml``, the resolved space that
     ``study resume`` reads back; ``tags`` are added to its own."""
-    import mlflow
     from mlflow.entities import Param
 
-    client = mlflow.MlflowClient(uri)
+    client = PatientClient(uri)  # the study cannot start without its parent run
     found = parent_run(client, study_name)
     source = {SOURCE_NAME_TAG: f"study run {space_file.name}", SOURCE_TYPE_TAG: "LOCAL"}
     if found is not None:  # a resume: a run of an earlier version gets its kind and source
@@ -336,6 +337,103 @@ def log_model(client, run_id: str, model, example, signature) -> None:
         serialization_format="pickle",  # the module as trained, no torch.export
     )
     client.set_tag(run_id, MODEL_TAG, logged.model_uri)
+
+
+def request_settings() -> dict[str, str]:
+    """MLflow's HTTP settings while a study runs, where the user set none: a request to
+    a server that is away fails at once instead of after MLflow's own retries with
+    backoff (minutes); the outboxes and :func:`patiently` do the waiting, and say so
+    once."""
+    import os
+
+    defaults = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+    return {name: os.environ.get(name, value) for name, value in defaults.items()}
+
+
+def quiet_urllib3() -> None:
+    """No urllib3 warning per failed request while the tracking server is away: the
+    outbox, the relay or :func:`patiently` says it once."""
+    import logging
+
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+
+
+def patiently(uri: str, what: str, action: Callable[[], T], patience: float | None = None) -> T:
+    """``action()``, its MLflow requests retried while the server at ``uri`` is away
+    (:func:`tracking_unreachable`) for up to ``patience`` seconds
+    (``$STUDY_TRACKING_PATIENCE_S``), with one line when the waiting starts and one when
+    the server is back; past the patience a one-line :class:`TrackingTimeout` naming the
+    server. For the driver's own steps that the study cannot go on without (its parent
+    run); what can wait goes through an outbox instead."""
+    import time
+
+    from study.mlflow_layout import error_gist
+    from study.settings import seconds_setting
+
+    patience = seconds_setting("STUDY_TRACKING_PATIENCE_S") if patience is None else patience
+    quiet_urllib3()
+    away_since: float | None = None
+    while True:
+        try:
+            with environment(**request_settings()):
+                result = action()
+        except Exception as error:
+            if not tracking_unreachable(error):
+                raise
+            now = time.monotonic()
+            if away_since is None:
+                away_since = now
+                print(
+                    f"study: MLflow at {redact(uri)} unreachable ({error_gist(error)}): "
+                    f"waiting up to {patience:.0f} s (STUDY_TRACKING_PATIENCE_S) to {what}",
+                    flush=True,
+                )
+            if now - away_since >= patience:
+                raise TrackingTimeout(
+                    f"MLflow at {redact(uri)} unreachable for {now - away_since:.0f} s "
+                    f"(patience {patience:.0f} s, STUDY_TRACKING_PATIENCE_S): could not {what}"
+                ) from None
+            time.sleep(min(2.0, max(0.1, patience - (now - away_since))))
+            continue
+        if away_since is not None:
+            print(
+                f"study: MLflow at {redact(uri)} reachable again after "
+                f"{time.monotonic() - away_since:.0f} s: {what} done",
+                flush=True,
+            )
+        return result
+
+
+class PatientClient:
+    """An ``MlflowClient`` on ``uri`` whose every request waits out an unreachable
+    server (:func:`patiently`, per request: a retried step repeats no request that
+    succeeded)."""
+
+    def __init__(self, uri: str, patience: float | None = None) -> None:
+        import mlflow
+
+        self._client = mlflow.MlflowClient(uri)
+        self._patience = patience
+        self.tracking_uri = uri
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return patiently(
+                self.tracking_uri,
+                f"{name.replace('_', ' ')}",
+                lambda: method(*args, **kwargs),
+                self._patience,
+            )
+
+        return call
+
+
+class TrackingTimeout(ConnectionError):
+    """MLflow stayed unreachable for longer than the patience: one line naming it."""
 
 
 def tracking_unreachable(error: BaseException) -> bool:

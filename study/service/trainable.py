@@ -24,6 +24,7 @@ from study.secrets import reveal
 from study.service.outbox import PENDING, SPOOL, TrialLogger
 from study.service.searcher import MLFLOW_RUN_ID
 from study.service.space import SearchSpace
+from study.service.tracking import quiet_urllib3, request_settings
 from study.settings import environment
 
 _RESTORED_SPOOL = "tracking-restored"  # in the trial folder: records an earlier attempt held
@@ -109,7 +110,7 @@ def trainable(params: dict[str, Any]) -> None:
     from_tune = _restore_checkpoint(work)
     config = from_mapping(params["trial"])
     quiet_urllib3()
-    with environment(**_fail_fast_tracking()):
+    with environment(**request_settings()):
         logger = _open_logger(params["tracking"], context, work)
         _record_trial(logger, params, config, threads, started_at)
         resuming = _backfill(logger, work, replay=not from_tune)
@@ -130,14 +131,6 @@ def trainable(params: dict[str, Any]) -> None:
         except TrialFailed as error:
             logger.tags({"study.last_error": error.reason[:500]})  # Tune may retry it
             raise
-
-
-def _fail_fast_tracking() -> dict[str, str]:
-    """MLflow's request settings for a trial, where the user set none: a request to a
-    tracking server that is away fails at once rather than after MLflow's own retries
-    (the trial's outbox holds it and training goes on)."""
-    defaults = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
-    return {name: os.environ.get(name, value) for name, value in defaults.items()}
 
 
 def _pin_reserved_threads(context) -> int:
@@ -303,14 +296,6 @@ class EpochReporter:
             metrics[PENDING] = self.logger.spool(Path(folder) / SPOOL)
             tune.report(metrics, checkpoint=Checkpoint.from_directory(folder))
         self.policy.saved()
-
-
-def quiet_urllib3() -> None:
-    """No urllib3 warning per failed request while the tracking server is away: the
-    outbox says it once."""
-    import logging
-
-    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 def tune_metrics(row: Mapping[str, Any], names: list[str] | None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from study.service.repair import (
 from study.service.samplers import optuna_storage, sampler
 from study.service.scheduler_settings import PER_EPOCH, build_scheduler
 from study.service.space import SearchSpace
-from study.service.tracking import set_parent_status
+from study.service.tracking import PatientClient, patiently, set_parent_status
 from study.service.trainable import DefineByRun, trainable
 from study.service.warmstart import prepare
 from study.settings import flag_setting, seconds_setting
@@ -47,7 +47,10 @@ def restored_tuner(
     scheduler it restored; orphaned Optuna trials repaired."""
     from ray import tune
 
-    set_parent_status(study_plan.tracking_uri, parent, "RUNNING", {})
+    uri = study_plan.tracking_uri
+    patiently(
+        uri, "mark the parent run RUNNING", lambda: set_parent_status(uri, parent, "RUNNING", {})
+    )
     tuner = tune.Tuner.restore(study_plan.experiment_path, _resourced(space), resume_errored=True)
     scheduler = _use_progress(tuner, progress)
     known = known_optuna_trials(study_plan.experiment_path)
@@ -82,9 +85,8 @@ def _resourced(space: SearchSpace):
 
 def _log_prepared(study_plan: StudyPlan, parent: str, prepared, warm_from: str | None) -> None:
     """Say on the parent run (and the console) what the Optuna study started with."""
-    import mlflow
 
-    client = mlflow.MlflowClient(study_plan.tracking_uri)
+    client = PatientClient(study_plan.tracking_uri)
     if prepared.enqueued:
         client.log_param(parent, "study.enqueued", prepared.enqueued)
     if warm_from is not None:
