@@ -151,7 +151,8 @@ def to_loss(
     >>> to_loss([[0.9, 0.2]], ["max", "min"]).tolist()
     [[-0.9, 0.2]]
     """
-    array = as_matrix(values, len(directions))
+    empty = np.size(values) == 0  # an empty front takes its width from the directions
+    array = as_matrix(values, len(directions) if empty else None)
     return array * _signs(directions, array.shape[1])
 
 
