@@ -49,12 +49,16 @@ from study.service.tracking import (
     set_parent_status,
     start_parent,
 )
-from study.service.tuner import fresh_tuner, restored_tuner
+from study.service.tuner import fresh_tuner, restored_tuner, trial_dirname, trial_name
 from study.settings import environment
 from study.trial.config import ConfigError
 
 if TYPE_CHECKING:
     from study.service.scheduler import MultiObjectiveASHA
+
+# Experiments started before the Tuner moved to study.service.tuner pickled these by
+# their old place: kept here so that `study resume` restores them.
+_trial_name, _trial_dirname = trial_name, trial_dirname
 
 
 @dataclass(frozen=True)

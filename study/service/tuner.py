@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from study.service.scheduler import MultiObjectiveASHA
 
 
-def _trial_name(trial) -> str:
+def trial_name(trial) -> str:
     """A trial named by what it is, ``binomial-5 / shift (3c827242)``: Tune's progress
     and the MLflow child run show it (Tune's default is ``trainable_3c827242``)."""
     from study.service.progress import describe_trial
@@ -35,7 +35,7 @@ def _trial_name(trial) -> str:
     return f"{describe_trial(trial.config)} ({trial.trial_id})"
 
 
-def _trial_dirname(trial) -> str:
+def trial_dirname(trial) -> str:
     """Trial folders named by trial id (Tune's default spells out the whole config)."""
     return f"trial_{trial.trial_id}"
 
@@ -196,8 +196,8 @@ def _new_tuner(
             search_alg=ConcurrencyLimiter(search, max_concurrent=settings.concurrent),
             scheduler=scheduler or LiveFIFOScheduler(),
             num_samples=study_plan.trials,
-            trial_dirname_creator=_trial_dirname,
-            trial_name_creator=_trial_name,
+            trial_dirname_creator=trial_dirname,
+            trial_name_creator=trial_name,
             # A finished trial's worker runs the next one: no new process, no second
             # import of torch, and the dataset it loaded is still in memory.
             reuse_actors=True,
