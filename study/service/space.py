@@ -141,7 +141,8 @@ class SearchSpace:
             for name in ("optuna_storage", "tracking_uri")
             if isinstance(value := getattr(settings, name), str)
         }
-        return {**self.__dict__, "settings": replace(settings, **hidden)}
+        state = {k: v for k, v in self.__dict__.items() if k != "_corner_cache"}
+        return {**state, "settings": replace(settings, **hidden)}
 
     @classmethod
     def load(
@@ -259,11 +260,11 @@ class SearchSpace:
 
     def data_sources(self) -> set[str]:
         """Every ``data.source`` a trial of this space may read (each alternative once)."""
-        return {from_mapping(self.sample(trial)).data.source for trial in _corners(self)}
+        return {config.data.source for config in self._corner_configs()}
 
     def simulated(self) -> bool:
         """Whether any trial of this space is simulated (``simulate.enabled``)."""
-        return any(from_mapping(self.sample(trial)).simulate.enabled for trial in _corners(self))
+        return any(config.simulate.enabled for config in self._corner_configs())
 
     def grid_size(self) -> int:
         """How many trials ``grid`` runs: the product of the dimensions' sizes."""
@@ -281,7 +282,7 @@ class SearchSpace:
                     "trials at the same epochs and needs one budget per study: fix "
                     "train.epochs, or set study.scheduler: none",
                 )
-        epochs = sorted({from_mapping(self.sample(c)).train.epochs for c in _corners(self)})
+        epochs = sorted({config.train.epochs for config in self._corner_configs()})
         if len(epochs) > 1:
             raise ConfigError(
                 "study.scheduler",
@@ -293,7 +294,14 @@ class SearchSpace:
     def validation_images(self) -> int:
         """``data.validation`` of the trials, the smallest where alternatives differ
         (the early-stopping noise margin is then the widest: it errs towards keeping)."""
-        return min(from_mapping(self.sample(c)).data.validation for c in _corners(self))
+        return min(config.data.validation for config in self._corner_configs())
+
+    def _corner_configs(self) -> list[TrialConfig]:
+        """The trial configs of the space's corners (each alternative of every choice
+        once, the ends of every range), validated once and kept (not pickled)."""
+        if "_corner_cache" not in self.__dict__:
+            self.__dict__["_corner_cache"] = [from_mapping(self.sample(c)) for c in _corners(self)]
+        return self.__dict__["_corner_cache"]
 
     def _check(self) -> None:
         settings = self.settings
@@ -321,11 +329,11 @@ class SearchSpace:
                 for m in settings.scheduler.metrics
                 if m in VAL_METRICS
             ]
-        for trial in _corners(self):
-            try:
-                config = from_mapping(self.sample(trial))
-            except ConfigError as error:
-                raise ConfigError(error.field, f"{_problem(error)} (in a sampled trial)") from None
+        try:
+            configs = self._corner_configs()
+        except ConfigError as error:
+            raise ConfigError(error.field, f"{_problem(error)} (in a sampled trial)") from None
+        for config in configs:
             missing = [
                 m
                 for m in settings.objectives
