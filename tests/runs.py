@@ -147,3 +147,19 @@ def assert_each_epoch_once(client, children, epochs: int) -> None:
         assert sorted(steps) == list(range(1, epochs + 1)), steps
         finals = client.get_metric_history(child.info.run_id, "test/acc")
         assert len(finals) == 1, finals  # the final metrics once, not once per delivery
+
+
+def assert_study_survived(driver, folder: Path, url: str, name: str, epochs: int, trials: int = 2):
+    """What a study that lived through an outage shows: the driver ends with exit 0,
+    every trial complete, none restarted, every epoch in MLflow once. Returns the
+    children runs."""
+    from finished_study import study_runs
+
+    returncode = driver.wait(timeout=600)
+    output = driver_output(folder)
+    assert returncode == 0, output[-3000:]
+    assert f"{trials} of {trials} trials complete" in output
+    _, children = study_runs(url, name)
+    assert len(children) == trials
+    assert_complete_without_restart(mlflow.MlflowClient(url), children, epochs)
+    return children

@@ -216,6 +216,19 @@ def s3_reason() -> str | None:
     return None
 
 
+def s3_client(env: Mapping[str, str]):
+    """A boto3 S3 client on the server of :func:`s3_server` (``env``: what it yielded)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+    )
+
+
 @contextlib.contextmanager
 def s3_server(folder: Path, bucket: str) -> Iterator[dict[str, str]]:
     """A real S3 API server on a free loopback port (moto's ``moto_server``, its own
@@ -231,7 +244,6 @@ def s3_server(folder: Path, bucket: str) -> Iterator[dict[str, str]]:
     )
     env = {**S3_CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
     try:
-        import boto3
 
         def answers() -> bool:
             if process.poll() is not None:
@@ -243,14 +255,7 @@ def s3_server(folder: Path, bucket: str) -> Iterator[dict[str, str]]:
                 return False
 
         wait_for(answers, 60, "the S3 server")
-        client = boto3.client(
-            "s3",
-            endpoint_url=env["AWS_ENDPOINT_URL"],
-            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
-        )
-        client.create_bucket(Bucket=bucket)
+        s3_client(env).create_bucket(Bucket=bucket)
         yield env
     finally:
         process.terminate()

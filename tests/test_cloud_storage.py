@@ -10,10 +10,9 @@ import time
 
 import mlflow
 import pytest
-from finished_study import study_runs
 from runs import (
     TINY,
-    assert_complete_without_restart,
+    assert_study_survived,
     driver_output,
     environment,
     runs_with_an_epoch,
@@ -22,11 +21,11 @@ from runs import (
     wait_until,
 )
 from servers import (
-    S3_CREDENTIALS,
     free_port,
     mlflow_server,
     postgres_database,
     psycopg_url,
+    s3_client,
     s3_reason,
     s3_server,
 )
@@ -40,7 +39,6 @@ def test_records_held_in_s3_checkpoints_reach_mlflow_after_an_outage(tmp_path):
     driver has said both are done: their last epochs and final metrics waited in the
     spools of their checkpoints, in the bucket. Both trials complete, every epoch is in
     MLflow once, and each spool in the bucket is marked delivered."""
-    import boto3
 
     epochs = 4
     store, port = f"sqlite:///{tmp_path / 'mlflow.db'}", free_port()
@@ -75,23 +73,10 @@ def test_records_held_in_s3_checkpoints_reach_mlflow_after_an_outage(tmp_path):
                        "both trials done while MLflow is away", driver, tmp_path)  # fmt: skip
             with mlflow_server(store, tmp_path, port=port):
                 print(f"\nMLflow server away for {time.monotonic() - away:.0f} s")
-                returncode = driver.wait(timeout=600)
-                output = driver_output(tmp_path)
-                assert returncode == 0, output[-3000:]
-                assert "2 of 2 trials complete" in output
-                _, children = study_runs(url, "cloud")
-                assert len(children) == 2
-                assert_complete_without_restart(client, children, epochs)
+                assert_study_survived(driver, tmp_path, url, "cloud", epochs)
         finally:
             stop_driver(driver)
-        s3_client = boto3.client(
-            "s3",
-            endpoint_url=s3["AWS_ENDPOINT_URL"],
-            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
-        )
-        bucket = s3_client.list_objects_v2(Bucket="studies", Prefix="results/cloud/")
+        bucket = s3_client(s3).list_objects_v2(Bucket="studies", Prefix="results/cloud/")
         keys = [item["Key"] for item in bucket.get("Contents", [])]
         assert any("/checkpoint_" in key for key in keys), keys  # the checkpoints are there
         delivered = [key for key in keys if key.endswith("/tracking/delivered")]
