@@ -4,6 +4,7 @@ cluster, tracked in MLflow (the service, :mod:`study.service`, does the work).""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -153,6 +154,7 @@ def _run_study(
 
     if not args.verbose:  # Ray's, Tune's and Optuna's own output only with --verbose
         quiet_upstream()
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's old reporter: silent at verbose=0
     try:
         outcome = run_study(
             space,

@@ -7,7 +7,6 @@ still shows, and ``study --verbose`` silences nothing.
 from __future__ import annotations
 
 import logging
-import os
 
 import optuna
 
@@ -54,12 +53,12 @@ class _DropIrrelevant(logging.Filter):
 def quiet_upstream() -> None:
     """Silence, for this process, what :data:`IRRELEVANT` and :data:`INFO_ONLY` name,
     Optuna's INFO lines, and Tune's own terminal output (its configuration box names
-    internals such as ``SearchGenerator``; the service prints its own lines). Idempotent."""
+    internals such as ``SearchGenerator``; the service prints its own lines: the command
+    sets ``RAY_AIR_NEW_OUTPUT=0``, Tune's old reporter, silent at ``verbose=0``). Idempotent."""
     for name, start, _why in IRRELEVANT:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropIrrelevant) and f.start == start for f in logger.filters):
             logger.addFilter(_DropIrrelevant(start))
     for name in INFO_ONLY:
         logging.getLogger(name).setLevel(logging.WARNING)
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's old reporter: silent at verbose=0
     optuna.logging.set_verbosity(optuna.logging.WARNING)
