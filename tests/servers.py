@@ -352,18 +352,27 @@ def ray(*args: str, env: dict | None = None, timeout: float = 120) -> str:
 
 
 @contextlib.contextmanager
-def ray_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[dict]:
+def ray_cluster(
+    nodes: int = 2,
+    cpus_per_node: int = 1,
+    head_cpus: int | None = None,
+    node_env: Mapping[str, str] | None = None,
+) -> Iterator[dict]:
     """A real multi-node Ray cluster on loopback: ``ray start --head`` on a free port
     (never 6379, where Redis listens) plus ``nodes - 1`` more ``ray start --address``
     nodes on this machine, with Ray's token authentication on (a fresh token, given to
-    every process through ``RAY_AUTH_TOKEN``). Yields the GCS address, the dashboard
-    URL and the environment that clients of the cluster need."""
+    every process through ``RAY_AUTH_TOKEN``). ``head_cpus`` (default
+    ``cpus_per_node``; 0: trials run on the other nodes only); ``node_env``: more
+    environment for the other nodes' processes (their workers inherit it). Yields the
+    GCS address, the dashboard URL and the environment that clients of the cluster
+    need."""
     port, dashboard = free_port(), free_port()
     temp_dir = Path(tempfile.mkdtemp(prefix="raytest-", dir="/tmp"))  # short: socket paths
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
-    common = ["--num-cpus", str(cpus_per_node), "--num-gpus", "0", "--disable-usage-stats"]
+    common = ["--num-gpus", "0", "--disable-usage-stats"]
+    head = str(cpus_per_node if head_cpus is None else head_cpus)
     address = f"127.0.0.1:{port}"
     try:
         ray(
@@ -381,11 +390,23 @@ def ray_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[dict]:
             "true",
             "--temp-dir",
             str(temp_dir),
+            "--num-cpus",
+            head,
             *common,
             env=env,
         )
         for _ in range(nodes - 1):
-            ray("start", "--address", address, "--node-ip-address", "127.0.0.1", *common, env=env)
+            ray(
+                "start",
+                "--address",
+                address,
+                "--node-ip-address",
+                "127.0.0.1",
+                "--num-cpus",
+                str(cpus_per_node),
+                *common,
+                env={**env, **(node_env or {})},
+            )
         yield {
             "address": address,
             "dashboard": f"http://127.0.0.1:{dashboard}",

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import mlflow
 import optuna
@@ -22,12 +23,14 @@ from runs import (
     assert_each_epoch_once,
     assert_study_survived,
     driver_output,
+    environment,
     launch,
     runs_with_an_epoch,
+    start_driver,
     stop_driver,
     wait_until,
 )
-from servers import free_port, mlflow_server
+from servers import free_port, mlflow_server, ray_cluster
 
 from study.mlflow_layout import MODEL_TAG, ROLE_TAG
 from study.service.outbox import TrialLogger
@@ -357,3 +360,37 @@ def test_the_drivers_own_steps_wait_out_an_outage(tmp_path, capsys):
         assert output.count("reachable again") == 1 and "create the run done" in output, output
     with pytest.raises(TrackingTimeout, match=r"^MLflow at http://127\.0\.0\.1:\d+ unreachable"):
         PatientClient(url, patience=1).create_experiment("never")
+
+
+def test_a_worker_node_that_cannot_reach_mlflow_loses_nothing(tmp_path):
+    """The driver reaches MLflow, the node that runs the trials does not (its processes
+    go through an HTTP proxy that is down, as behind a broken egress proxy; Ray's own
+    gRPC bypasses it): the trials train as usual and hold every record, the driver
+    writes them from the trials' checkpoints, and the study completes with each epoch
+    in MLflow once. The trials' own output says that they could not reach the server."""
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    blocked = {
+        "HTTP_PROXY": dead,
+        "http_proxy": dead,
+        "NO_PROXY": "",
+        "no_proxy": "",
+        "no_grpc_proxy": "127.0.0.1,localhost",  # Ray's own traffic goes direct
+    }
+    epochs = 3
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [*TINY, "--set", f"train.epochs={epochs}", "--name", "unreachable-node"]
+    with (
+        mlflow_server(store, tmp_path) as url,
+        ray_cluster(nodes=2, cpus_per_node=1, head_cpus=0, node_env=blocked) as cluster,
+    ):
+        env = {**environment(url, cluster), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+        driver = start_driver([*args, "--address", cluster["address"]], tmp_path, env)
+        try:
+            children = assert_study_survived(driver, tmp_path, url, "unreachable-node", epochs)
+        finally:
+            stop_driver(driver)
+        logs = Path(cluster["temp_dir"]).glob("session_*/logs/worker-*.out")
+        said = "".join(path.read_text(errors="replace") for path in logs)
+        assert "unreachable" in said and "holding its records back" in said, said[-3000:]
+        tags = [mlflow.MlflowClient(url).get_run(c.info.run_id).data.tags for c in children]
+        assert all(t.get("study.host") for t in tags)  # the trials' own tags arrived too
