@@ -110,7 +110,7 @@ class StudyProgress(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into Tune's tuner.pkl: no password there (a resumed study gets a new
-        # progress callback with the real URI, see runner._use_progress).
+        # progress callback with the real URI, see tuner._use_progress).
         from study.secrets import redact
 
         state = {
