@@ -46,33 +46,16 @@ def _tracks(finished: list, epoch: int, metrics: dict[str, str], threshold: floa
 
 def replay(study: dict[str, Any], metrics: dict, grace: int, eta: int, k: int, threshold: float):
     """(hypervolume ratio, trial-epoch share, best trial stopped before half the budget)."""
-    from study.service.scheduler import MultiObjectiveASHA
-
-    budget = study["budget"]
-    scheduler = MultiObjectiveASHA(
-        metrics=metrics, grace=grace, eta=eta, budget=budget, validation_images=study["validation"]
+    rule = {"metrics": metrics, "grace": grace, "eta": eta}
+    result = sr.replay(
+        study,
+        rule,
+        gate=lambda finished, epoch: (
+            len(finished) >= k and _tracks(finished, epoch, metrics, threshold)
+        ),
     )
-    finished, spent, kept, stopped_at = [], 0, [], {}
-    for trial in study["trials"]:
-        end = budget
-        for epoch, row in enumerate(trial["epochs"], start=1):
-            if len(finished) < k or not _tracks(finished, epoch, metrics, threshold):
-                continue
-            if not scheduler.judge(f"t{trial['index']:03d}", {"epoch": epoch, **row}):
-                end = epoch
-                break
-        spent += end
-        stopped_at[trial["index"]] = end
-        if end == budget:
-            kept.append(trial["final"])
-            finished.append((trial["epochs"], trial["final"]))
-    everything = [t["final"] for t in study["trials"]]
-    lost = any(
-        stopped_at[max(study["trials"], key=lambda t, j=j: t["final"][j])["index"]] < budget / 2
-        for j in range(len(sr.OBJECTIVES))
-    )
-    share = spent / (len(study["trials"]) * budget)
-    return sr.hypervolume(kept) / sr.hypervolume(everything), share, lost
+    lost = bool(result["best_stopped_early"])
+    return result["hypervolume_ratio"], result["epochs_ratio"], lost
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -229,9 +230,14 @@ def hypervolume(points: list[list[float]]) -> float:
     return hv(np.array(points), list(OBJECTIVES.values()), np.zeros(len(OBJECTIVES)))
 
 
-def replay(study: dict[str, Any], rule: dict[str, Any]) -> dict[str, Any]:
+def replay(
+    study: dict[str, Any], rule: dict[str, Any], gate: Callable[[list, int], bool] | None = None
+) -> dict[str, Any]:
     """``rule`` (scheduler settings) over one recorded study: hypervolume ratio,
-    trial-epoch share, and when the full study's best trial per objective was stopped."""
+    trial-epoch share, and when the full study's best trial per objective was stopped.
+    ``gate(finished, epoch)``, if given, says whether a rung at ``epoch`` judges at all
+    (``finished``: the ``(epochs, final)`` of the trials that ran their full budget so
+    far); a trial passes a rung the gate keeps closed."""
     from study.service.scheduler import MultiObjectiveASHA
 
     budget = study["budget"]
@@ -240,19 +246,21 @@ def replay(study: dict[str, Any], rule: dict[str, Any]) -> dict[str, Any]:
         budget=budget,
         validation_images=study["validation"],
     )
-    spent, kept, stopped_at = 0, [], {}
+    spent, kept, stopped_at, finished = 0, [], {}, []
     for trial in study["trials"]:
         trial_id = f"t{trial['index']:03d}"
         end = budget
         for epoch, row in enumerate(trial["epochs"], start=1):
-            result = {"epoch": epoch, **row}
-            if not scheduler.judge(trial_id, result):
+            if gate is not None and not gate(finished, epoch):
+                continue
+            if not scheduler.judge(trial_id, {"epoch": epoch, **row}):
                 end = epoch
                 break
         spent += end
         stopped_at[trial["index"]] = end
         if end == budget:
             kept.append(trial["final"])
+            finished.append((trial["epochs"], trial["final"]))
     everything = [t["final"] for t in study["trials"]]
     best_stopped = []
     for j, objective in enumerate(OBJECTIVES):
