@@ -134,7 +134,7 @@ def _operator(filter: FilterLike | Downsampling, kind: str, *fields: Any) -> Dow
     """The operator: ``filter`` when it is a whole :class:`Downsampling` (then the flat
     fields must be left at their defaults), else one made of the flat fields."""
     if isinstance(filter, Downsampling):
-        if (kind, *fields) != ("blur", "l2", 3, 2, None, "zero"):
+        if Downsampling(kind, "delta", *fields) != Downsampling():  # not all at defaults
             raise ValueError("downsample: given beside a whole Downsampling; pass one or the other")
         return filter
     check_choice("aps_norm", fields[0], APS_NORMS)

@@ -149,7 +149,6 @@ def _tune_environment(study_plan: StudyPlan, address: str | None) -> dict[str, s
 def _start_parent(space: SearchSpace, study_plan: StudyPlan) -> tuple[str, str]:
     """The study's parent MLflow run (created, or found on resume) and its experiment
     id; the space is recorded with credentials redacted (study.secrets)."""
-
     document = space.document()
     document["study"].update(
         storage_path=study_plan.storage_path,

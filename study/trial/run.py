@@ -130,9 +130,7 @@ def run_trial(
         if out is not None:
             saving = time.perf_counter()
             trainer.save(out / CHECKPOINT)
-            trainer.seconds["checkpoint"] = trainer.seconds.get("checkpoint", 0.0) + (
-                time.perf_counter() - saving
-            )
+            trainer.seconds["checkpoint"] += time.perf_counter() - saving
         if progress:
             bar.write(trainer.epoch_line(row))
         if report is not None:

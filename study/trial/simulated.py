@@ -155,7 +155,7 @@ class SimulatedTraining:
         self.config = config
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
-        self.seconds: dict[str, float] = {}
+        self.seconds: dict[str, float] = {"setup": 0.0, "checkpoint": 0.0}
         self.final = final_metrics(config)
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
